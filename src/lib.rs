@@ -20,5 +20,16 @@
 //! contract payload → the response is classified into an outcome.
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod contract;
+pub mod env;
+pub mod function;
+pub mod google;
+pub mod http;
+pub mod metrics;
+pub mod retry;
 pub mod sandbox;
+pub mod telemetry;

@@ -1,0 +1,91 @@
+//! Builds the Google side of the application from a validated configuration:
+//! shared HTTP clients, each connection's credentials, the token cache and the
+//! invoker. The daemon, the CLI commands and the tests all build through here.
+//!
+//! It must not make network calls: building is cheap and offline; the first
+//! token is minted on first use (or by `grantbridge check`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::env::Environment;
+use crate::function::Invoker;
+use crate::google::{Credentials, CredentialsContext, CredentialsError, IdTokenSource, TokenCache};
+use crate::metrics::Metrics;
+
+/// Why the application could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("building the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("configuration {file}: connections.{connection}: {source}")]
+    Credentials {
+        file: String,
+        connection: String,
+        #[source]
+        source: CredentialsError,
+    },
+}
+
+/// Credentials, tokens and the invoker for one configuration.
+pub struct GoogleSide {
+    pub config: Arc<Config>,
+    pub credentials: BTreeMap<String, Arc<Credentials>>,
+    pub tokens: Arc<TokenCache>,
+    pub invoker: Arc<Invoker>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl GoogleSide {
+    pub fn build(
+        config: Config,
+        env: &dyn Environment,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BuildError> {
+        let http = crate::http::client()?;
+        let ctx = CredentialsContext {
+            env,
+            http: http.clone(),
+            metadata_http: crate::http::metadata_client()?,
+            clock: clock.clone(),
+            allow_insecure_loopback: config.http.allow_insecure_loopback,
+        };
+        let mut credentials = BTreeMap::new();
+        let mut sources: BTreeMap<String, Arc<dyn IdTokenSource>> = BTreeMap::new();
+        for (name, connection) in &config.connections {
+            let creds =
+                ctx.build(&connection.credentials)
+                    .map_err(|source| BuildError::Credentials {
+                        file: config.source.display().to_string(),
+                        connection: name.clone(),
+                        source,
+                    })?;
+            let creds = Arc::new(creds);
+            sources.insert(name.clone(), creds.clone());
+            credentials.insert(name.clone(), creds);
+        }
+        let tokens = Arc::new(TokenCache::new(
+            sources,
+            config.tokens.refresh_ahead,
+            clock.clone(),
+            metrics.clone(),
+        ));
+        let invoker = Arc::new(Invoker::new(
+            http,
+            tokens.clone(),
+            clock,
+            metrics.clone(),
+            config.http.max_response_bytes,
+        ));
+        Ok(Self {
+            config: Arc::new(config),
+            credentials,
+            tokens,
+            invoker,
+            metrics,
+        })
+    }
+}

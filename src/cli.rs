@@ -1,0 +1,322 @@
+//! The command line: `token`, `invoke`, `check`, `sandbox`. Each command is a
+//! function of its arguments that prints for a person and returns an exit code.
+//!
+//! It must not print secrets except where the command exists to (`token`
+//! prints the ID token it was asked for, like `gcloud auth print-identity-token`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value};
+
+use crate::app::{BuildError, GoogleSide};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
+use crate::contract::{EventType, validate_params};
+use crate::env::Environment;
+use crate::function::{Call, Outcome};
+use crate::metrics::Metrics;
+use crate::telemetry::LogFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "grantbridge",
+    version,
+    about = "Invoke Google Cloud Functions with Google-signed ID tokens for an access-management control plane"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "GRANTBRIDGE_CONFIG",
+        default_value = "/etc/grantbridge/grantbridge.toml"
+    )]
+    pub config: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// Log level or filter (e.g. info, grantbridge=debug); RUST_LOG wins when set.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print an ID token for an audience (like `gcloud auth print-identity-token`).
+    Token {
+        /// The connection whose credentials mint it.
+        #[arg(long)]
+        connection: String,
+        /// The audience, usually a function URL.
+        #[arg(long)]
+        audience: String,
+    },
+    /// Call an integration's function once and print the answer (like `gcloud functions call`).
+    Invoke(InvokeArgs),
+    /// Validate the configuration and mint a token for every integration.
+    Check,
+    /// Run Google on 127.0.0.1 (token endpoint, metadata server, IAM, functions) for local development.
+    Sandbox(SandboxArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// The integration's name in the configuration.
+    pub integration: String,
+    /// get-status, list-resources, list-resources-tags, create-credentials,
+    /// reset-credentials, delete-credentials, grant-access or revoke-access.
+    pub event_type: String,
+    /// A param as key=value; a value starting with [ or { is read as JSON.
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Idempotency-Key to send (default: a fresh id).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Folder for the generated service-account key and grantbridge config.
+    #[arg(long, default_value = "./sandbox")]
+    pub dir: PathBuf,
+    /// The service account the generated key belongs to.
+    #[arg(
+        long,
+        default_value = "grantbridge@sandbox-project.iam.gserviceaccount.com"
+    )]
+    pub service_account: String,
+    /// A function to serve: NAME (built-in sample) or NAME=UPSTREAM_URL (a local
+    /// function, e.g. functions-framework, behind the sandbox's auth front end).
+    #[arg(long = "function", value_name = "NAME[=URL]")]
+    pub functions: Vec<String>,
+}
+
+/// What a command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Token(#[from] crate::google::TokenError),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> {
+    match cli.command {
+        Command::Token {
+            connection,
+            audience,
+        } => token(&cli.config, env, &connection, &audience).await,
+        Command::Invoke(args) => invoke(&cli.config, env, args).await,
+        Command::Check => check(&cli.config, env).await,
+        Command::Sandbox(args) => sandbox(args).await,
+    }
+}
+
+fn build(path: &std::path::Path, env: &dyn Environment) -> Result<GoogleSide, CliError> {
+    let config = Config::load(path, env)?;
+    Ok(GoogleSide::build(
+        config,
+        env,
+        Clock::system(),
+        Arc::new(Metrics::new()),
+    )?)
+}
+
+async fn token(
+    path: &std::path::Path,
+    env: &dyn Environment,
+    connection: &str,
+    audience: &str,
+) -> Result<ExitCode, CliError> {
+    let google = build(path, env)?;
+    if !google.credentials.contains_key(connection) {
+        let known: Vec<_> = google.credentials.keys().cloned().collect();
+        return Err(CliError::Usage(format!(
+            "no connection named `{connection}` (configured: {})",
+            known.join(", ")
+        )));
+    }
+    let token = google.tokens.get(connection, audience).await?;
+    println!("{}", token.expose());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parses `key=value` params; values starting with `[` or `{` are JSON.
+pub fn parse_params(raw: &[String]) -> Result<Map<String, Value>, String> {
+    let mut params = Map::new();
+    for p in raw {
+        let (k, v) = p
+            .split_once('=')
+            .ok_or_else(|| format!("--param `{p}` is not KEY=VALUE"))?;
+        let value = if v.starts_with('[') || v.starts_with('{') {
+            serde_json::from_str(v).map_err(|e| format!("--param {k}: not valid JSON: {e}"))?
+        } else {
+            Value::String(v.to_owned())
+        };
+        params.insert(k.to_owned(), value);
+    }
+    Ok(params)
+}
+
+async fn invoke(
+    path: &std::path::Path,
+    env: &dyn Environment,
+    args: InvokeArgs,
+) -> Result<ExitCode, CliError> {
+    let google = build(path, env)?;
+    let integration = google
+        .config
+        .integrations
+        .get(&args.integration)
+        .ok_or_else(|| {
+            let known: Vec<_> = google.config.integrations.keys().cloned().collect();
+            CliError::Usage(format!(
+                "no integration named `{}` (configured: {})",
+                args.integration,
+                known.join(", ")
+            ))
+        })?;
+    let event_type = EventType::parse(&args.event_type).ok_or_else(|| {
+        let all: Vec<_> = EventType::ALL.iter().map(|e| e.as_str()).collect();
+        CliError::Usage(format!(
+            "`{}` is not an event type; expected one of {}",
+            args.event_type,
+            all.join(", ")
+        ))
+    })?;
+    let params = parse_params(&args.params).map_err(CliError::Usage)?;
+    validate_params(event_type, &params).map_err(CliError::Usage)?;
+    let call = Call {
+        event_type,
+        params,
+        idempotency_key: args
+            .idempotency_key
+            .unwrap_or_else(|| format!("cli-{}", hex::encode(rand::random::<[u8; 8]>()))),
+        not_after: None,
+    };
+    let report = google.invoker.invoke(integration, &call).await;
+    let status = report
+        .status
+        .map(|s| format!("HTTP {s}"))
+        .unwrap_or_else(|| "no HTTP answer".into());
+    let verdict = match &report.outcome {
+        Outcome::Succeeded => "succeeded".to_owned(),
+        Outcome::Failed { code, .. } => format!("failed ({})", code.as_str()),
+    };
+    println!(
+        "{status} · {verdict} · {} attempt(s) · {} ms · {}",
+        report.attempts,
+        report.latency.as_millis(),
+        report.url
+    );
+    if let Some(body) = &report.body {
+        match body {
+            crate::contract::Body::Json(v) => {
+                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default())
+            }
+            crate::contract::Body::Text(t) => println!("{t}"),
+        }
+    }
+    match report.outcome {
+        Outcome::Succeeded => Ok(ExitCode::SUCCESS),
+        Outcome::Failed { message, .. } => {
+            eprintln!("error: {message}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn check(path: &std::path::Path, env: &dyn Environment) -> Result<ExitCode, CliError> {
+    let google = build(path, env)?;
+    println!(
+        "configuration {}: valid ({} connection(s), {} integration(s))",
+        path.display(),
+        google.credentials.len(),
+        google.config.integrations.len()
+    );
+    let mut failed = false;
+    for (name, creds) in &google.credentials {
+        println!("connection {name}: {}", creds.principal());
+    }
+    for (name, integration) in &google.config.integrations {
+        match google
+            .tokens
+            .get(&integration.connection, &integration.audience)
+            .await
+        {
+            Ok(t) => println!(
+                "  ok    integration {name}: ID token for {} minted as {} (valid {}s)",
+                integration.audience,
+                t.email.as_deref().unwrap_or(&integration.connection),
+                t.remaining(std::time::SystemTime::now()).as_secs()
+            ),
+            Err(e) => {
+                failed = true;
+                println!("  FAIL  integration {name}: {e}");
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn sandbox(args: SandboxArgs) -> Result<ExitCode, CliError> {
+    let mut functions = Vec::new();
+    for f in &args.functions {
+        match f.split_once('=') {
+            Some((name, url)) => {
+                let url = url::Url::parse(url).map_err(|_| {
+                    CliError::Usage(format!("--function {f}: `{url}` is not a URL"))
+                })?;
+                functions.push((name.to_owned(), Some(url)));
+            }
+            None => functions.push((f.clone(), None)),
+        }
+    }
+    let standalone = crate::sandbox::StandaloneArgs {
+        dir: args.dir,
+        service_account: args.service_account,
+        functions,
+    };
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    crate::sandbox::run_standalone(standalone, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_parse_strings_and_json() {
+        let p = parse_params(&[
+            "username=alice@example.com".into(),
+            "resources=[\"a\",\"b\"]".into(),
+            "note=a=b".into(),
+        ])
+        .unwrap();
+        assert_eq!(p["username"], "alice@example.com");
+        assert_eq!(p["resources"], serde_json::json!(["a", "b"]));
+        assert_eq!(p["note"], "a=b");
+        assert!(parse_params(&["novalue".into()]).is_err());
+        assert!(parse_params(&["x=[broken".into()]).is_err());
+    }
+}

@@ -1,0 +1,562 @@
+//! The configuration: a TOML file, every key overridable by a
+//! `GRANTBRIDGE__SECTION__KEY` environment variable, parsed once into validated
+//! types. A bad configuration is refused as a whole, listing every problem with
+//! the file, the key and what was expected.
+//!
+//! It must not contact the network: loading is pure (it reads the key files the
+//! configuration names, nothing else).
+
+mod gcp;
+mod raw;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use url::Url;
+
+pub use gcp::{DEFAULT_REGION, FIRST_GEN_REGIONS, first_gen_url};
+use raw::{RawConfig, RawConnection, RawIntegration};
+
+use crate::env::Environment;
+use crate::google::key::ServiceAccountKey;
+use crate::http::checked_url;
+
+pub const ENV_PREFIX: &str = "GRANTBRIDGE";
+pub const DEFAULT_IAM_CREDENTIALS_URL: &str = "https://iamcredentials.googleapis.com";
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(540);
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 10 * 1024 * 1024;
+pub const DEFAULT_REFRESH_AHEAD: Duration = Duration::from_secs(300);
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from (for messages).
+    pub source: PathBuf,
+    pub connector_id: String,
+    pub connections: BTreeMap<String, Connection>,
+    pub integrations: BTreeMap<String, Integration>,
+    pub tokens: TokenSettings,
+    pub http: HttpSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub refresh_ahead: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub max_response_bytes: usize,
+    pub allow_insecure_loopback: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub name: String,
+    pub credentials: CredentialsSpec,
+}
+
+/// Where a connection's identity comes from.
+#[derive(Debug, Clone)]
+pub enum CredentialsSpec {
+    /// A service-account key file, already parsed.
+    ServiceAccountKey {
+        key_file: PathBuf,
+        key: Arc<ServiceAccountKey>,
+    },
+    /// The GCE/GKE/Cloud Run metadata server.
+    Metadata { host: Option<String> },
+    /// IAM Credentials `generateIdToken` for `target`, authenticated as `source`.
+    Impersonate {
+        target: String,
+        delegates: Vec<String>,
+        source: Box<CredentialsSpec>,
+        iam_credentials_url: Url,
+    },
+    /// Application Default Credentials, resolved when the app starts.
+    Adc,
+}
+
+#[derive(Debug, Clone)]
+pub struct Integration {
+    pub name: String,
+    pub connection: String,
+    pub project_id: String,
+    pub region: String,
+    pub function: String,
+    pub url: Url,
+    pub audience: String,
+    pub custom_parameters: serde_json::Map<String, serde_json::Value>,
+    pub access_details: Option<Url>,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration {file}: {message}")]
+    Load { file: String, message: String },
+    #[error("configuration {file} is invalid:\n{}", problems.iter().map(|p| format!("  - {}: {}", p.key, p.message)).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// One problem: the key (dotted path) and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    /// The problems, for tests and `grantbridge check`.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            Self::Invalid { problems, .. } => problems,
+            Self::Load { .. } => &[],
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path`, applies `GRANTBRIDGE__*` overrides from `env`, validates.
+    pub fn load(path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        if !path.is_file() {
+            return Err(ConfigError::Load {
+                file,
+                message: "file not found (pass --config FILE or set GRANTBRIDGE_CONFIG)".into(),
+            });
+        }
+        let source = config::File::from(path).format(config::FileFormat::Toml);
+        Self::build(source, path, env)
+    }
+
+    /// Parses TOML text as if it were the file `origin` (tests, `--config -`).
+    pub fn from_toml(
+        text: &str,
+        origin: &Path,
+        env: &dyn Environment,
+    ) -> Result<Config, ConfigError> {
+        let source = config::File::from_str(text, config::FileFormat::Toml);
+        Self::build(source, origin, env)
+    }
+
+    fn build<S>(source: S, origin: &Path, env: &dyn Environment) -> Result<Config, ConfigError>
+    where
+        S: config::Source + Send + Sync + 'static,
+    {
+        let file = origin.display().to_string();
+        let overrides: config::Map<String, String> = env
+            .vars()
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        let raw: RawConfig = config::Config::builder()
+            .add_source(source)
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(overrides)),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError::Load {
+                file: file.clone(),
+                message: e.to_string(),
+            })?;
+        let base_dir = origin.parent().map(Path::to_path_buf).unwrap_or_default();
+        Validator {
+            problems: Vec::new(),
+            base_dir,
+        }
+        .validate(raw, origin)
+    }
+}
+
+struct Validator {
+    problems: Vec<Problem>,
+    base_dir: PathBuf,
+}
+
+impl Validator {
+    fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn validate(mut self, raw: RawConfig, origin: &Path) -> Result<Config, ConfigError> {
+        let http = crate::config::HttpSettings {
+            max_response_bytes: raw
+                .http
+                .max_response_bytes
+                .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+            allow_insecure_loopback: raw.http.allow_insecure_loopback.unwrap_or(false),
+        };
+        if http.max_response_bytes == 0 {
+            self.problem("http.max_response_bytes", "must be at least 1");
+        }
+        let connector_id = match raw.connector_id {
+            Some(id) if valid_id(&id) => id,
+            Some(id) => {
+                self.problem("connector_id", format!("`{id}` is not valid; expected 1-128 characters of letters, digits, `.`, `_`, `:` or `-`"));
+                String::new()
+            }
+            None => {
+                self.problem("connector_id", "missing; expected the connector id from the control plane, e.g. connector_id = \"conn-prod-1\"");
+                String::new()
+            }
+        };
+        let refresh_ahead = self
+            .duration("tokens.refresh_ahead", raw.tokens.refresh_ahead.as_deref())
+            .unwrap_or(DEFAULT_REFRESH_AHEAD);
+        if refresh_ahead >= Duration::from_secs(3000) {
+            self.problem(
+                "tokens.refresh_ahead",
+                "must be well under the 1 hour token lifetime (at most 50m)",
+            );
+        }
+
+        let mut connections = BTreeMap::new();
+        for (name, rc) in raw.connections {
+            let key = format!("connections.{name}");
+            if !valid_id(&name) {
+                self.problem(
+                    &key,
+                    "connection names may use letters, digits, `.`, `_`, `:` and `-`",
+                );
+            }
+            if let Some(credentials) = self.credentials(&key, rc, &http) {
+                connections.insert(name.clone(), Connection { name, credentials });
+            }
+        }
+
+        let mut integrations = BTreeMap::new();
+        for (name, ri) in raw.integrations {
+            let key = format!("integrations.{name}");
+            if !valid_id(&name) {
+                self.problem(
+                    &key,
+                    "integration names may use letters, digits, `.`, `_`, `:` and `-`",
+                );
+            }
+            let known: Vec<&str> = connections.keys().map(String::as_str).collect();
+            if let Some(i) = self.integration(&key, &name, ri, &known, &http) {
+                integrations.insert(name, i);
+            }
+        }
+
+        if self.problems.is_empty() {
+            Ok(Config {
+                source: origin.to_path_buf(),
+                connector_id,
+                connections,
+                integrations,
+                tokens: TokenSettings { refresh_ahead },
+                http,
+            })
+        } else {
+            Err(ConfigError::Invalid {
+                file: origin.display().to_string(),
+                problems: self.problems,
+            })
+        }
+    }
+
+    fn duration(&mut self, key: &str, text: Option<&str>) -> Option<Duration> {
+        let text = text?;
+        match humantime::parse_duration(text) {
+            Ok(d) => Some(d),
+            Err(_) => {
+                self.problem(
+                    key,
+                    format!("`{text}` is not a duration; expected e.g. \"30s\", \"5m\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn key_file(
+        &mut self,
+        key: &str,
+        path: Option<PathBuf>,
+        http: &HttpSettings,
+    ) -> Option<CredentialsSpec> {
+        let Some(path) = path else {
+            self.problem(
+                format!("{key}.key_file"),
+                "missing; expected the path of a service-account key JSON file",
+            );
+            return None;
+        };
+        let path = if path.is_relative() {
+            self.base_dir.join(path)
+        } else {
+            path
+        };
+        match ServiceAccountKey::from_file(&path, http.allow_insecure_loopback) {
+            Ok(k) => Some(CredentialsSpec::ServiceAccountKey {
+                key_file: path,
+                key: Arc::new(k),
+            }),
+            Err(e) => {
+                self.problem(format!("{key}.key_file"), e.to_string());
+                None
+            }
+        }
+    }
+
+    fn credentials(
+        &mut self,
+        key: &str,
+        rc: RawConnection,
+        http: &HttpSettings,
+    ) -> Option<CredentialsSpec> {
+        let kind = rc.credentials.as_deref().unwrap_or("adc");
+        let impersonating = kind == "impersonate";
+        if !impersonating {
+            for (field, set) in [
+                (
+                    "target_service_account",
+                    rc.target_service_account.is_some(),
+                ),
+                ("delegates", !rc.delegates.is_empty()),
+                ("source", rc.source.is_some()),
+                ("iam_credentials_url", rc.iam_credentials_url.is_some()),
+            ] {
+                if set {
+                    self.problem(
+                        format!("{key}.{field}"),
+                        format!("only used with credentials = \"impersonate\", not \"{kind}\""),
+                    );
+                }
+            }
+        }
+        match kind {
+            "service_account_key" => self.key_file(key, rc.key_file, http),
+            "metadata" => {
+                self.no_key_file(key, kind, &rc.key_file);
+                Some(CredentialsSpec::Metadata {
+                    host: rc.metadata_host,
+                })
+            }
+            "adc" => {
+                self.no_key_file(key, kind, &rc.key_file);
+                Some(CredentialsSpec::Adc)
+            }
+            "impersonate" => {
+                let target = match rc.target_service_account {
+                    Some(t) => match gcp::check_service_account_email(&t) {
+                        Ok(()) => Some(t),
+                        Err(m) => {
+                            self.problem(format!("{key}.target_service_account"), m);
+                            None
+                        }
+                    },
+                    None => {
+                        self.problem(
+                            format!("{key}.target_service_account"),
+                            "missing; expected the email of the service account to impersonate",
+                        );
+                        None
+                    }
+                };
+                for (i, d) in rc.delegates.iter().enumerate() {
+                    if let Err(m) = gcp::check_service_account_email(d) {
+                        self.problem(format!("{key}.delegates[{i}]"), m);
+                    }
+                }
+                let iam = rc
+                    .iam_credentials_url
+                    .as_deref()
+                    .unwrap_or(DEFAULT_IAM_CREDENTIALS_URL);
+                let iam = match checked_url(iam, http.allow_insecure_loopback) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        self.problem(format!("{key}.iam_credentials_url"), e.to_string());
+                        None
+                    }
+                };
+                let default_source = if rc.key_file.is_some() {
+                    "service_account_key"
+                } else {
+                    "adc"
+                };
+                let source = match rc.source.as_deref().unwrap_or(default_source) {
+                    "service_account_key" => self.key_file(key, rc.key_file, http),
+                    "metadata" => Some(CredentialsSpec::Metadata {
+                        host: rc.metadata_host,
+                    }),
+                    "adc" => Some(CredentialsSpec::Adc),
+                    other => {
+                        self.problem(format!("{key}.source"), format!("`{other}` is not a credential source; expected \"service_account_key\", \"metadata\" or \"adc\""));
+                        None
+                    }
+                };
+                Some(CredentialsSpec::Impersonate {
+                    target: target?,
+                    delegates: rc.delegates,
+                    source: Box::new(source?),
+                    iam_credentials_url: iam?,
+                })
+            }
+            other => {
+                self.problem(format!("{key}.credentials"), format!("`{other}` is not a credentials type; expected \"service_account_key\", \"metadata\", \"impersonate\" or \"adc\""));
+                None
+            }
+        }
+    }
+
+    fn no_key_file(&mut self, key: &str, kind: &str, key_file: &Option<PathBuf>) {
+        if key_file.is_some() {
+            self.problem(format!("{key}.key_file"), format!("not used with credentials = \"{kind}\"; did you mean credentials = \"service_account_key\"?"));
+        }
+    }
+
+    fn required(
+        &mut self,
+        key: &str,
+        field: &str,
+        value: Option<String>,
+        expected: &str,
+    ) -> Option<String> {
+        if value.is_none() {
+            self.problem(
+                format!("{key}.{field}"),
+                format!("missing; expected {expected}"),
+            );
+        }
+        value
+    }
+
+    fn integration(
+        &mut self,
+        key: &str,
+        name: &str,
+        ri: RawIntegration,
+        connections: &[&str],
+        http: &HttpSettings,
+    ) -> Option<Integration> {
+        let connection = self.required(
+            key,
+            "connection",
+            ri.connection,
+            "the name of a [connections.NAME] section",
+        );
+        if let Some(c) = &connection {
+            if !connections.contains(&c.as_str()) {
+                let known = if connections.is_empty() {
+                    "none are configured".to_owned()
+                } else {
+                    connections.join(", ")
+                };
+                self.problem(
+                    format!("{key}.connection"),
+                    format!("`{c}` is not a configured connection (known: {known})"),
+                );
+            }
+        }
+        let project_id = self.required(
+            key,
+            "project_id",
+            ri.project_id,
+            "the GCP project id, e.g. \"acme-prod\"",
+        );
+        if let Some(Err(m)) = project_id.as_deref().map(gcp::check_project_id) {
+            self.problem(format!("{key}.project_id"), m);
+        }
+        let function = self.required(key, "function", ri.function, "the Cloud Function's name");
+        if let Some(Err(m)) = function.as_deref().map(gcp::check_function_name) {
+            self.problem(format!("{key}.function"), m);
+        }
+        let region = ri.region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        if ri.url.is_none() {
+            if let Err(m) = gcp::check_region(&region) {
+                self.problem(format!("{key}.region"), m);
+            }
+        }
+        let url = match (&ri.url, &project_id, &function) {
+            (Some(u), _, _) => checked_url(u, http.allow_insecure_loopback)
+                .map_err(|e| self.problem(format!("{key}.url"), e.to_string()))
+                .ok(),
+            (None, Some(p), Some(f)) => Url::parse(&first_gen_url(&region, p, f)).ok(),
+            _ => None,
+        };
+        if let Some(u) = &url {
+            if u.query().is_some() || u.fragment().is_some() {
+                self.problem(
+                    format!("{key}.url"),
+                    "must not carry a query string or fragment",
+                );
+            }
+        }
+        let audience = ri
+            .audience
+            .or_else(|| url.as_ref().map(|u| u.as_str().to_owned()));
+        if audience.as_deref().is_some_and(str::is_empty) {
+            self.problem(format!("{key}.audience"), "must not be empty");
+        }
+        let timeout = self
+            .duration(&format!("{key}.timeout"), ri.timeout.as_deref())
+            .unwrap_or(DEFAULT_TIMEOUT);
+        if timeout.is_zero() || timeout > MAX_TIMEOUT {
+            self.problem(
+                format!("{key}.timeout"),
+                "must be between 1s and 540s (the Cloud Functions maximum)",
+            );
+        }
+        let max_attempts = ri.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+        if !(1..=20).contains(&max_attempts) {
+            self.problem(
+                format!("{key}.max_attempts"),
+                format!("{max_attempts} is out of range; expected 1 to 20"),
+            );
+        }
+        let access_details = match ri.access_details {
+            Some(a) => Url::parse(&a)
+                .map_err(|_| {
+                    self.problem(
+                        format!("{key}.access_details"),
+                        format!("`{a}` is not a URL"),
+                    )
+                })
+                .ok(),
+            None => None,
+        };
+        Some(Integration {
+            name: name.to_owned(),
+            connection: connection?,
+            project_id: project_id?,
+            region,
+            function: function?,
+            url: url?,
+            audience: audience?,
+            custom_parameters: ri.custom_parameters,
+            access_details,
+            timeout,
+            max_attempts,
+        })
+    }
+}
+
+/// Ids and names: 1-128 characters of `[A-Za-z0-9._:-]` (the action id alphabet).
+pub fn valid_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,245 @@
+//! The function contract's vocabulary (PROTOCOL.md §1–§2): event types, the
+//! params each requires, the request body, error codes, and response bodies.
+//!
+//! It must stay wire-compatible with Apono's custom-integration functions:
+//! names and shapes here are the protocol, not ours to rename.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The operations a function implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventType {
+    GetStatus,
+    ListResources,
+    ListResourcesTags,
+    CreateCredentials,
+    ResetCredentials,
+    DeleteCredentials,
+    GrantAccess,
+    RevokeAccess,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 8] = [
+        Self::GetStatus,
+        Self::ListResources,
+        Self::ListResourcesTags,
+        Self::CreateCredentials,
+        Self::ResetCredentials,
+        Self::DeleteCredentials,
+        Self::GrantAccess,
+        Self::RevokeAccess,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::GetStatus => "get-status",
+            Self::ListResources => "list-resources",
+            Self::ListResourcesTags => "list-resources-tags",
+            Self::CreateCredentials => "create-credentials",
+            Self::ResetCredentials => "reset-credentials",
+            Self::DeleteCredentials => "delete-credentials",
+            Self::GrantAccess => "grant-access",
+            Self::RevokeAccess => "revoke-access",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+
+    /// Params this event requires: (name, kind).
+    fn required(self) -> &'static [(&'static str, Kind)] {
+        use Kind::*;
+        match self {
+            Self::GetStatus | Self::ListResourcesTags => &[],
+            Self::ListResources => &[("resource_type", Str)],
+            Self::CreateCredentials | Self::ResetCredentials | Self::DeleteCredentials => &[
+                ("username", Str),
+                ("resource_type", Str),
+                ("resources", StrList),
+            ],
+            Self::GrantAccess | Self::RevokeAccess => &[
+                ("grant_id", Str),
+                ("username", Str),
+                ("resource_type", Str),
+                ("resources", StrList),
+                ("permission", Str),
+            ],
+        }
+    }
+
+    /// Whether the response may carry credentials (relayed, never logged).
+    pub fn carries_credentials(self) -> bool {
+        matches!(self, Self::CreateCredentials | Self::ResetCredentials)
+    }
+}
+
+impl std::fmt::Display for EventType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    StrList,
+}
+
+/// Checks the params an event requires. Extra params are passed through.
+pub fn validate_params(event: EventType, params: &Map<String, Value>) -> Result<(), String> {
+    for (name, kind) in event.required() {
+        let ok = match (kind, params.get(*name)) {
+            (Kind::Str, Some(Value::String(s))) => !s.is_empty(),
+            (Kind::StrList, Some(Value::Array(items))) => items.iter().all(Value::is_string),
+            _ => false,
+        };
+        if !ok {
+            let want = match kind {
+                Kind::Str => "a non-empty string",
+                Kind::StrList => "an array of strings",
+            };
+            return Err(format!("{event} requires `params.{name}` to be {want}"));
+        }
+    }
+    if params.get("custom_parameters").is_some() {
+        return Err(
+            "`params.custom_parameters` comes from the connector's configuration, not the action"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// The request body: the action's params with the integration's custom parameters.
+pub fn request_body(
+    event: EventType,
+    params: &Map<String, Value>,
+    custom_parameters: &Map<String, Value>,
+) -> Value {
+    let mut params = params.clone();
+    params.insert(
+        "custom_parameters".into(),
+        Value::Object(custom_parameters.clone()),
+    );
+    serde_json::json!({ "event_type": event.as_str(), "params": params })
+}
+
+/// Error codes of a failed result (PROTOCOL.md §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidAction,
+    UnknownIntegration,
+    UnsupportedEventType,
+    Expired,
+    Credentials,
+    PermissionDenied,
+    FunctionError,
+    FunctionUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidAction => "invalid_action",
+            Self::UnknownIntegration => "unknown_integration",
+            Self::UnsupportedEventType => "unsupported_event_type",
+            Self::Expired => "expired",
+            Self::Credentials => "credentials",
+            Self::PermissionDenied => "permission_denied",
+            Self::FunctionError => "function_error",
+            Self::FunctionUnavailable => "function_unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// A function's response body: parsed JSON, or text when it is not JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Body {
+    Json(Value),
+    Text(String),
+}
+
+impl Body {
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        Some(match serde_json::from_slice(bytes) {
+            Ok(v) => Self::Json(v),
+            Err(_) => Self::Text(String::from_utf8_lossy(bytes).into_owned()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn event_types_round_trip() {
+        for e in EventType::ALL {
+            assert_eq!(EventType::parse(e.as_str()), Some(e));
+            assert_eq!(serde_json::to_value(e).unwrap(), json!(e.as_str()));
+        }
+        assert_eq!(EventType::parse("grant"), None);
+    }
+
+    #[test]
+    fn params_are_checked_per_event() {
+        let grant = json!({"grant_id":"g","username":"u","resource_type":"db","resources":["a"],"permission":"read"});
+        assert!(validate_params(EventType::GrantAccess, grant.as_object().unwrap()).is_ok());
+        let err = validate_params(
+            EventType::GrantAccess,
+            json!({"grant_id":"g"}).as_object().unwrap(),
+        )
+        .unwrap_err();
+        assert!(err.contains("username"));
+        let err = validate_params(EventType::RevokeAccess, json!({"grant_id":"g","username":"u","resource_type":"db","resources":[1],"permission":"r"}).as_object().unwrap()).unwrap_err();
+        assert!(err.contains("resources"));
+        assert!(validate_params(EventType::GetStatus, &Map::new()).is_ok());
+        assert!(
+            validate_params(
+                EventType::GetStatus,
+                json!({"custom_parameters":{}}).as_object().unwrap()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn body_adds_custom_parameters() {
+        let params = json!({"resource_type":"db"});
+        let custom = json!({"param1":"x"});
+        let body = request_body(
+            EventType::ListResources,
+            params.as_object().unwrap(),
+            custom.as_object().unwrap(),
+        );
+        assert_eq!(
+            body,
+            json!({"event_type":"list-resources","params":{"resource_type":"db","custom_parameters":{"param1":"x"}}})
+        );
+    }
+
+    #[test]
+    fn bodies_parse_as_json_or_text() {
+        assert_eq!(
+            Body::from_bytes(b"{\"status\":\"ok\"}"),
+            Some(Body::Json(json!({"status":"ok"})))
+        );
+        assert_eq!(
+            Body::from_bytes(b"<html>"),
+            Some(Body::Text("<html>".into()))
+        );
+        assert_eq!(Body::from_bytes(b"  \n"), None);
+    }
+}

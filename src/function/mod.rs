@@ -1,0 +1,315 @@
+//! Invokes a configured Cloud Function per the function contract: a POST with an
+//! ID token for the integration's audience, the contract body, `Idempotency-Key`,
+//! `traceparent` and `User-Agent`; the answer read up to a bound and classified;
+//! retries with full-jitter backoff honouring `Retry-After`, bounded by the
+//! integration's `max_attempts` and the action's `not_after`.
+//!
+//! It must only call the integration's configured URL (no redirects are
+//! followed), and must never log a token or a response body.
+
+pub mod outcome;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Map, Value};
+
+use crate::clock::Clock;
+use crate::config::Integration;
+use crate::contract::{Body, ErrorCode, EventType, request_body};
+use crate::google::TokenCache;
+use crate::http::{BodyError, read_limited};
+use crate::metrics::Metrics;
+use crate::retry::{Backoff, parse_retry_after};
+use outcome::{Verdict, classify};
+
+/// One call to make.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub event_type: EventType,
+    pub params: Map<String, Value>,
+    /// Sent as `Idempotency-Key`; the same on every retry.
+    pub idempotency_key: String,
+    /// Never start or retry after this instant.
+    pub not_after: Option<SystemTime>,
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Succeeded,
+    Failed {
+        code: ErrorCode,
+        message: String,
+        retryable: bool,
+    },
+}
+
+/// Everything known about a finished call.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub url: String,
+    pub outcome: Outcome,
+    /// HTTP attempts made (0 when no request was sent).
+    pub attempts: u32,
+    /// The last answer's status and body, when there was one.
+    pub status: Option<u16>,
+    pub body: Option<Body>,
+    /// Latency of the last attempt.
+    pub latency: Duration,
+    pub started_at: SystemTime,
+    pub finished_at: SystemTime,
+    /// The W3C trace id shared by every attempt.
+    pub trace_id: String,
+}
+
+/// Invokes functions; one per app, shared.
+pub struct Invoker {
+    http: reqwest::Client,
+    tokens: Arc<TokenCache>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    max_response_bytes: usize,
+    backoff: Backoff,
+}
+
+/// The last attempt's answer, carried between attempts.
+struct Attempt {
+    status: Option<u16>,
+    body: Option<Body>,
+    latency: Duration,
+}
+
+impl Invoker {
+    pub fn new(
+        http: reqwest::Client,
+        tokens: Arc<TokenCache>,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+        max_response_bytes: usize,
+    ) -> Self {
+        Self {
+            http,
+            tokens,
+            clock,
+            metrics,
+            max_response_bytes,
+            backoff: Backoff::default(),
+        }
+    }
+
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    pub fn tokens(&self) -> &Arc<TokenCache> {
+        &self.tokens
+    }
+
+    /// Makes the call, retrying as the outcome rules allow.
+    pub async fn invoke(&self, integration: &Integration, call: &Call) -> Report {
+        let started_at = self.clock.now();
+        let trace_id = hex::encode(rand::random::<[u8; 16]>());
+        let body = request_body(
+            call.event_type,
+            &call.params,
+            &integration.custom_parameters,
+        );
+        let mut last = Attempt {
+            status: None,
+            body: None,
+            latency: Duration::ZERO,
+        };
+        let mut attempts = 0;
+        let outcome = loop {
+            if call.not_after.is_some_and(|na| self.clock.now() >= na) {
+                break if attempts == 0 {
+                    Outcome::Failed {
+                        code: ErrorCode::Expired,
+                        message: "not_after passed before the call was made".into(),
+                        retryable: false,
+                    }
+                } else {
+                    Outcome::Failed {
+                        code: ErrorCode::Expired,
+                        message: format!("not_after passed after {attempts} attempt(s)"),
+                        retryable: false,
+                    }
+                };
+            }
+            attempts += 1;
+            let verdict = self
+                .attempt(integration, call, &body, &trace_id, &mut last)
+                .await;
+            let (code, message, retry_after) = match verdict {
+                Verdict::Success => break Outcome::Succeeded,
+                Verdict::Fail { code, message } => {
+                    break Outcome::Failed {
+                        code,
+                        message,
+                        retryable: false,
+                    };
+                }
+                Verdict::Retry {
+                    code,
+                    message,
+                    retry_after,
+                } => (code, message, retry_after),
+            };
+            if attempts >= integration.max_attempts {
+                break Outcome::Failed {
+                    code,
+                    message: format!("{message} (gave up after {attempts} attempts)"),
+                    retryable: true,
+                };
+            }
+            let delay = self.backoff.delay(attempts, retry_after);
+            if call
+                .not_after
+                .is_some_and(|na| self.clock.now() + delay >= na)
+            {
+                break Outcome::Failed {
+                    code,
+                    message: format!(
+                        "{message} (no retry: the next attempt would start after not_after)"
+                    ),
+                    retryable: true,
+                };
+            }
+            tracing::info!(integration = %integration.name, attempt = attempts, delay_ms = delay.as_millis() as u64, reason = %message, "retrying function call");
+            tokio::time::sleep(delay).await;
+        };
+        Report {
+            url: integration.url.to_string(),
+            outcome,
+            attempts: attempts.min(integration.max_attempts),
+            status: last.status,
+            body: last.body,
+            latency: last.latency,
+            started_at,
+            finished_at: self.clock.now(),
+            trace_id,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        integration: &Integration,
+        call: &Call,
+        body: &Value,
+        trace_id: &str,
+        last: &mut Attempt,
+    ) -> Verdict {
+        let token = match self
+            .tokens
+            .get(&integration.connection, &integration.audience)
+            .await
+        {
+            Ok(t) => t,
+            Err(e) if e.is_retryable() => {
+                return Verdict::Retry {
+                    code: ErrorCode::Credentials,
+                    message: e.to_string(),
+                    retry_after: None,
+                };
+            }
+            Err(e) => {
+                return Verdict::Fail {
+                    code: ErrorCode::Credentials,
+                    message: e.to_string(),
+                };
+            }
+        };
+        let span_id = hex::encode(rand::random::<[u8; 8]>());
+        let started = Instant::now();
+        let sent = self
+            .http
+            .post(integration.url.clone())
+            .timeout(integration.timeout)
+            .bearer_auth(token.expose())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", &call.idempotency_key)
+            .header("traceparent", format!("00-{trace_id}-{span_id}-01"))
+            .json(body)
+            .send()
+            .await;
+        let resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                last.latency = started.elapsed();
+                last.status = None;
+                last.body = None;
+                let what = if e.is_timeout() {
+                    format!(
+                        "no answer within the {} timeout",
+                        humantime::format_duration(integration.timeout)
+                    )
+                } else if e.is_connect() {
+                    "could not connect".to_owned()
+                } else {
+                    "the connection failed".to_owned()
+                };
+                self.metrics.function_attempt(
+                    &integration.name,
+                    "unavailable",
+                    last.latency.as_secs_f64(),
+                );
+                return Verdict::Retry {
+                    code: ErrorCode::FunctionUnavailable,
+                    message: format!("calling {}: {what}", integration.url),
+                    retry_after: None,
+                };
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, self.clock.now()));
+        let read = read_limited(resp, self.max_response_bytes).await;
+        last.latency = started.elapsed();
+        last.status = Some(status);
+        let verdict = match read {
+            Ok(bytes) => {
+                last.body = Body::from_bytes(&bytes);
+                let who = format!(
+                    "{} with audience {}",
+                    self.tokens
+                        .principal(&integration.connection)
+                        .unwrap_or_default(),
+                    integration.audience
+                );
+                classify(status, last.body.as_ref(), retry_after, &who)
+            }
+            Err(BodyError::TooLarge { limit }) => {
+                last.body = None;
+                Verdict::Fail {
+                    code: ErrorCode::FunctionError,
+                    message: format!(
+                        "function answered HTTP {status} with a body over the {limit}-byte limit"
+                    ),
+                }
+            }
+            Err(BodyError::Read(_)) => {
+                last.body = None;
+                Verdict::Retry {
+                    code: ErrorCode::FunctionUnavailable,
+                    message: format!(
+                        "function answered HTTP {status} but the body could not be read"
+                    ),
+                    retry_after,
+                }
+            }
+        };
+        let label = match &verdict {
+            Verdict::Success => "succeeded",
+            Verdict::Retry { .. } => "retryable",
+            Verdict::Fail { code, .. } => code.as_str(),
+        };
+        self.metrics
+            .function_attempt(&integration.name, label, last.latency.as_secs_f64());
+        verdict
+    }
+}

@@ -1,0 +1,205 @@
+//! The outcome rules of PROTOCOL.md §1, as a pure function of one HTTP answer:
+//! 2xx succeeds unless its JSON `status` is present and not "ok"; 408/429/5xx
+//! are retryable; 401/403 are permission failures; other 4xx are permanent.
+//!
+//! It must not perform I/O; the invoker feeds it what came back.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::contract::{Body, ErrorCode};
+
+/// What one attempt's answer means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Success,
+    /// Try again (after `retry_after` when the server said so).
+    Retry {
+        code: ErrorCode,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// Do not try again.
+    Fail {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Classifies an HTTP answer. `who` names the service account and audience used,
+/// for permission failures.
+pub fn classify(
+    status: u16,
+    body: Option<&Body>,
+    retry_after: Option<Duration>,
+    who: &str,
+) -> Verdict {
+    match status {
+        200..=299 => match body {
+            Some(Body::Json(Value::Object(obj))) => match obj.get("status") {
+                None => Verdict::Success,
+                Some(Value::String(s)) if s == "ok" => Verdict::Success,
+                Some(other) => {
+                    let detail = obj
+                        .get("message")
+                        .or_else(|| obj.get("error"))
+                        .map(|m| {
+                            m.as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| m.to_string())
+                        })
+                        .unwrap_or_else(|| format!("status {other}"));
+                    Verdict::Fail {
+                        code: ErrorCode::FunctionError,
+                        message: format!("function reported failure: {}", truncate(&detail, 500)),
+                    }
+                }
+            },
+            _ => Verdict::Success,
+        },
+        408 | 429 | 500 | 502 | 503 | 504 => Verdict::Retry {
+            code: ErrorCode::FunctionUnavailable,
+            message: format!("function answered HTTP {status}{}", excerpt(body)),
+            retry_after,
+        },
+        401 | 403 => Verdict::Fail {
+            code: ErrorCode::PermissionDenied,
+            message: format!(
+                "function answered HTTP {status}: the front end refused {who}. Grant that account roles/cloudfunctions.invoker on the function (gcloud functions add-iam-policy-binding FUNCTION --member=serviceAccount:EMAIL --role=roles/cloudfunctions.invoker), and check that the audience equals the function URL"
+            ),
+        },
+        _ => Verdict::Fail {
+            code: ErrorCode::FunctionError,
+            message: format!("function answered HTTP {status}{}", excerpt(body)),
+        },
+    }
+}
+
+fn excerpt(body: Option<&Body>) -> String {
+    match body {
+        None => String::new(),
+        Some(Body::Text(t)) => format!(
+            ": {}",
+            truncate(&t.split_whitespace().collect::<Vec<_>>().join(" "), 300)
+        ),
+        Some(Body::Json(v)) => format!(": {}", truncate(&v.to_string(), 300)),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(max).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn j(v: Value) -> Option<Body> {
+        Some(Body::Json(v))
+    }
+
+    #[test]
+    fn success_unless_status_says_otherwise() {
+        assert_eq!(
+            classify(200, j(json!({"status":"ok"})).as_ref(), None, ""),
+            Verdict::Success
+        );
+        assert_eq!(classify(204, None, None, ""), Verdict::Success);
+        assert_eq!(
+            classify(200, j(json!({"resources":[]})).as_ref(), None, ""),
+            Verdict::Success
+        );
+        assert_eq!(
+            classify(200, Some(&Body::Text("done".into())), None, ""),
+            Verdict::Success
+        );
+        assert_eq!(
+            classify(200, j(json!([1, 2])).as_ref(), None, ""),
+            Verdict::Success
+        );
+        match classify(
+            200,
+            j(json!({"status":"error","message":"no such user"})).as_ref(),
+            None,
+            "",
+        ) {
+            Verdict::Fail {
+                code: ErrorCode::FunctionError,
+                message,
+            } => assert!(message.contains("no such user")),
+            other => panic!("{other:?}"),
+        }
+        match classify(
+            200,
+            j(json!({"status":"failed","error":"boom"})).as_ref(),
+            None,
+            "",
+        ) {
+            Verdict::Fail { message, .. } => assert!(message.contains("boom")),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            classify(200, j(json!({"status":null})).as_ref(), None, ""),
+            Verdict::Fail { .. }
+        ));
+    }
+
+    #[test]
+    fn retryable_statuses_keep_retry_after() {
+        for s in [408, 429, 500, 502, 503, 504] {
+            match classify(s, None, Some(Duration::from_secs(3)), "") {
+                Verdict::Retry {
+                    code: ErrorCode::FunctionUnavailable,
+                    retry_after,
+                    ..
+                } => assert_eq!(retry_after, Some(Duration::from_secs(3))),
+                other => panic!("{s}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn permission_failures_name_the_account_and_the_role() {
+        for s in [401, 403] {
+            match classify(
+                s,
+                None,
+                None,
+                "service account gb@p.iam.gserviceaccount.com with audience https://f",
+            ) {
+                Verdict::Fail {
+                    code: ErrorCode::PermissionDenied,
+                    message,
+                } => {
+                    assert!(
+                        message.contains("gb@p.iam.gserviceaccount.com")
+                            && message.contains("roles/cloudfunctions.invoker")
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn other_4xx_and_3xx_are_permanent() {
+        for s in [301, 400, 404, 409, 413, 501] {
+            assert!(
+                matches!(
+                    classify(s, None, None, ""),
+                    Verdict::Fail {
+                        code: ErrorCode::FunctionError,
+                        ..
+                    }
+                ),
+                "{s}"
+            );
+        }
+    }
+}

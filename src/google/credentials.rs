@@ -1,0 +1,266 @@
+//! One connection's identity: a service-account key, the metadata server, or
+//! impersonation through IAM Credentials. Mints ID tokens (and access tokens for
+//! impersonation and Google APIs), retrying Google's transient failures.
+//!
+//! It must not cache ID tokens (that is `cache.rs`), and must not log tokens.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use super::error::CredentialsError;
+use super::iam::IamCredentials;
+use super::key::ServiceAccountKey;
+use super::metadata::MetadataServer;
+use super::oauth::{self, CLOUD_PLATFORM_SCOPE, Grant, Minted};
+use super::token::{AccessToken, IdToken};
+use crate::clock::Clock;
+use crate::retry::Backoff;
+
+/// Attempts per mint for Google's transient failures (5xx, 429, network).
+const MINT_ATTEMPTS: u32 = 3;
+
+/// Anything that can mint ID tokens; the cache depends on this, so tests can
+/// count and fail mints.
+pub trait IdTokenSource: Send + Sync {
+    fn mint<'a>(
+        &'a self,
+        audience: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<IdToken, CredentialsError>> + Send + 'a>>;
+    /// Who the tokens speak for, for messages ("service account x@y (key k)").
+    fn principal(&self) -> String;
+}
+
+/// A connection's credentials.
+pub struct Credentials {
+    kind: Kind,
+    http: reqwest::Client,
+    clock: Clock,
+    backoff: Backoff,
+}
+
+enum Kind {
+    Key(Arc<ServiceAccountKey>),
+    Metadata(MetadataServer),
+    Impersonated {
+        target: String,
+        delegates: Vec<String>,
+        source: Box<Credentials>,
+        iam: IamCredentials,
+        /// The source's access token, reused until near expiry.
+        source_token: Mutex<Option<AccessToken>>,
+    },
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("principal", &self.principal())
+            .finish()
+    }
+}
+
+impl Credentials {
+    pub fn service_account_key(
+        key: Arc<ServiceAccountKey>,
+        http: reqwest::Client,
+        clock: Clock,
+    ) -> Self {
+        Self {
+            kind: Kind::Key(key),
+            http,
+            clock,
+            backoff: Backoff::default(),
+        }
+    }
+
+    pub fn metadata(server: MetadataServer, http: reqwest::Client, clock: Clock) -> Self {
+        Self {
+            kind: Kind::Metadata(server),
+            http,
+            clock,
+            backoff: Backoff::default(),
+        }
+    }
+
+    pub fn impersonated(
+        target: String,
+        delegates: Vec<String>,
+        source: Credentials,
+        iam: IamCredentials,
+    ) -> Self {
+        let (http, clock) = (source.http.clone(), source.clock.clone());
+        Self {
+            kind: Kind::Impersonated {
+                target,
+                delegates,
+                source: Box::new(source),
+                iam,
+                source_token: Mutex::new(None),
+            },
+            http,
+            clock,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Shortens retry pauses (tests).
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    pub fn principal(&self) -> String {
+        match &self.kind {
+            Kind::Key(k) => format!(
+                "service account {} (key {})",
+                k.client_email, k.private_key_id
+            ),
+            Kind::Metadata(m) => format!("the metadata server's service account (at {})", m.host()),
+            Kind::Impersonated { target, source, .. } => {
+                format!(
+                    "service account {target} (impersonated by {})",
+                    source.principal()
+                )
+            }
+        }
+    }
+
+    /// The email of the account tokens speak for, when known without a call.
+    pub fn email(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Key(k) => Some(&k.client_email),
+            Kind::Impersonated { target, .. } => Some(target),
+            Kind::Metadata(_) => None,
+        }
+    }
+
+    /// Mints a new ID token for `audience`, retrying transient failures.
+    pub async fn id_token(&self, audience: &str) -> Result<IdToken, CredentialsError> {
+        self.with_retries(|| self.id_token_once(audience)).await
+    }
+
+    /// An OAuth access token (cloud-platform scope) of this identity.
+    pub async fn access_token(&self) -> Result<AccessToken, CredentialsError> {
+        self.with_retries(|| self.access_token_once()).await
+    }
+
+    async fn with_retries<T, F, Fut>(&self, mut op: F) -> Result<T, CredentialsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, CredentialsError>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Err(e) if e.is_retryable() && attempt < MINT_ATTEMPTS => {
+                    let delay = self.backoff.delay(attempt, None);
+                    tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "token request failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn id_token_once(&self, audience: &str) -> Result<IdToken, CredentialsError> {
+        match &self.kind {
+            Kind::Key(key) => {
+                match oauth::exchange(&self.http, key, Grant::IdToken { audience }, &self.clock)
+                    .await?
+                {
+                    Minted::Id(t) => Ok(t),
+                    Minted::Access(_) => unreachable!("an ID token grant answers with an ID token"),
+                }
+            }
+            Kind::Metadata(m) => m.id_token(audience).await,
+            Kind::Impersonated {
+                target,
+                delegates,
+                source,
+                iam,
+                ..
+            } => {
+                let token = self.source_access_token().await?;
+                iam.generate_id_token(&token, &source.principal(), target, delegates, audience)
+                    .await
+            }
+        }
+    }
+
+    async fn access_token_once(&self) -> Result<AccessToken, CredentialsError> {
+        match &self.kind {
+            Kind::Key(key) => {
+                match oauth::exchange(
+                    &self.http,
+                    key,
+                    Grant::AccessToken {
+                        scope: CLOUD_PLATFORM_SCOPE,
+                    },
+                    &self.clock,
+                )
+                .await?
+                {
+                    Minted::Access(t) => Ok(t),
+                    Minted::Id(_) => unreachable!("a scope grant answers with an access token"),
+                }
+            }
+            Kind::Metadata(m) => m.access_token(&self.clock).await,
+            Kind::Impersonated {
+                target,
+                delegates,
+                source,
+                iam,
+                ..
+            } => {
+                let token = self.source_access_token().await?;
+                iam.generate_access_token(
+                    &token,
+                    &source.principal(),
+                    target,
+                    delegates,
+                    CLOUD_PLATFORM_SCOPE,
+                )
+                .await
+            }
+        }
+    }
+
+    /// The impersonation source's access token, reused while it has 5 minutes left.
+    async fn source_access_token(&self) -> Result<AccessToken, CredentialsError> {
+        let Kind::Impersonated {
+            source,
+            source_token,
+            ..
+        } = &self.kind
+        else {
+            unreachable!("only impersonated credentials have a source")
+        };
+        let mut slot = source_token.lock().await;
+        if let Some(t) = slot
+            .as_ref()
+            .filter(|t| t.remaining(self.clock.now()) > Duration::from_secs(300))
+        {
+            return Ok(t.clone());
+        }
+        let fresh = Box::pin(source.access_token_once()).await?;
+        *slot = Some(fresh.clone());
+        Ok(fresh)
+    }
+}
+
+impl IdTokenSource for Credentials {
+    fn mint<'a>(
+        &'a self,
+        audience: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<IdToken, CredentialsError>> + Send + 'a>> {
+        Box::pin(self.id_token(audience))
+    }
+    fn principal(&self) -> String {
+        Credentials::principal(self)
+    }
+}

@@ -1,0 +1,388 @@
+//! Service-account key files (the JSON `gcloud iam service-accounts keys create`
+//! writes), parsed into a validated key. Also recognises the other credential
+//! file types ADC may point at, so each gets an error that says what to do.
+//!
+//! It must never put key material in an error, a log line or `Debug` output.
+
+use std::path::Path;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+use crate::http::{UrlPolicyError, checked_url};
+
+/// Google's token endpoint, the default `token_uri`.
+pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+
+/// A parsed, usable service-account key.
+#[derive(Clone)]
+pub struct ServiceAccountKey {
+    pub client_email: String,
+    pub private_key_id: String,
+    pub token_uri: Url,
+    pub project_id: Option<String>,
+    /// The RSA key, parsed once.
+    pub(crate) signing_key: jsonwebtoken::EncodingKey,
+}
+
+impl std::fmt::Debug for ServiceAccountKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceAccountKey")
+            .field("client_email", &self.client_email)
+            .field("private_key_id", &self.private_key_id)
+            .field("token_uri", &self.token_uri.as_str())
+            .field("private_key", &"[REDACTED]")
+            .finish()
+    }
+}
+
+/// Why a credentials file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a JSON credentials file: {reason}")]
+    NotJson { path: String, reason: String },
+    #[error(
+        "{path} is missing `{field}`; a service-account key file from `gcloud iam service-accounts keys create` has it"
+    )]
+    Missing { path: String, field: &'static str },
+    #[error(
+        "{path} holds a user's login (`authorized_user`, from `gcloud auth application-default login`), which cannot mint an ID token for an arbitrary audience such as a function URL. Use a service-account key, the metadata server, or impersonate a service account: set `credentials = \"impersonate\"` and `target_service_account` (or run `gcloud auth application-default login --impersonate-service-account=SA_EMAIL`)"
+    )]
+    AuthorizedUser { path: String },
+    #[error(
+        "{path} is a `{kind}` credentials file, which grantbridge does not support; use a service-account key, the metadata server, or impersonation"
+    )]
+    Unsupported { path: String, kind: String },
+    #[error(
+        "{path}: `private_key` is not a PEM RSA private key (the key file may be truncated or edited)"
+    )]
+    BadPrivateKey { path: String },
+    #[error("{path}: `token_uri`: {source}")]
+    TokenUri {
+        path: String,
+        #[source]
+        source: UrlPolicyError,
+    },
+}
+
+/// What a credentials JSON file holds, by its `type`.
+#[derive(Debug)]
+pub enum CredentialsFile {
+    ServiceAccount(ServiceAccountKey),
+    /// `impersonated_service_account` (from `gcloud auth application-default
+    /// login --impersonate-service-account`): source credentials plus a target.
+    Impersonated {
+        target: String,
+        delegates: Vec<String>,
+        source: Box<CredentialsFile>,
+        /// The generateAccessToken URL the file names; the generateIdToken URL is
+        /// derived from it.
+        impersonation_url: Option<Url>,
+    },
+}
+
+#[derive(Deserialize)]
+struct RawKey {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    client_email: Option<String>,
+    private_key_id: Option<String>,
+    private_key: Option<SecretString>,
+    token_uri: Option<String>,
+    project_id: Option<String>,
+    // impersonated_service_account
+    service_account_impersonation_url: Option<String>,
+    #[serde(default)]
+    delegates: Vec<String>,
+    source_credentials: Option<serde_json::Value>,
+}
+
+impl ServiceAccountKey {
+    /// Reads and parses a service-account key file; any other kind of file is
+    /// refused with an error that says what it is and what to use instead.
+    pub fn from_file(path: &Path, allow_insecure_loopback: bool) -> Result<Self, KeyFileError> {
+        match CredentialsFile::from_file(path, allow_insecure_loopback)? {
+            CredentialsFile::ServiceAccount(key) => Ok(key),
+            CredentialsFile::Impersonated { .. } => Err(KeyFileError::Unsupported {
+                path: path.display().to_string(),
+                kind: "impersonated_service_account (use it through `credentials = \"adc\"`)"
+                    .into(),
+            }),
+        }
+    }
+
+    /// The PEM private key, for tests that need to sign as this key.
+    pub fn from_json(
+        json: &str,
+        origin: &str,
+        allow_insecure_loopback: bool,
+    ) -> Result<Self, KeyFileError> {
+        match CredentialsFile::from_json(json, origin, allow_insecure_loopback)? {
+            CredentialsFile::ServiceAccount(key) => Ok(key),
+            CredentialsFile::Impersonated { .. } => Err(KeyFileError::Unsupported {
+                path: origin.into(),
+                kind: "impersonated_service_account".into(),
+            }),
+        }
+    }
+}
+
+impl CredentialsFile {
+    pub fn from_file(path: &Path, allow_insecure_loopback: bool) -> Result<Self, KeyFileError> {
+        let origin = path.display().to_string();
+        let meta = std::fs::metadata(path).map_err(|source| KeyFileError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        // Key files are a few KiB; refuse to slurp something huge by mistake.
+        if meta.len() > 1024 * 1024 {
+            return Err(KeyFileError::NotJson {
+                path: origin,
+                reason: "file is larger than 1 MiB".into(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| KeyFileError::Read {
+            path: origin.clone(),
+            source,
+        })?;
+        Self::from_json(&text, &origin, allow_insecure_loopback)
+    }
+
+    pub fn from_json(
+        json: &str,
+        origin: &str,
+        allow_insecure_loopback: bool,
+    ) -> Result<Self, KeyFileError> {
+        let path = || origin.to_owned();
+        // serde_json errors quote positions, never values, so no key material leaks.
+        let raw: RawKey = serde_json::from_str(json).map_err(|e| KeyFileError::NotJson {
+            path: path(),
+            reason: format!("line {} column {}: {}", e.line(), e.column(), classify(&e)),
+        })?;
+        match raw.kind.as_deref() {
+            Some("service_account") => {}
+            Some("authorized_user") => return Err(KeyFileError::AuthorizedUser { path: path() }),
+            Some("impersonated_service_account") => {
+                return Self::impersonated(raw, origin, allow_insecure_loopback);
+            }
+            Some(other) => {
+                return Err(KeyFileError::Unsupported {
+                    path: path(),
+                    kind: other.chars().take(64).collect(),
+                });
+            }
+            None => {
+                return Err(KeyFileError::Missing {
+                    path: path(),
+                    field: "type",
+                });
+            }
+        }
+        let client_email = raw.client_email.ok_or(KeyFileError::Missing {
+            path: path(),
+            field: "client_email",
+        })?;
+        let private_key_id = raw.private_key_id.ok_or(KeyFileError::Missing {
+            path: path(),
+            field: "private_key_id",
+        })?;
+        let private_key = raw.private_key.ok_or(KeyFileError::Missing {
+            path: path(),
+            field: "private_key",
+        })?;
+        let token_uri = raw.token_uri.as_deref().unwrap_or(GOOGLE_TOKEN_URI);
+        let token_uri = checked_url(token_uri, allow_insecure_loopback).map_err(|source| {
+            KeyFileError::TokenUri {
+                path: path(),
+                source,
+            }
+        })?;
+        let signing_key =
+            jsonwebtoken::EncodingKey::from_rsa_pem(private_key.expose_secret().as_bytes())
+                .map_err(|_| KeyFileError::BadPrivateKey { path: path() })?;
+        Ok(Self::ServiceAccount(ServiceAccountKey {
+            client_email,
+            private_key_id,
+            token_uri,
+            project_id: raw.project_id,
+            signing_key,
+        }))
+    }
+
+    fn impersonated(
+        raw: RawKey,
+        origin: &str,
+        allow_insecure_loopback: bool,
+    ) -> Result<Self, KeyFileError> {
+        let path = || origin.to_owned();
+        let url_text = raw
+            .service_account_impersonation_url
+            .ok_or(KeyFileError::Missing {
+                path: path(),
+                field: "service_account_impersonation_url",
+            })?;
+        let url = checked_url(&url_text, allow_insecure_loopback).map_err(|source| {
+            KeyFileError::TokenUri {
+                path: path(),
+                source,
+            }
+        })?;
+        // .../v1/projects/-/serviceAccounts/EMAIL:generateAccessToken
+        let target = url
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .and_then(|last| last.split_once(':'))
+            .map(|(email, _)| email.to_owned())
+            .filter(|e| e.contains('@'))
+            .ok_or(KeyFileError::Missing {
+                path: path(),
+                field: "service_account_impersonation_url (…/serviceAccounts/EMAIL:generateAccessToken)",
+            })?;
+        let source = raw.source_credentials.ok_or(KeyFileError::Missing {
+            path: path(),
+            field: "source_credentials",
+        })?;
+        let source = Self::from_json(
+            &source.to_string(),
+            &format!("{origin} (source_credentials)"),
+            allow_insecure_loopback,
+        )?;
+        Ok(Self::Impersonated {
+            target,
+            delegates: raw.delegates,
+            source: Box::new(source),
+            impersonation_url: Some(url),
+        })
+    }
+}
+
+/// A short reason for a JSON error that never quotes the input.
+fn classify(e: &serde_json::Error) -> &'static str {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Io => "read error",
+        Category::Syntax => "syntax error",
+        Category::Data => "unexpected value type",
+        Category::Eof => "unexpected end of file",
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A throwaway RSA key in PKCS#8 PEM, made fresh per call.
+    pub(crate) fn test_pem() -> String {
+        use aws_lc_rs::encoding::AsDer;
+        let kp = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp).unwrap();
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der.as_ref());
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            lines.join("\n")
+        )
+    }
+
+    pub(crate) fn key_json(pem: &str, token_uri: &str) -> String {
+        serde_json::json!({
+            "type": "service_account", "project_id": "acme-prod", "private_key_id": "abc123",
+            "private_key": pem, "client_email": "gb@acme-prod.iam.gserviceaccount.com",
+            "client_id": "1234", "token_uri": token_uri,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn parses_a_key_and_redacts_it() {
+        let pem = test_pem();
+        let key = ServiceAccountKey::from_json(&key_json(&pem, GOOGLE_TOKEN_URI), "k.json", false)
+            .unwrap();
+        assert_eq!(key.client_email, "gb@acme-prod.iam.gserviceaccount.com");
+        assert_eq!(key.private_key_id, "abc123");
+        let dbg = format!("{key:?}");
+        assert!(dbg.contains("[REDACTED]") && !dbg.contains("PRIVATE KEY"));
+    }
+
+    #[test]
+    fn refuses_other_files_with_advice() {
+        let user = r#"{"type":"authorized_user","client_id":"x","client_secret":"s3cret","refresh_token":"r"}"#;
+        let err = ServiceAccountKey::from_json(user, "adc.json", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("impersonate") && !err.contains("s3cret"),
+            "{err}"
+        );
+        let err = ServiceAccountKey::from_json(r#"{"type":"external_account"}"#, "x.json", false)
+            .unwrap_err();
+        assert!(err.to_string().contains("external_account"));
+        let err = ServiceAccountKey::from_json("{not json", "x.json", false).unwrap_err();
+        assert!(matches!(err, KeyFileError::NotJson { .. }));
+    }
+
+    #[test]
+    fn a_broken_private_key_never_appears_in_the_error() {
+        let json = key_json(
+            "-----BEGIN PRIVATE KEY-----\nTOPSECRETBYTES\n-----END PRIVATE KEY-----\n",
+            GOOGLE_TOKEN_URI,
+        );
+        let err = ServiceAccountKey::from_json(&json, "k.json", false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not a PEM RSA private key") && !err.contains("TOPSECRET"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn token_uri_must_be_tls_unless_allowed_loopback() {
+        let pem = test_pem();
+        let err = ServiceAccountKey::from_json(
+            &key_json(&pem, "http://evil.example/token"),
+            "k.json",
+            true,
+        )
+        .unwrap_err();
+        assert!(matches!(err, KeyFileError::TokenUri { .. }));
+        assert!(
+            ServiceAccountKey::from_json(
+                &key_json(&pem, "http://127.0.0.1:9/token"),
+                "k.json",
+                true
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn impersonated_adc_file() {
+        let pem = test_pem();
+        let source: serde_json::Value =
+            serde_json::from_str(&key_json(&pem, GOOGLE_TOKEN_URI)).unwrap();
+        let json = serde_json::json!({
+            "type": "impersonated_service_account",
+            "service_account_impersonation_url": "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/target@acme.iam.gserviceaccount.com:generateAccessToken",
+            "delegates": [], "source_credentials": source,
+        });
+        match CredentialsFile::from_json(&json.to_string(), "adc.json", false).unwrap() {
+            CredentialsFile::Impersonated { target, source, .. } => {
+                assert_eq!(target, "target@acme.iam.gserviceaccount.com");
+                assert!(matches!(*source, CredentialsFile::ServiceAccount(_)));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

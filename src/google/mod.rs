@@ -1,0 +1,124 @@
+//! Google identity: credentials that mint Google-signed ID tokens, and the
+//! per-audience token cache. The flows are written here (not taken from the
+//! google-cloud-auth crate) because that crate hard-codes Google's endpoints and
+//! these must be pointed at the sandbox in tests.
+//!
+//! It must never log or return a token, key or assertion in an error.
+
+mod adc;
+mod cache;
+mod credentials;
+mod error;
+mod iam;
+pub mod key;
+mod metadata;
+mod oauth;
+mod token;
+
+pub use adc::{Adc, well_known_file};
+pub use cache::{MIN_REMAINING, TokenCache, TokenError};
+pub use credentials::{Credentials, IdTokenSource};
+pub use error::CredentialsError;
+pub use iam::IamCredentials;
+pub use key::{CredentialsFile, KeyFileError, ServiceAccountKey};
+pub use metadata::{DEFAULT_METADATA_HOST, MetadataServer};
+pub use token::{AccessToken, IdToken};
+
+use crate::clock::Clock;
+use crate::config::{CredentialsSpec, DEFAULT_IAM_CREDENTIALS_URL};
+use crate::env::Environment;
+
+/// What building credentials needs from the outside.
+pub struct CredentialsContext<'a> {
+    pub env: &'a dyn Environment,
+    pub http: reqwest::Client,
+    pub metadata_http: reqwest::Client,
+    pub clock: Clock,
+    pub allow_insecure_loopback: bool,
+}
+
+impl CredentialsContext<'_> {
+    fn metadata(
+        &self,
+        host: Option<&str>,
+        context: String,
+    ) -> Result<Credentials, CredentialsError> {
+        let host = host
+            .map(str::to_owned)
+            .or_else(|| self.env.var("GCE_METADATA_HOST"))
+            .unwrap_or_else(|| DEFAULT_METADATA_HOST.to_owned());
+        let server = MetadataServer::new(self.metadata_http.clone(), &host, context)?;
+        Ok(Credentials::metadata(
+            server,
+            self.http.clone(),
+            self.clock.clone(),
+        ))
+    }
+
+    /// Builds the credentials a connection's configuration describes.
+    pub fn build(&self, spec: &CredentialsSpec) -> Result<Credentials, CredentialsError> {
+        match spec {
+            CredentialsSpec::ServiceAccountKey { key, .. } => Ok(Credentials::service_account_key(
+                key.clone(),
+                self.http.clone(),
+                self.clock.clone(),
+            )),
+            CredentialsSpec::Metadata { host } => self.metadata(host.as_deref(), String::new()),
+            CredentialsSpec::Impersonate {
+                target,
+                delegates,
+                source,
+                iam_credentials_url,
+            } => {
+                let source = self.build(source)?;
+                let iam = IamCredentials::new(self.http.clone(), iam_credentials_url.clone());
+                Ok(Credentials::impersonated(
+                    target.clone(),
+                    delegates.clone(),
+                    source,
+                    iam,
+                ))
+            }
+            CredentialsSpec::Adc => match adc::resolve(self.env, self.allow_insecure_loopback)? {
+                Adc::Metadata { searched } => self.metadata(None, searched),
+                Adc::File { file, .. } => self.from_file(file),
+            },
+        }
+    }
+
+    fn from_file(&self, file: CredentialsFile) -> Result<Credentials, CredentialsError> {
+        match file {
+            CredentialsFile::ServiceAccount(key) => Ok(Credentials::service_account_key(
+                std::sync::Arc::new(key),
+                self.http.clone(),
+                self.clock.clone(),
+            )),
+            CredentialsFile::Impersonated {
+                target,
+                delegates,
+                source,
+                impersonation_url,
+            } => {
+                let source = self.from_file(*source)?;
+                // The file names the generateAccessToken URL; its origin is the API base.
+                let base = impersonation_url
+                    .map(|u| u[..url::Position::BeforePath].to_owned())
+                    .unwrap_or_else(|| DEFAULT_IAM_CREDENTIALS_URL.to_owned());
+                let base =
+                    crate::http::checked_url(&base, self.allow_insecure_loopback).map_err(|e| {
+                        CredentialsError::Setup(format!("service_account_impersonation_url: {e}"))
+                    })?;
+                let delegates = delegates
+                    .into_iter()
+                    .map(|d| d.rsplit('/').next().unwrap_or(&d).to_owned())
+                    .collect();
+                Ok(Credentials::impersonated(
+                    target,
+                    delegates,
+                    source,
+                    IamCredentials::new(self.http.clone(), base),
+                ))
+            }
+        }
+    }
+}

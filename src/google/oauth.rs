@@ -1,0 +1,225 @@
+//! The JWT-bearer grant (RFC 7523 as Google implements it): a self-signed RS256
+//! assertion from a service-account key, POSTed to the key's `token_uri`, for
+//! an ID token (`target_audience`) or an access token (`scope`).
+//!
+//! It must only POST to the `token_uri` of the key (validated at load), and must
+//! never log the assertion or the tokens.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::{CredentialsError, oauth_advice, snippet};
+use super::key::ServiceAccountKey;
+use super::token::{AccessToken, IdToken};
+use crate::clock::Clock;
+
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+/// Google accepts assertions valid for at most an hour.
+const ASSERTION_LIFETIME: i64 = 3600;
+/// Token endpoint answers are small; anything larger is not Google.
+const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+
+/// What the assertion asks for.
+pub(crate) enum Grant<'a> {
+    IdToken { audience: &'a str },
+    AccessToken { scope: &'a str },
+}
+
+#[derive(Serialize)]
+struct AssertionClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    iat: i64,
+    exp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_audience: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+/// Builds the signed assertion: header `kid` = `private_key_id`, `iss` = `sub` =
+/// `client_email`, `aud` = `token_uri`, lifetime one hour.
+pub(crate) fn assertion(
+    key: &ServiceAccountKey,
+    grant: &Grant<'_>,
+    clock: &Clock,
+) -> Result<String, CredentialsError> {
+    let iat = clock.unix_secs();
+    let (target_audience, scope) = match grant {
+        Grant::IdToken { audience } => (Some(*audience), None),
+        Grant::AccessToken { scope } => (None, Some(*scope)),
+    };
+    let claims = AssertionClaims {
+        iss: &key.client_email,
+        sub: &key.client_email,
+        aud: key.token_uri.as_str(),
+        iat,
+        exp: iat + ASSERTION_LIFETIME,
+        target_audience,
+        scope,
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(key.private_key_id.clone());
+    jsonwebtoken::encode(&header, &claims, &key.signing_key).map_err(|e| CredentialsError::Sign {
+        account: key.client_email.clone(),
+        reason: e.to_string(),
+    })
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    id_token: Option<String>,
+    access_token: Option<String>,
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+/// The token endpoint's answer to one grant.
+pub(crate) enum Minted {
+    Id(IdToken),
+    Access(AccessToken),
+}
+
+/// Exchanges a freshly signed assertion at the key's `token_uri`.
+pub(crate) async fn exchange(
+    http: &reqwest::Client,
+    key: &ServiceAccountKey,
+    grant: Grant<'_>,
+    clock: &Clock,
+) -> Result<Minted, CredentialsError> {
+    let url = key.token_uri.as_str();
+    let assertion = assertion(key, &grant, clock)?;
+    let resp = http
+        .post(key.token_uri.clone())
+        .timeout(Duration::from_secs(30))
+        .form(&[
+            ("grant_type", JWT_BEARER),
+            ("assertion", assertion.as_str()),
+        ])
+        .send()
+        .await
+        .map_err(|e| {
+            CredentialsError::transport(
+                url,
+                &e,
+                "check network access (and HTTPS_PROXY) to the token endpoint",
+            )
+        })?;
+    let status = resp.status().as_u16();
+    let body = crate::http::read_limited(resp, MAX_TOKEN_RESPONSE)
+        .await
+        .map_err(|e| CredentialsError::BadResponse {
+            url: url.into(),
+            reason: e.to_string(),
+        })?;
+    if !(200..300).contains(&status) {
+        return Err(match serde_json::from_slice::<OAuthError>(&body) {
+            Ok(err) => {
+                let (advice, retryable) = oauth_advice(&err.error, &err.error_description);
+                CredentialsError::Refused {
+                    url: url.into(),
+                    account: format!(
+                        "service account {} (key {})",
+                        key.client_email, key.private_key_id
+                    ),
+                    error: err.error.chars().take(100).collect(),
+                    description: err.error_description.chars().take(300).collect(),
+                    advice,
+                    retryable: retryable || status >= 500,
+                }
+            }
+            Err(_) => CredentialsError::Http {
+                url: url.into(),
+                status,
+                snippet: snippet(&body),
+            },
+        });
+    }
+    let parsed: TokenResponse =
+        serde_json::from_slice(&body).map_err(|_| CredentialsError::BadResponse {
+            url: url.into(),
+            reason: "not a JSON object".into(),
+        })?;
+    match grant {
+        Grant::IdToken { .. } => {
+            let raw = parsed
+                .id_token
+                .ok_or_else(|| CredentialsError::BadResponse {
+                    url: url.into(),
+                    reason: "no `id_token` in the reply".into(),
+                })?;
+            IdToken::parse(raw)
+                .map(Minted::Id)
+                .map_err(|reason| CredentialsError::BadResponse {
+                    url: url.into(),
+                    reason,
+                })
+        }
+        Grant::AccessToken { .. } => {
+            let raw = parsed
+                .access_token
+                .ok_or_else(|| CredentialsError::BadResponse {
+                    url: url.into(),
+                    reason: "no `access_token` in the reply".into(),
+                })?;
+            let lifetime = parsed.expires_in.unwrap_or(3600).min(24 * 3600);
+            Ok(Minted::Access(AccessToken::new(
+                raw,
+                clock.now() + Duration::from_secs(lifetime),
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::google::key::tests::{key_json, test_pem};
+
+    #[test]
+    fn assertion_has_googles_shape() {
+        let pem = test_pem();
+        let key = ServiceAccountKey::from_json(
+            &key_json(&pem, "https://oauth2.googleapis.com/token"),
+            "k",
+            false,
+        )
+        .unwrap();
+        let clock = Clock::system();
+        let jwt = assertion(
+            &key,
+            &Grant::IdToken {
+                audience: "https://f.example/x",
+            },
+            &clock,
+        )
+        .unwrap();
+        let header = jsonwebtoken::decode_header(&jwt).unwrap();
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+        assert_eq!(header.kid.as_deref(), Some("abc123"));
+        let payload = jwt.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["iss"], "gb@acme-prod.iam.gserviceaccount.com");
+        assert_eq!(claims["sub"], claims["iss"]);
+        assert_eq!(claims["aud"], "https://oauth2.googleapis.com/token");
+        assert_eq!(claims["target_audience"], "https://f.example/x");
+        assert!(claims.get("scope").is_none());
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+            3600
+        );
+    }
+}

@@ -1,0 +1,156 @@
+//! The HTTP clients grantbridge uses, built once and shared (connection pooling),
+//! and the rule every outbound URL must pass: TLS, except loopback development
+//! URLs the operator explicitly allowed.
+//!
+//! It must not follow redirects: the connector never calls a URL that is not in
+//! its configuration, and a redirect would be exactly that.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use url::Url;
+
+/// `User-Agent` on every request: `grantbridge/<version>`.
+pub const USER_AGENT: &str = concat!("grantbridge/", env!("CARGO_PKG_VERSION"));
+
+/// The client for Google APIs, token endpoints and functions: rustls, pooled,
+/// proxy from `HTTPS_PROXY`/`NO_PROXY`, no redirects.
+pub fn client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .tcp_keepalive(Duration::from_secs(60))
+        .build()
+}
+
+/// The client for the metadata server: never through a proxy (it is link-local
+/// and a proxy would be a credential leak), short timeouts.
+pub fn metadata_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .build()
+}
+
+/// Why a URL may not be called.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UrlPolicyError {
+    #[error("`{0}` is not a valid absolute URL")]
+    Invalid(String),
+    #[error(
+        "`{0}` must use https (plain http is only allowed for loopback hosts such as 127.0.0.1, and only with `allow_insecure_loopback = true`)"
+    )]
+    NotTls(String),
+    #[error(
+        "`{0}` uses plain http on a loopback host; set `allow_insecure_loopback = true` to allow it for local development"
+    )]
+    LoopbackNotAllowed(String),
+    #[error("`{0}` must not carry a user name or password")]
+    Credentials(String),
+}
+
+/// Parses `raw` and checks it against the TLS rule.
+pub fn checked_url(raw: &str, allow_insecure_loopback: bool) -> Result<Url, UrlPolicyError> {
+    let url = Url::parse(raw).map_err(|_| UrlPolicyError::Invalid(raw.to_owned()))?;
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(UrlPolicyError::Invalid(raw.to_owned()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(UrlPolicyError::Credentials(raw.to_owned()));
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        "http" if is_loopback(&url) => {
+            if allow_insecure_loopback {
+                Ok(url)
+            } else {
+                Err(UrlPolicyError::LoopbackNotAllowed(raw.to_owned()))
+            }
+        }
+        _ => Err(UrlPolicyError::NotTls(raw.to_owned())),
+    }
+}
+
+/// True when the URL's host is a loopback address or `localhost`.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
+/// A body larger than the limit.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("response body exceeds the {limit}-byte limit")]
+    TooLarge { limit: usize },
+    #[error("reading the response body: {0}")]
+    Read(#[source] reqwest::Error),
+}
+
+/// Reads a response body, refusing more than `limit` bytes (hostile or broken
+/// peers must not be able to exhaust memory).
+pub async fn read_limited(resp: reqwest::Response, limit: usize) -> Result<Bytes, BodyError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut buf = BytesMut::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(BodyError::Read)?;
+        if buf.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_is_always_fine() {
+        assert!(checked_url("https://us-central1-p.cloudfunctions.net/f", false).is_ok());
+    }
+
+    #[test]
+    fn plain_http_needs_loopback_and_the_flag() {
+        assert_eq!(
+            checked_url("http://example.com/f", true),
+            Err(UrlPolicyError::NotTls("http://example.com/f".into()))
+        );
+        assert!(matches!(
+            checked_url("http://127.0.0.1:8080/f", false),
+            Err(UrlPolicyError::LoopbackNotAllowed(_))
+        ));
+        assert!(checked_url("http://127.0.0.1:8080/f", true).is_ok());
+        assert!(checked_url("http://[::1]:8080/f", true).is_ok());
+        assert!(checked_url("http://localhost:8080/f", true).is_ok());
+        // 10.x is private, not loopback: still refused.
+        assert!(checked_url("http://10.0.0.1/f", true).is_err());
+    }
+
+    #[test]
+    fn userinfo_and_garbage_are_refused() {
+        assert!(matches!(
+            checked_url("https://u:p@example.com/", false),
+            Err(UrlPolicyError::Credentials(_))
+        ));
+        assert!(checked_url("not a url", false).is_err());
+        assert!(checked_url("file:///etc/passwd", true).is_err());
+    }
+}
