@@ -25,7 +25,7 @@ pub enum BuildError {
         file: String,
         connection: String,
         #[source]
-        source: CredentialsError,
+        source: Box<CredentialsError>,
     },
 }
 
@@ -61,7 +61,7 @@ impl GoogleSide {
                     .map_err(|source| BuildError::Credentials {
                         file: config.source.display().to_string(),
                         connection: name.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
             let creds = Arc::new(creds);
             sources.insert(name.clone(), creds.clone());

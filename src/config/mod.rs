@@ -455,18 +455,18 @@ impl Validator {
             ri.connection,
             "the name of a [connections.NAME] section",
         );
-        if let Some(c) = &connection {
-            if !connections.contains(&c.as_str()) {
-                let known = if connections.is_empty() {
-                    "none are configured".to_owned()
-                } else {
-                    connections.join(", ")
-                };
-                self.problem(
-                    format!("{key}.connection"),
-                    format!("`{c}` is not a configured connection (known: {known})"),
-                );
-            }
+        if let Some(c) = &connection
+            && !connections.contains(&c.as_str())
+        {
+            let known = if connections.is_empty() {
+                "none are configured".to_owned()
+            } else {
+                connections.join(", ")
+            };
+            self.problem(
+                format!("{key}.connection"),
+                format!("`{c}` is not a configured connection (known: {known})"),
+            );
         }
         let project_id = self.required(
             key,
@@ -482,10 +482,10 @@ impl Validator {
             self.problem(format!("{key}.function"), m);
         }
         let region = ri.region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
-        if ri.url.is_none() {
-            if let Err(m) = gcp::check_region(&region) {
-                self.problem(format!("{key}.region"), m);
-            }
+        if ri.url.is_none()
+            && let Err(m) = gcp::check_region(&region)
+        {
+            self.problem(format!("{key}.region"), m);
         }
         let url = match (&ri.url, &project_id, &function) {
             (Some(u), _, _) => checked_url(u, http.allow_insecure_loopback)
@@ -494,13 +494,13 @@ impl Validator {
             (None, Some(p), Some(f)) => Url::parse(&first_gen_url(&region, p, f)).ok(),
             _ => None,
         };
-        if let Some(u) = &url {
-            if u.query().is_some() || u.fragment().is_some() {
-                self.problem(
-                    format!("{key}.url"),
-                    "must not carry a query string or fragment",
-                );
-            }
+        if let Some(u) = &url
+            && (u.query().is_some() || u.fragment().is_some())
+        {
+            self.problem(
+                format!("{key}.url"),
+                "must not carry a query string or fragment",
+            );
         }
         let audience = ri
             .audience

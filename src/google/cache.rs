@@ -142,10 +142,10 @@ impl TokenCache {
             }
             // A mint finished (and failed) while we queued: share its answer
             // instead of hammering a failing endpoint once per waiter.
-            if let Some((generation, err)) = &state.last_error {
-                if *generation > seen_generation {
-                    return Err(err.clone());
-                }
+            if let Some((generation, err)) = &state.last_error
+                && *generation > seen_generation
+            {
+                return Err(err.clone());
             }
         }
         self.mint(&slot, source.as_ref(), connection, audience)

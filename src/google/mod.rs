@@ -81,12 +81,12 @@ impl CredentialsContext<'_> {
             }
             CredentialsSpec::Adc => match adc::resolve(self.env, self.allow_insecure_loopback)? {
                 Adc::Metadata { searched } => self.metadata(None, searched),
-                Adc::File { file, .. } => self.from_file(file),
+                Adc::File { file, .. } => self.build_from_file(file),
             },
         }
     }
 
-    fn from_file(&self, file: CredentialsFile) -> Result<Credentials, CredentialsError> {
+    fn build_from_file(&self, file: CredentialsFile) -> Result<Credentials, CredentialsError> {
         match file {
             CredentialsFile::ServiceAccount(key) => Ok(Credentials::service_account_key(
                 std::sync::Arc::new(key),
@@ -99,7 +99,7 @@ impl CredentialsContext<'_> {
                 source,
                 impersonation_url,
             } => {
-                let source = self.from_file(*source)?;
+                let source = self.build_from_file(*source)?;
                 // The file names the generateAccessToken URL; its origin is the API base.
                 let base = impersonation_url
                     .map(|u| u[..url::Position::BeforePath].to_owned())
