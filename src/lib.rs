@@ -20,6 +20,7 @@
 //! contract payload → the response is classified into an outcome.
 #![forbid(unsafe_code)]
 
+pub mod action;
 pub mod app;
 pub mod cli;
 pub mod clock;

@@ -1,0 +1,199 @@
+//! Actions and results (PROTOCOL.md §2): actions parsed defensively from
+//! whatever the control plane or a pusher sent, results built for reporting.
+//!
+//! Parsing checks structure only (id, types, timestamps). Whether the
+//! integration and event type exist is the engine's question, so that such
+//! actions still get a failed result with the matching error code.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::contract::ErrorCode;
+
+/// A structurally valid action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    pub id: String,
+    pub integration: String,
+    pub event_type: String,
+    #[serde(default)]
+    pub params: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
+    pub not_after: Option<SystemTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
+    pub created_at: Option<SystemTime>,
+}
+
+/// An action that could not be parsed. `id` is kept when it was a valid id, so
+/// a failed result can still be reported for it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid action{}: {reason}", id.as_deref().map(|i| format!(" {i}")).unwrap_or_default())]
+pub struct InvalidAction {
+    pub id: Option<String>,
+    pub reason: String,
+}
+
+/// Is `s` a valid action id: 1..128 characters of `[A-Za-z0-9._:-]`.
+pub fn valid_action_id(s: &str) -> bool {
+    crate::config::valid_id(s)
+}
+
+impl Action {
+    /// Parses an action from untrusted JSON. Unknown fields are ignored (the
+    /// protocol may grow); known fields must have the right shape.
+    pub fn from_value(v: &Value) -> Result<Action, InvalidAction> {
+        let obj = v.as_object().ok_or_else(|| InvalidAction { id: None, reason: "an action must be a JSON object".into() })?;
+        let id = match obj.get("id") {
+            Some(Value::String(s)) if valid_action_id(s) => s.clone(),
+            Some(Value::String(_)) => {
+                return Err(InvalidAction { id: None, reason: "`id` must be 1-128 characters of [A-Za-z0-9._:-]".into() });
+            }
+            _ => return Err(InvalidAction { id: None, reason: "`id` is missing or not a string".into() }),
+        };
+        let fail = |reason: String| InvalidAction { id: Some(id.clone()), reason };
+        let string = |field: &str| match obj.get(field) {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Ok(s.clone()),
+            _ => Err(fail(format!("`{field}` must be a non-empty string of at most 256 characters"))),
+        };
+        let integration = string("integration")?;
+        let event_type = string("event_type")?;
+        let params = match obj.get("params") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => return Err(fail("`params` must be a JSON object".into())),
+        };
+        let time = |field: &str| match obj.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
+                .map(Some)
+                .map_err(|_| fail(format!("`{field}` must be an RFC 3339 UTC timestamp, e.g. 2026-11-22T10:00:00Z"))),
+            Some(_) => Err(fail(format!("`{field}` must be an RFC 3339 timestamp string"))),
+        };
+        let not_after = time("not_after")?;
+        let created_at = time("created_at")?;
+        Ok(Action { id, integration, event_type, params, not_after, created_at })
+    }
+}
+
+/// `outcome` of a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultOutcome {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub retryable: bool,
+}
+
+/// The function call behind a result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionCall {
+    pub url: String,
+    /// Null when no HTTP answer came back (timeout, connection refused).
+    pub status: Option<u16>,
+    /// Parsed JSON or a string, capped in size.
+    pub body: Option<Value>,
+    pub latency_ms: u64,
+}
+
+/// A result, as reported to the control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionResult {
+    pub action_id: String,
+    pub outcome: ResultOutcome,
+    pub error: Option<ResultError>,
+    pub function: Option<FunctionCall>,
+    pub attempts: u32,
+    pub started_at: String,
+    pub finished_at: String,
+    pub instance_id: String,
+    pub connector_version: String,
+}
+
+impl ActionResult {
+    pub fn succeeded(&self) -> bool {
+        self.outcome == ResultOutcome::Succeeded
+    }
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.error.as_ref().map(|e| e.code)
+    }
+}
+
+/// RFC 3339 in UTC with second precision, as the protocol writes timestamps.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()
+}
+
+mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.serialize_str(&super::rfc3339(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| super::parse_rfc3339(&s).ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 timestamp")))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_the_protocol_example() {
+        let a = Action::from_value(&json!({"id": "act-7f3a", "integration": "orders-db", "event_type": "grant-access",
+            "params": {"grant_id": "g-123"}, "not_after": "2026-11-22T10:00:00Z", "created_at": "2026-11-22T09:59:58Z",
+            "lease": {"token": "t", "expires_at": "2026-11-22T10:00:00Z"}}))
+        .unwrap();
+        assert_eq!(a.id, "act-7f3a");
+        assert_eq!(rfc3339(a.not_after.unwrap()), "2026-11-22T10:00:00Z");
+        let round: Action = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+        assert_eq!(round, a);
+    }
+
+    #[test]
+    fn bad_actions_keep_their_id_when_it_is_valid() {
+        let err = Action::from_value(&json!({"id": "a1", "integration": "x", "event_type": "grant-access", "params": []})).unwrap_err();
+        assert_eq!(err.id.as_deref(), Some("a1"));
+        let err = Action::from_value(&json!({"id": "a1", "integration": "x", "event_type": "e", "not_after": "tomorrow"})).unwrap_err();
+        assert!(err.reason.contains("not_after"));
+        let err = Action::from_value(&json!({"id": "bad id!", "integration": "x", "event_type": "e"})).unwrap_err();
+        assert_eq!(err.id, None);
+        assert!(Action::from_value(&json!("nope")).is_err());
+        assert!(Action::from_value(&json!({"id": "x".repeat(129), "integration": "x", "event_type": "e"})).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(id in ".{0,140}", integration in ".{0,20}", na in ".{0,30}") {
+            let _ = Action::from_value(&json!({"id": id, "integration": integration, "event_type": "grant-access", "not_after": na}));
+        }
+
+        #[test]
+        fn valid_ids_are_accepted(id in "[A-Za-z0-9._:-]{1,128}") {
+            let a = Action::from_value(&json!({"id": id, "integration": "i", "event_type": "e"})).unwrap();
+            prop_assert_eq!(a.id, id);
+        }
+    }
+}

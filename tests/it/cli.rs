@@ -1,0 +1,80 @@
+//! The `grantbridge` binary as an operator runs it.
+
+use std::process::Output;
+
+use crate::helpers::{SA, TestEnv, spawn_env};
+
+async fn run(env: &TestEnv, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+        .args(args)
+        .env("HOME", env.dir.path())
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .output()
+        .await
+        .unwrap()
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[tokio::test]
+async fn token_prints_an_id_token_for_the_audience() {
+    let env = spawn_env().await;
+    let config = env.write_config(&env.config_toml(&[], ""));
+    let aud = "https://us-central1-acme-prod.cloudfunctions.net/grant-db";
+    let out = run(&env, &["--config", config.to_str().unwrap(), "token", "--connection", "prod", "--audience", aud]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let token = text(&out.stdout);
+    let claims = env.sandbox.verify_id_token(token.trim(), aud).unwrap();
+    assert_eq!(claims.email.as_deref(), Some(SA));
+}
+
+#[tokio::test]
+async fn invoke_reports_failures_with_a_nonzero_exit() {
+    let env = spawn_env().await;
+    env.sandbox.deploy_function("locked", grantbridge::sandbox::FunctionImpl::Sample, &[]);
+    let config = env.write_config(&env.config_toml(&[("locked", "locked")], ""));
+    let out = run(&env, &["--config", config.to_str().unwrap(), "invoke", "locked", "get-status"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).starts_with("HTTP 403 · failed (permission_denied)"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("roles/cloudfunctions.invoker"));
+}
+
+#[tokio::test]
+async fn invoke_refuses_malformed_params_before_calling() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let config = env.write_config(&env.config_toml(&[("orders-db", "grant-db")], ""));
+    let out = run(&env, &["--config", config.to_str().unwrap(), "invoke", "orders-db", "grant-access", "-p", "grant_id=g"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("params.username"), "{}", text(&out.stderr));
+    assert!(env.sandbox.invocations("grant-db").is_empty());
+}
+
+#[tokio::test]
+async fn check_mints_for_every_integration() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let config = env.write_config(&env.config_toml(&[("orders-db", "grant-db")], ""));
+    let out = run(&env, &["--config", config.to_str().unwrap(), "check"]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("ok    integration orders-db") && stdout.contains(SA), "{stdout}");
+
+    env.sandbox.delete_key(SA, &env.key_id);
+    let out = run(&env, &["--config", config.to_str().unwrap(), "check"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("FAIL  integration orders-db") && text(&out.stdout).contains("Invalid JWT Signature"));
+}
+
+#[tokio::test]
+async fn a_bad_config_is_refused_naming_file_and_key() {
+    let env = spawn_env().await;
+    let config = env.write_config("connector_id = \"c\"\n[connections.p]\ncredentials = \"service_account_key\"\nkey_file = \"nope.json\"\n[integrations.x]\nconnection = \"p\"\nproject_id = \"acme-prod\"\nregion = \"mars-north1\"\nfunction = \"f\"\n");
+    let out = run(&env, &["--config", config.to_str().unwrap(), "check"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(config.to_str().unwrap()), "{err}");
+    assert!(err.contains("connections.p.key_file") && err.contains("integrations.x.region"), "{err}");
+}

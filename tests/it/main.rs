@@ -1,0 +1,9 @@
+//! grantbridge's integration tests: the real code against the sandbox (Google on
+//! 127.0.0.1), the real binary as a child process, and Google's own Python
+//! libraries and runtime where interoperability is the point.
+
+mod cli;
+mod credentials;
+mod helpers;
+mod interop;
+mod invoke;
