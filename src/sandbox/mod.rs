@@ -883,6 +883,52 @@ mod tests {
         assert_eq!(sb.id_tokens_minted(SA), 1);
     }
 
+    /// Python google-auth (what most Cloud Functions tooling uses) works
+    /// against the sandbox unchanged: key-file ID tokens, certificate-based
+    /// verification with `cryptography`, access tokens, and the metadata
+    /// server. Needs `python3` with `google-auth` and `requests`:
+    /// `cargo test --lib sandbox -- --ignored`.
+    #[tokio::test]
+    #[ignore = "needs python3 with google-auth and requests"]
+    async fn python_google_auth_interoperates() {
+        let sb = sandbox().await;
+        let info = sb.create_service_account(SA);
+        let key = sb.create_key(SA);
+        sb.attach_metadata_account(Some(SA));
+        let fn_url = sb.deploy_function("py-fn", FunctionImpl::Sample, &[SA]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key_path = dir.path().join("key.json");
+        let script = dir.path().join("interop.py");
+        std::fs::write(&key_path, &key.json).expect("write key");
+        std::fs::write(&script, include_str!("testdata/google_auth_interop.py")).expect("write script");
+        let out = tokio::process::Command::new("python3")
+            .arg(&script)
+            .arg(&key_path)
+            .arg(&fn_url)
+            .arg(sb.pem_certs_url())
+            .env("GCE_METADATA_HOST", sb.metadata_host())
+            .env("GCE_METADATA_IP", sb.metadata_host())
+            .env("NO_PROXY", "127.0.0.1")
+            .env("no_proxy", "127.0.0.1")
+            .output()
+            .await
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "python failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        assert_eq!(v["sa_claims"]["email"], SA);
+        assert_eq!(v["sa_claims"]["sub"], info.unique_id.as_str());
+        assert_eq!(v["invoke"], serde_json::json!([200, {"status": "ok"}]));
+        assert_eq!(v["access_token_prefix"], "ya29.");
+        assert_eq!(v["metadata_claims"]["sub"], info.unique_id.as_str());
+        assert_eq!(v["metadata_access_prefix"], "ya29.");
+        assert_eq!(v["metadata_email"], SA);
+        assert_eq!(sb.invocations("py-fn").len(), 1);
+    }
+
     #[tokio::test]
     async fn skewed_clock_expires_tokens() {
         let sb = sandbox().await;
