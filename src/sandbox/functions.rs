@@ -126,7 +126,7 @@ pub(crate) fn router(state: Arc<State>) -> Router {
 
 fn google_html(status: StatusCode, title: &str, h1: &str, h2: &str) -> Response {
     let body = format!(
-        "<html><head>\n<meta http-equiv=\"content-type\" content=\"text/html;charset=utf-8\">\n<title>{} {title}</title>\n</head>\n<body text=#000000 bgcolor=#ffffff>\n<h1>Error: {h1}</h1>\n<h2>{h2}</h2>\n<h2></h2>\n</body></html>\n",
+        "<html><head>\n<meta http-equiv=\"content-type\" content=\"text/html;charset=utf-8\">\n<title>{} {title}</title>\n</head>\n<body text=#000000 bgcolor=#ffffff>\n<h1>Error: {h1}</h1>\n<h2>{h2}</h2>\n<h2></h2>\n</body></html>",
         status.as_u16()
     );
     (
@@ -711,11 +711,19 @@ mod tests {
         let (sb, url, token) = setup().await;
         let resp = invoke(&url, None, grant()).await;
         assert_eq!(resp.status(), 401);
+        assert!(
+            resp.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .expect("ascii")
+                .starts_with("Bearer error=\"invalid_token\"")
+        );
         let html = resp.text().await.expect("text");
-        assert!(html.contains("<title>401 Unauthorized</title>"), "{html}");
-        assert!(html.contains(&format!(
-            "Your client does not have permission to the requested URL <code>/{FN}</code>."
-        )));
+        assert_eq!(
+            html,
+            format!(
+                "<html><head>\n<meta http-equiv=\"content-type\" content=\"text/html;charset=utf-8\">\n<title>401 Unauthorized</title>\n</head>\n<body text=#000000 bgcolor=#ffffff>\n<h1>Error: Unauthorized</h1>\n<h2>Your client does not have permission to the requested URL <code>/{FN}</code>.</h2>\n<h2></h2>\n</body></html>"
+            )
+        );
 
         let wrong_aud = sb.mint_id_token(SA, "https://elsewhere").expect("mint");
         assert_eq!(invoke(&url, Some(&wrong_aud), grant()).await.status(), 401);

@@ -900,7 +900,8 @@ mod tests {
         let key_path = dir.path().join("key.json");
         let script = dir.path().join("interop.py");
         std::fs::write(&key_path, &key.json).expect("write key");
-        std::fs::write(&script, include_str!("testdata/google_auth_interop.py")).expect("write script");
+        std::fs::write(&script, include_str!("testdata/google_auth_interop.py"))
+            .expect("write script");
         let out = tokio::process::Command::new("python3")
             .arg(&script)
             .arg(&key_path)

@@ -202,33 +202,37 @@ mod tests {
         assert_eq!(key["client_email"], args.service_account.as_str());
         assert_eq!(key["token_uri"], sandbox.token_url().as_str());
 
-        let config = std::fs::read_to_string(&info.config_file).expect("config");
-        let parsed: toml_like::Doc = toml_like::parse(&config);
-        assert_eq!(parsed.get("", "connector_id"), Some("sandbox"));
+        let config = config::Config::builder()
+            .add_source(config::File::from(info.config_file.clone()))
+            .build()
+            .expect("grantbridge.toml is valid TOML");
+        let get = |key: &str| config.get_string(key).expect(key);
+        assert_eq!(get("connector_id"), "sandbox");
         assert_eq!(
-            parsed.get("connections.sandbox", "credentials"),
-            Some("service_account_key")
+            get("connections.sandbox.credentials"),
+            "service_account_key"
         );
         assert_eq!(
-            parsed.get("connections.sandbox", "key_file"),
-            Some(info.key_file.display().to_string().as_str())
-        );
-        let url = sandbox.function_url("local-fn");
-        assert_eq!(
-            parsed.get("integrations.\"local-fn\"", "url"),
-            Some(url.as_str())
+            get("connections.sandbox.key_file"),
+            info.key_file.display().to_string()
         );
         assert_eq!(
-            parsed.get("integrations.\"grant-sample\"", "function"),
-            Some("grant-sample")
+            get("integrations.local-fn.url"),
+            sandbox.function_url("local-fn")
+        );
+        assert_eq!(get("integrations.local-fn.connection"), "sandbox");
+        assert_eq!(get("integrations.grant-sample.function"), "grant-sample");
+        assert_eq!(get("integrations.grant-sample.region"), "us-central1");
+        assert_eq!(
+            get("integrations.grant-sample.project_id"),
+            "sandbox-project"
         );
         assert_eq!(
-            parsed.get("integrations.\"grant-sample\"", "region"),
-            Some("us-central1")
-        );
-        assert_eq!(
-            parsed.get("integrations.\"grant-sample\"", "project_id"),
-            Some("sandbox-project")
+            info.functions
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>(),
+            ["grant-sample", "local-fn"]
         );
 
         // The service account can invoke the sample function.
@@ -260,38 +264,5 @@ mod tests {
             .expect("runs and stops");
         assert!(dir.path().join("grantbridge.toml").exists());
         assert!(dir.path().join("sa-key.json").exists());
-    }
-
-    /// Just enough TOML reading to check what `render_config` writes (the
-    /// crate parses TOML through `config`, which the sandbox does not use).
-    mod toml_like {
-        use std::collections::HashMap;
-
-        pub(super) struct Doc(HashMap<(String, String), String>);
-
-        impl Doc {
-            pub(super) fn get(&self, table: &str, key: &str) -> Option<&str> {
-                self.0
-                    .get(&(table.to_owned(), key.to_owned()))
-                    .map(String::as_str)
-            }
-        }
-
-        pub(super) fn parse(s: &str) -> Doc {
-            let mut table = String::new();
-            let mut map = HashMap::new();
-            for line in s.lines().map(str::trim) {
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                if let Some(t) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                    table = t.to_owned();
-                } else if let Some((k, v)) = line.split_once(" = ") {
-                    let v = v.trim_matches('"').replace("\\\\", "\\");
-                    map.insert((table.clone(), k.to_owned()), v);
-                }
-            }
-            Doc(map)
-        }
     }
 }
