@@ -332,7 +332,12 @@ async fn front_end(
     let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(_) => {
-            return (StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large").into_response();
+            return google_html(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request Entity Too Large",
+                "Request Entity Too Large",
+                "Your client issued a request that was too large.",
+            );
         }
     };
     let body_value = serde_json::from_slice::<Value>(&bytes)
@@ -410,6 +415,7 @@ fn record(state: &State, invocation: Invocation) {
     if let Some(f) = state.lock().functions.get_mut(&invocation.function) {
         f.invocations.push(invocation);
     }
+    state.recorded.notify_waiters();
 }
 
 /// The built-in sample function. Returns (status, body, answered-from-memory).
@@ -907,7 +913,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn hang_never_answers_and_latency_delays() {
+    async fn hang_never_answers_until_the_sandbox_stops() {
         let (sb, url, token) = setup().await;
         sb.set_faults(
             FN,
@@ -916,14 +922,24 @@ mod tests {
                 ..Faults::default()
             },
         );
-        let hung = tokio::time::timeout(
-            Duration::from_millis(300),
-            invoke(&url, Some(&token), grant()),
-        )
-        .await;
-        assert!(hung.is_err(), "the hung call must not answer");
-        assert_eq!(sb.invocations(FN)[0].fault.as_deref(), Some("hang"));
-        // The next call goes through; latency is applied before it.
+        let hung = tokio::spawn(async move { invoke(&url, Some(&token), grant()).await.status() });
+        let calls = tokio::time::timeout(Duration::from_secs(10), sb.wait_for_invocations(FN, 1))
+            .await
+            .expect("the hung call arrives");
+        assert_eq!(calls[0].fault.as_deref(), Some("hang"));
+        assert_eq!(calls[0].status, 0);
+        assert!(!hung.is_finished(), "a hung call has no answer");
+        drop(sb);
+        let status = tokio::time::timeout(Duration::from_secs(10), hung)
+            .await
+            .expect("stopping the sandbox releases the call")
+            .expect("task");
+        assert_eq!(status, 500);
+    }
+
+    #[tokio::test]
+    async fn latency_delays_the_answer() {
+        let (sb, url, token) = setup().await;
         sb.set_faults(
             FN,
             Faults {
@@ -934,6 +950,7 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(invoke(&url, Some(&token), grant()).await.status(), 200);
         assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(sb.invocations(FN)[0].fault, None);
     }
 
     #[tokio::test]

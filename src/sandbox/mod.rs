@@ -173,6 +173,7 @@ impl Sandbox {
             inner: Mutex::new(Inner::default()),
             google: Mutex::new(google),
             cancel: CancellationToken::new(),
+            recorded: tokio::sync::Notify::new(),
             http,
         });
         let tasks = vec![
@@ -372,6 +373,22 @@ impl Sandbox {
             .unwrap_or_default()
     }
 
+    /// Wait until `name` has recorded at least `count` invocations (wrap it in
+    /// `tokio::time::timeout`); lets tests synchronise without sleeping, e.g.
+    /// on a call that was made to hang. Returns the invocations.
+    pub async fn wait_for_invocations(&self, name: &str, count: usize) -> Vec<Invocation> {
+        loop {
+            let notified = self.state.recorded.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let calls = self.invocations(name);
+            if calls.len() >= count {
+                return calls;
+            }
+            notified.await;
+        }
+    }
+
     /// How many calls a sample function answered from its `Idempotency-Key` memory.
     pub fn duplicate_calls(&self, name: &str) -> u64 {
         self.state
@@ -491,6 +508,8 @@ pub(crate) struct State {
     google: Mutex<GoogleKeys>,
     /// Cancelled when the [`Sandbox`] is dropped (ends hung calls too).
     pub(crate) cancel: CancellationToken,
+    /// Woken whenever a function invocation is recorded.
+    pub(crate) recorded: tokio::sync::Notify,
     /// For proxied functions.
     pub(crate) http: reqwest::Client,
 }
@@ -928,6 +947,12 @@ mod tests {
         assert_eq!(v["metadata_access_prefix"], "ya29.");
         assert_eq!(v["metadata_email"], SA);
         assert_eq!(sb.invocations("py-fn").len(), 1);
+    }
+
+    #[test]
+    fn sandbox_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Sandbox>();
     }
 
     #[tokio::test]
