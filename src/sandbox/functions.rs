@@ -1010,19 +1010,28 @@ mod tests {
         );
 
         server.abort();
-        let _ = server.await;
-        let down = client()
-            .post(&url)
-            .bearer_auth(&token)
-            .json(&grant())
-            .send()
+    }
+
+    #[tokio::test]
+    async fn unreachable_upstream_is_googles_500() {
+        // A port nothing listens on: bind, note the address, close.
+        let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("send");
-        assert_eq!(down.status(), 500);
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let sb = sandbox().await;
+        sb.create_service_account(SA);
+        let upstream = Url::parse(&format!("http://{addr}")).expect("url");
+        let url = sb.deploy_function("gone", FunctionImpl::Proxy(upstream), &[SA]);
+        let token = sb.mint_id_token(SA, &url).expect("mint");
+        let resp = invoke(&url, Some(&token), grant()).await;
+        assert_eq!(resp.status(), 500);
         assert_eq!(
-            down.text().await.expect("text"),
+            resp.text().await.expect("text"),
             "Error: could not handle the request\n"
         );
+        assert_eq!(sb.invocations("gone")[0].status, 500);
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Query, State as AxState};
+use axum::extract::State as AxState;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -29,8 +29,12 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    Query(query): Query<HashMap<String, String>>,
 ) -> Response {
+    // Parsed by hand so a malformed query still gets a metadata-style answer.
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
     let mut resp = answer(&state, &method, &uri, &headers, &query);
     resp.headers_mut()
         .insert("metadata-flavor", HeaderValue::from_static("Google"));
