@@ -1070,5 +1070,25 @@ mod tests {
             .await
             .expect("send");
         assert_eq!(r.status(), 404);
+
+        let list: Value = client()
+            .get(format!("{base}/_sandbox/functions"))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(list[0]["name"], FN);
+        assert_eq!(list[0]["url"], url.as_str());
+        assert_eq!(list[0]["invokers"], json!([SA]));
+        let r = client()
+            .post(format!("{base}/_sandbox/functions/{FN}/invokers"))
+            .json(&json!(["someone@else"]))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        assert_eq!(invoke(&url, Some(&token), grant()).await.status(), 403);
     }
 }

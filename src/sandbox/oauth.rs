@@ -85,10 +85,18 @@ async fn token(AxState(state): AxState<Arc<State>>, body: Body) -> Response {
             return OAuthError::new("invalid_request", "Request body too large.").into_response();
         }
     };
-    match grant(&state, &bytes) {
+    let mut resp = match grant(&state, &bytes) {
         Ok(reply) => (StatusCode::OK, Json(reply)).into_response(),
         Err(e) => e.into_response(),
-    }
+    };
+    // Google's token answers are never cacheable.
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache, no-store, max-age=0, must-revalidate"),
+    );
+    resp.headers_mut()
+        .insert(header::PRAGMA, header::HeaderValue::from_static("no-cache"));
+    resp
 }
 
 /// The token endpoint's logic, from the raw form body to the JSON reply.
@@ -492,6 +500,37 @@ mod tests {
             .await
             .expect("send");
         assert_eq!(resp.status(), 400);
+    }
+
+    /// Whatever arrives, the endpoint answers a Google error and never panics.
+    #[test]
+    fn garbage_never_panics() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let sb = rt.block_on(sandbox());
+        sb.create_key(SA);
+        let strategy = (
+            proptest::collection::vec(any::<u8>(), 0..512),
+            proptest::collection::vec("[A-Za-z0-9_=-]{0,40}", 0..5),
+        );
+        let mut runner = TestRunner::new(Config::with_cases(512));
+        runner
+            .run(&strategy, |(form, segments)| {
+                prop_assert!(grant(&sb.state, &form).is_err());
+                let form = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", JWT_BEARER)
+                    .append_pair("assertion", &segments.join("."))
+                    .finish();
+                let err = grant(&sb.state, form.as_bytes()).expect_err("garbage is refused");
+                prop_assert_eq!(err.status, StatusCode::BAD_REQUEST);
+                Ok(())
+            })
+            .expect("no input gets a token or a panic");
     }
 
     #[tokio::test]
