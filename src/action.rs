@@ -44,18 +44,34 @@ impl Action {
     /// Parses an action from untrusted JSON. Unknown fields are ignored (the
     /// protocol may grow); known fields must have the right shape.
     pub fn from_value(v: &Value) -> Result<Action, InvalidAction> {
-        let obj = v.as_object().ok_or_else(|| InvalidAction { id: None, reason: "an action must be a JSON object".into() })?;
+        let obj = v.as_object().ok_or_else(|| InvalidAction {
+            id: None,
+            reason: "an action must be a JSON object".into(),
+        })?;
         let id = match obj.get("id") {
             Some(Value::String(s)) if valid_action_id(s) => s.clone(),
             Some(Value::String(_)) => {
-                return Err(InvalidAction { id: None, reason: "`id` must be 1-128 characters of [A-Za-z0-9._:-]".into() });
+                return Err(InvalidAction {
+                    id: None,
+                    reason: "`id` must be 1-128 characters of [A-Za-z0-9._:-]".into(),
+                });
             }
-            _ => return Err(InvalidAction { id: None, reason: "`id` is missing or not a string".into() }),
+            _ => {
+                return Err(InvalidAction {
+                    id: None,
+                    reason: "`id` is missing or not a string".into(),
+                });
+            }
         };
-        let fail = |reason: String| InvalidAction { id: Some(id.clone()), reason };
+        let fail = |reason: String| InvalidAction {
+            id: Some(id.clone()),
+            reason,
+        };
         let string = |field: &str| match obj.get(field) {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Ok(s.clone()),
-            _ => Err(fail(format!("`{field}` must be a non-empty string of at most 256 characters"))),
+            _ => Err(fail(format!(
+                "`{field}` must be a non-empty string of at most 256 characters"
+            ))),
         };
         let integration = string("integration")?;
         let event_type = string("event_type")?;
@@ -68,12 +84,25 @@ impl Action {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
                 .map(Some)
-                .map_err(|_| fail(format!("`{field}` must be an RFC 3339 UTC timestamp, e.g. 2026-11-22T10:00:00Z"))),
-            Some(_) => Err(fail(format!("`{field}` must be an RFC 3339 timestamp string"))),
+                .map_err(|_| {
+                    fail(format!(
+                        "`{field}` must be an RFC 3339 UTC timestamp, e.g. 2026-11-22T10:00:00Z"
+                    ))
+                }),
+            Some(_) => Err(fail(format!(
+                "`{field}` must be an RFC 3339 timestamp string"
+            ))),
         };
         let not_after = time("not_after")?;
         let created_at = time("created_at")?;
-        Ok(Action { id, integration, event_type, params, not_after, created_at })
+        Ok(Action {
+            id,
+            integration,
+            event_type,
+            params,
+            not_after,
+            created_at,
+        })
     }
 }
 
@@ -149,8 +178,11 @@ mod rfc3339_opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
         let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| super::parse_rfc3339(&s).ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 timestamp")))
-            .transpose()
+        s.map(|s| {
+            super::parse_rfc3339(&s)
+                .ok_or_else(|| serde::de::Error::custom("expected an RFC 3339 timestamp"))
+        })
+        .transpose()
     }
 }
 
@@ -174,14 +206,27 @@ mod tests {
 
     #[test]
     fn bad_actions_keep_their_id_when_it_is_valid() {
-        let err = Action::from_value(&json!({"id": "a1", "integration": "x", "event_type": "grant-access", "params": []})).unwrap_err();
+        let err = Action::from_value(
+            &json!({"id": "a1", "integration": "x", "event_type": "grant-access", "params": []}),
+        )
+        .unwrap_err();
         assert_eq!(err.id.as_deref(), Some("a1"));
-        let err = Action::from_value(&json!({"id": "a1", "integration": "x", "event_type": "e", "not_after": "tomorrow"})).unwrap_err();
+        let err = Action::from_value(
+            &json!({"id": "a1", "integration": "x", "event_type": "e", "not_after": "tomorrow"}),
+        )
+        .unwrap_err();
         assert!(err.reason.contains("not_after"));
-        let err = Action::from_value(&json!({"id": "bad id!", "integration": "x", "event_type": "e"})).unwrap_err();
+        let err =
+            Action::from_value(&json!({"id": "bad id!", "integration": "x", "event_type": "e"}))
+                .unwrap_err();
         assert_eq!(err.id, None);
         assert!(Action::from_value(&json!("nope")).is_err());
-        assert!(Action::from_value(&json!({"id": "x".repeat(129), "integration": "x", "event_type": "e"})).is_err());
+        assert!(
+            Action::from_value(
+                &json!({"id": "x".repeat(129), "integration": "x", "event_type": "e"})
+            )
+            .is_err()
+        );
     }
 
     proptest! {

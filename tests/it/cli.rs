@@ -23,7 +23,19 @@ async fn token_prints_an_id_token_for_the_audience() {
     let env = spawn_env().await;
     let config = env.write_config(&env.config_toml(&[], ""));
     let aud = "https://us-central1-acme-prod.cloudfunctions.net/grant-db";
-    let out = run(&env, &["--config", config.to_str().unwrap(), "token", "--connection", "prod", "--audience", aud]).await;
+    let out = run(
+        &env,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "token",
+            "--connection",
+            "prod",
+            "--audience",
+            aud,
+        ],
+    )
+    .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let token = text(&out.stdout);
     let claims = env.sandbox.verify_id_token(token.trim(), aud).unwrap();
@@ -33,11 +45,26 @@ async fn token_prints_an_id_token_for_the_audience() {
 #[tokio::test]
 async fn invoke_reports_failures_with_a_nonzero_exit() {
     let env = spawn_env().await;
-    env.sandbox.deploy_function("locked", grantbridge::sandbox::FunctionImpl::Sample, &[]);
+    env.sandbox
+        .deploy_function("locked", grantbridge::sandbox::FunctionImpl::Sample, &[]);
     let config = env.write_config(&env.config_toml(&[("locked", "locked")], ""));
-    let out = run(&env, &["--config", config.to_str().unwrap(), "invoke", "locked", "get-status"]).await;
+    let out = run(
+        &env,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "invoke",
+            "locked",
+            "get-status",
+        ],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stdout).starts_with("HTTP 403 · failed (permission_denied)"), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with("HTTP 403 · failed (permission_denied)"),
+        "{}",
+        text(&out.stdout)
+    );
     assert!(text(&out.stderr).contains("roles/cloudfunctions.invoker"));
 }
 
@@ -46,9 +73,25 @@ async fn invoke_refuses_malformed_params_before_calling() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let config = env.write_config(&env.config_toml(&[("orders-db", "grant-db")], ""));
-    let out = run(&env, &["--config", config.to_str().unwrap(), "invoke", "orders-db", "grant-access", "-p", "grant_id=g"]).await;
+    let out = run(
+        &env,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "invoke",
+            "orders-db",
+            "grant-access",
+            "-p",
+            "grant_id=g",
+        ],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("params.username"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("params.username"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(env.sandbox.invocations("grant-db").is_empty());
 }
 
@@ -60,12 +103,18 @@ async fn check_mints_for_every_integration() {
     let out = run(&env, &["--config", config.to_str().unwrap(), "check"]).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    assert!(stdout.contains("ok    integration orders-db") && stdout.contains(SA), "{stdout}");
+    assert!(
+        stdout.contains("ok    integration orders-db") && stdout.contains(SA),
+        "{stdout}"
+    );
 
     env.sandbox.delete_key(SA, &env.key_id);
     let out = run(&env, &["--config", config.to_str().unwrap(), "check"]).await;
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stdout).contains("FAIL  integration orders-db") && text(&out.stdout).contains("Invalid JWT Signature"));
+    assert!(
+        text(&out.stdout).contains("FAIL  integration orders-db")
+            && text(&out.stdout).contains("Invalid JWT Signature")
+    );
 }
 
 #[tokio::test]
@@ -76,5 +125,8 @@ async fn a_bad_config_is_refused_naming_file_and_key() {
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains(config.to_str().unwrap()), "{err}");
-    assert!(err.contains("connections.p.key_file") && err.contains("integrations.x.region"), "{err}");
+    assert!(
+        err.contains("connections.p.key_file") && err.contains("integrations.x.region"),
+        "{err}"
+    );
 }

@@ -23,7 +23,10 @@ async fn a_service_account_key_mints_an_id_token_google_would_accept() {
     let env = spawn_env().await;
     let google = env.google(&key_config(&env.key_file));
     let token = google.tokens.get("prod", AUD).await.unwrap();
-    let claims = env.sandbox.verify_id_token(token.expose(), AUD).expect("the sandbox's Google verifies it");
+    let claims = env
+        .sandbox
+        .verify_id_token(token.expose(), AUD)
+        .expect("the sandbox's Google verifies it");
     assert_eq!(claims.email.as_deref(), Some(SA));
     assert_eq!(claims.iss, "https://accounts.google.com");
     assert_eq!(claims.aud, AUD);
@@ -40,7 +43,11 @@ async fn concurrent_first_calls_make_one_mint_at_google() {
         let tokens = tokens.clone();
         tokio::spawn(async move { tokens.get("prod", AUD).await.map(|t| t.expose().to_owned()) })
     });
-    let results: Vec<String> = futures_util::future::join_all(calls).await.into_iter().map(|r| r.unwrap().unwrap()).collect();
+    let results: Vec<String> = futures_util::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
     assert!(results.iter().all(|t| t == &results[0]));
     assert_eq!(env.sandbox.id_tokens_minted(SA), 1);
 }
@@ -52,8 +59,14 @@ async fn a_deleted_key_is_reported_with_googles_words_and_what_to_do() {
     let google = env.google(&key_config(&env.key_file));
     let err = google.tokens.get("prod", AUD).await.unwrap_err();
     let text = err.to_string();
-    assert!(text.contains("invalid_grant") && text.contains("Invalid JWT Signature."), "{text}");
-    assert!(text.contains("rotated") && text.contains(SA) && text.contains(&env.key_id), "{text}");
+    assert!(
+        text.contains("invalid_grant") && text.contains("Invalid JWT Signature."),
+        "{text}"
+    );
+    assert!(
+        text.contains("rotated") && text.contains(SA) && text.contains(&env.key_id),
+        "{text}"
+    );
     assert!(!err.is_retryable());
 }
 
@@ -62,8 +75,16 @@ async fn a_skewed_clock_is_diagnosed_as_clock_skew() {
     let env = spawn_env().await;
     let skewed = Clock::system().skewed(2 * 3600);
     let google = env.google_with(&key_config(&env.key_file), &MapEnv::new(), skewed);
-    let err = google.tokens.get("prod", AUD).await.unwrap_err().to_string();
-    assert!(err.contains("short-lived") && err.contains("clock"), "{err}");
+    let err = google
+        .tokens
+        .get("prod", AUD)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("short-lived") && err.contains("clock"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -71,8 +92,16 @@ async fn a_disabled_service_account_is_reported() {
     let env = spawn_env().await;
     env.sandbox.disable_service_account(SA);
     let google = env.google(&key_config(&env.key_file));
-    let err = google.tokens.get("prod", AUD).await.unwrap_err().to_string();
-    assert!(err.contains("account not found") && err.contains("deleted or disabled"), "{err}");
+    let err = google
+        .tokens
+        .get("prod", AUD)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("account not found") && err.contains("deleted or disabled"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -85,7 +114,14 @@ async fn the_metadata_server_mints_for_the_attached_account() {
     );
     let google = env.google(&toml);
     let token = google.tokens.get("gke", AUD).await.unwrap();
-    assert_eq!(env.sandbox.verify_id_token(token.expose(), AUD).unwrap().email.as_deref(), Some(SA));
+    assert_eq!(
+        env.sandbox
+            .verify_id_token(token.expose(), AUD)
+            .unwrap()
+            .email
+            .as_deref(),
+        Some(SA)
+    );
 }
 
 #[tokio::test]
@@ -96,8 +132,17 @@ async fn a_vm_without_a_service_account_gets_a_workload_identity_hint() {
         "connector_id = \"t\"\n[connections.gke]\ncredentials = \"metadata\"\nmetadata_host = \"{}\"\n",
         env.sandbox.metadata_host()
     );
-    let err = env.google(&toml).tokens.get("gke", AUD).await.unwrap_err().to_string();
-    assert!(err.contains("404") && err.contains("iam.gke.io/gcp-service-account"), "{err}");
+    let err = env
+        .google(&toml)
+        .tokens
+        .get("gke", AUD)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("404") && err.contains("iam.gke.io/gcp-service-account"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -105,7 +150,10 @@ async fn adc_uses_google_application_credentials_then_the_metadata_server() {
     let env = spawn_env().await;
     let toml = "connector_id = \"t\"\n[http]\nallow_insecure_loopback = true\n[connections.adc]\n";
     let with_file = MapEnv::new()
-        .with("GOOGLE_APPLICATION_CREDENTIALS", env.key_file.to_str().unwrap())
+        .with(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            env.key_file.to_str().unwrap(),
+        )
         .with("HOME", "/nonexistent");
     let google = env.google_with(toml, &with_file, Clock::system());
     assert!(google.credentials["adc"].principal().contains(&env.key_id));
@@ -113,9 +161,15 @@ async fn adc_uses_google_application_credentials_then_the_metadata_server() {
     assert!(env.sandbox.verify_id_token(token.expose(), AUD).is_ok());
 
     env.sandbox.attach_metadata_account(Some(SA));
-    let on_gke = MapEnv::new().with("GCE_METADATA_HOST", env.sandbox.metadata_host()).with("HOME", "/nonexistent");
+    let on_gke = MapEnv::new()
+        .with("GCE_METADATA_HOST", env.sandbox.metadata_host())
+        .with("HOME", "/nonexistent");
     let google = env.google_with(toml, &on_gke, Clock::system());
-    assert!(google.credentials["adc"].principal().contains("metadata server"));
+    assert!(
+        google.credentials["adc"]
+            .principal()
+            .contains("metadata server")
+    );
     let token = google.tokens.get("adc", AUD).await.unwrap();
     assert_eq!(token.email.as_deref(), Some(SA));
 }
@@ -133,11 +187,17 @@ async fn adc_refuses_a_persons_gcloud_login_at_start() {
     let menv = MapEnv::new().with("CLOUDSDK_CONFIG", gcloud.to_str().unwrap());
     let path = env.write_config("connector_id = \"t\"\n[connections.adc]\ncredentials = \"adc\"\n");
     let config = Config::load(&path, &menv).unwrap();
-    let err = grantbridge::app::GoogleSide::build(config, &menv, Clock::system(), Default::default())
-        .err()
-        .expect("refused");
+    let err =
+        grantbridge::app::GoogleSide::build(config, &menv, Clock::system(), Default::default())
+            .err()
+            .expect("refused");
     let text = err.to_string();
-    assert!(text.contains("connections.adc") && text.contains("authorized_user") && text.contains("impersonate"), "{text}");
+    assert!(
+        text.contains("connections.adc")
+            && text.contains("authorized_user")
+            && text.contains("impersonate"),
+        "{text}"
+    );
 }
 
 const TARGET: &str = "fn-invoker@sandbox-project.iam.gserviceaccount.com";
@@ -159,9 +219,17 @@ async fn impersonation_mints_as_the_target_with_token_creator() {
     let google = env.google(&impersonation_config(&env, ""));
     let token = google.tokens.get("imp", AUD).await.unwrap();
     let claims = env.sandbox.verify_id_token(token.expose(), AUD).unwrap();
-    assert_eq!(claims.email.as_deref(), Some(TARGET), "includeEmail: the token names the target");
+    assert_eq!(
+        claims.email.as_deref(),
+        Some(TARGET),
+        "includeEmail: the token names the target"
+    );
     // A second audience reuses the source's access token.
-    google.tokens.get("imp", "https://other.example/f").await.unwrap();
+    google
+        .tokens
+        .get("imp", "https://other.example/f")
+        .await
+        .unwrap();
     assert_eq!(env.sandbox.access_tokens_minted(SA), 1);
 }
 
@@ -171,7 +239,12 @@ async fn impersonation_without_token_creator_says_which_role_to_grant() {
     env.sandbox.create_service_account(TARGET);
     let google = env.google(&impersonation_config(&env, ""));
     let err = google.tokens.get("imp", AUD).await.unwrap_err().to_string();
-    assert!(err.contains("403") && err.contains("roles/iam.serviceAccountTokenCreator") && err.contains(TARGET), "{err}");
+    assert!(
+        err.contains("403")
+            && err.contains("roles/iam.serviceAccountTokenCreator")
+            && err.contains(TARGET),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -191,7 +264,8 @@ async fn an_impersonated_service_account_adc_file_works() {
     let env = spawn_env().await;
     env.sandbox.create_service_account(TARGET);
     env.sandbox.grant_token_creator(TARGET, SA);
-    let source: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&env.key_file).unwrap()).unwrap();
+    let source: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&env.key_file).unwrap()).unwrap();
     let adc = serde_json::json!({
         "type": "impersonated_service_account",
         "service_account_impersonation_url": format!("{}/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken", env.sandbox.iam_credentials_url()),
@@ -201,7 +275,18 @@ async fn an_impersonated_service_account_adc_file_works() {
     let adc_path = env.dir.path().join("adc.json");
     std::fs::write(&adc_path, adc.to_string()).unwrap();
     let menv = MapEnv::new().with("GOOGLE_APPLICATION_CREDENTIALS", adc_path.to_str().unwrap());
-    let google = env.google_with("connector_id = \"t\"\n[http]\nallow_insecure_loopback = true\n[connections.adc]\n", &menv, Clock::system());
+    let google = env.google_with(
+        "connector_id = \"t\"\n[http]\nallow_insecure_loopback = true\n[connections.adc]\n",
+        &menv,
+        Clock::system(),
+    );
     let token = google.tokens.get("adc", AUD).await.unwrap();
-    assert_eq!(env.sandbox.verify_id_token(token.expose(), AUD).unwrap().email.as_deref(), Some(TARGET));
+    assert_eq!(
+        env.sandbox
+            .verify_id_token(token.expose(), AUD)
+            .unwrap()
+            .email
+            .as_deref(),
+        Some(TARGET)
+    );
 }

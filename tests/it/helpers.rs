@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use grantbridge::app::GoogleSide;
 use grantbridge::clock::Clock;
-use grantbridge::config::{Config, ConfigError};
+use grantbridge::config::Config;
 use grantbridge::env::MapEnv;
 use grantbridge::function::{Call, Invoker, Report};
 use grantbridge::metrics::Metrics;
@@ -25,19 +25,27 @@ pub struct TestEnv {
 }
 
 pub async fn spawn_env() -> TestEnv {
-    let sandbox = Sandbox::start(SandboxOptions::default()).await.expect("sandbox starts");
+    let sandbox = Sandbox::start(SandboxOptions::default())
+        .await
+        .expect("sandbox starts");
     sandbox.create_service_account(SA);
     let key = sandbox.create_key(SA);
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("sa.json");
     std::fs::write(&key_file, &key.json).unwrap();
-    TestEnv { sandbox, dir, key_file, key_id: key.private_key_id }
+    TestEnv {
+        sandbox,
+        dir,
+        key_file,
+        key_id: key.private_key_id,
+    }
 }
 
 impl TestEnv {
     /// Deploys a sample function `name` that `SA` may invoke, returning its URL.
     pub fn deploy(&self, name: &str) -> String {
-        self.sandbox.deploy_function(name, FunctionImpl::Sample, &[SA])
+        self.sandbox
+            .deploy_function(name, FunctionImpl::Sample, &[SA])
     }
 
     /// A config with connection `prod` (the key file) and one integration per
@@ -63,12 +71,12 @@ impl TestEnv {
         path
     }
 
-    pub fn load(&self, toml: &str) -> Result<Config, ConfigError> {
-        Config::load(&self.write_config(toml), &MapEnv::new().with("HOME", "/nonexistent"))
-    }
-
     pub fn google(&self, toml: &str) -> GoogleSide {
-        self.google_with(toml, &MapEnv::new().with("HOME", "/nonexistent"), Clock::system())
+        self.google_with(
+            toml,
+            &MapEnv::new().with("HOME", "/nonexistent"),
+            Clock::system(),
+        )
     }
 
     pub fn google_with(&self, toml: &str, env: &MapEnv, clock: Clock) -> GoogleSide {
@@ -86,7 +94,10 @@ pub fn fast_invoker(google: &GoogleSide) -> Invoker {
         google.metrics.clone(),
         google.config.http.max_response_bytes,
     )
-    .with_backoff(Backoff { base: Duration::from_millis(10), max: Duration::from_millis(50) })
+    .with_backoff(Backoff {
+        base: Duration::from_millis(10),
+        max: Duration::from_millis(50),
+    })
 }
 
 pub fn grant_call(key: &str) -> Call {
@@ -105,5 +116,7 @@ pub fn grant_call(key: &str) -> Call {
 }
 
 pub async fn invoke(google: &GoogleSide, integration: &str, call: &Call) -> Report {
-    fast_invoker(google).invoke(&google.config.integrations[integration], call).await
+    fast_invoker(google)
+        .invoke(&google.config.integrations[integration], call)
+        .await
 }

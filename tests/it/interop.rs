@@ -65,20 +65,32 @@ async fn google_auth_interoperates_with_the_sandbox_and_grantbridge_tokens() {
 
 /// A free port for a child server (bound, read, released).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until something accepts connections on `port`, or the child dies.
 async fn wait_for_port(port: u16, child: &mut tokio::process::Child) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         if let Some(status) = child.try_wait().unwrap() {
-            panic!("functions-framework exited early ({status}); is it installed? pip install -r tests/interop/requirements.txt");
+            panic!(
+                "functions-framework exited early ({status}); is it installed? pip install -r tests/interop/requirements.txt"
+            );
         }
-        assert!(tokio::time::Instant::now() < deadline, "functions-framework did not start listening on {port}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "functions-framework did not start listening on {port}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -89,7 +101,17 @@ async fn a_functions_framework_function_behind_the_front_end_via_grantbridge_inv
     let port = free_port();
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/functions/main.py");
     let mut ff = tokio::process::Command::new(python())
-        .args(["-m", "functions_framework", "--target", "grant", "--port", &port.to_string(), "--host", "127.0.0.1", "--source"])
+        .args([
+            "-m",
+            "functions_framework",
+            "--target",
+            "grant",
+            "--port",
+            &port.to_string(),
+            "--host",
+            "127.0.0.1",
+            "--source",
+        ])
         .arg(&source)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -98,29 +120,61 @@ async fn a_functions_framework_function_behind_the_front_end_via_grantbridge_inv
         .expect("python3 runs");
     wait_for_port(port, &mut ff).await;
     let upstream = url::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
-    env.sandbox.deploy_function("grant-py", FunctionImpl::Proxy(upstream), &[SA]);
+    env.sandbox
+        .deploy_function("grant-py", FunctionImpl::Proxy(upstream), &[SA]);
     let config = env.write_config(&env.config_toml(&[("py-db", "grant-py")], ""));
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
         .arg("--config")
         .arg(&config)
-        .args(["invoke", "py-db", "grant-access", "-p", "grant_id=g-9", "-p", "username=bob@example.com", "-p", "resource_type=db", "-p", "resources=[\"orders\"]", "-p", "permission=read", "--idempotency-key", "act-py-1"])
+        .args([
+            "invoke",
+            "py-db",
+            "grant-access",
+            "-p",
+            "grant_id=g-9",
+            "-p",
+            "username=bob@example.com",
+            "-p",
+            "resource_type=db",
+            "-p",
+            "resources=[\"orders\"]",
+            "-p",
+            "permission=read",
+            "--idempotency-key",
+            "act-py-1",
+        ])
         .env("HOME", env.dir.path())
         .output()
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.starts_with("HTTP 200 · succeeded · 1 attempt(s)"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("HTTP 200 · succeeded · 1 attempt(s)"),
+        "{stdout}"
+    );
     let json_start = stdout.find('{').unwrap();
     let body: serde_json::Value = serde_json::from_str(&stdout[json_start..]).unwrap();
     let echo = &body["echo"];
     assert_eq!(echo["event_type"], "grant-access");
     assert_eq!(echo["username"], "bob@example.com");
-    assert_eq!(echo["custom_parameters"], serde_json::json!({"param1": "x", "nested": {"a": 1}}));
+    assert_eq!(
+        echo["custom_parameters"],
+        serde_json::json!({"param1": "x", "nested": {"a": 1}})
+    );
     assert_eq!(echo["idempotency_key"], "act-py-1");
     assert_eq!(echo["authorized"], true);
     assert!(echo["traceparent"].as_str().unwrap().starts_with("00-"));
-    assert!(echo["user_agent"].as_str().unwrap().starts_with("grantbridge/"));
+    assert!(
+        echo["user_agent"]
+            .as_str()
+            .unwrap()
+            .starts_with("grantbridge/")
+    );
     assert_eq!(env.sandbox.invocations("grant-py").len(), 1);
 }

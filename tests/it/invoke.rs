@@ -35,10 +35,17 @@ async fn a_grant_sends_the_contract_request() {
     assert_eq!(call.caller_email.as_deref(), Some(SA));
     assert_eq!(call.idempotency_key.as_deref(), Some("act-1"));
     assert_eq!(call.content_type.as_deref(), Some("application/json"));
-    assert_eq!(call.user_agent.as_deref(), Some(concat!("grantbridge/", env!("CARGO_PKG_VERSION"))));
+    assert_eq!(
+        call.user_agent.as_deref(),
+        Some(concat!("grantbridge/", env!("CARGO_PKG_VERSION")))
+    );
     let tp = call.traceparent.as_deref().unwrap();
     let parts: Vec<&str> = tp.split('-').collect();
-    assert_eq!((parts[0], parts[1], parts[3]), ("00", report.trace_id.as_str(), "01"), "{tp}");
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("00", report.trace_id.as_str(), "01"),
+        "{tp}"
+    );
     assert_eq!(parts[2].len(), 16);
     assert_eq!(
         call.body,
@@ -62,7 +69,9 @@ async fn list_resources_answers_come_back_intact() {
     };
     let report = invoke(&google, "orders-db", &call).await;
     assert_eq!(report.outcome, Outcome::Succeeded);
-    let Some(Body::Json(body)) = report.body else { panic!("{:?}", report.body) };
+    let Some(Body::Json(body)) = report.body else {
+        panic!("{:?}", report.body)
+    };
     assert_eq!(body["resources"][0]["type"], "db");
     assert!(body["permissions"].as_array().unwrap().len() >= 2);
 }
@@ -71,16 +80,40 @@ async fn list_resources_answers_come_back_intact() {
 async fn transient_failures_are_retried_with_the_same_idempotency_key_and_trace() {
     let env = spawn_env().await;
     env.deploy("flaky");
-    env.sandbox.set_faults("flaky", Faults { fail_next: (2, 503), ..Default::default() });
+    env.sandbox.set_faults(
+        "flaky",
+        Faults {
+            fail_next: (2, 503),
+            ..Default::default()
+        },
+    );
     let google = env.google(&env.config_toml(&[("flaky", "flaky")], ""));
     let report = invoke(&google, "flaky", &grant_call("act-flaky")).await;
     assert_eq!(report.outcome, Outcome::Succeeded);
     assert_eq!(report.attempts, 3);
     let calls = env.sandbox.invocations("flaky");
-    assert_eq!(calls.iter().map(|c| c.status).collect::<Vec<_>>(), [503, 503, 200]);
-    assert!(calls.iter().all(|c| c.idempotency_key.as_deref() == Some("act-flaky")));
-    let trace = |c: &grantbridge::sandbox::Invocation| c.traceparent.clone().unwrap().split('-').nth(1).unwrap().to_owned();
-    assert!(calls.iter().all(|c| trace(c) == report.trace_id), "one trace for the action");
+    assert_eq!(
+        calls.iter().map(|c| c.status).collect::<Vec<_>>(),
+        [503, 503, 200]
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.idempotency_key.as_deref() == Some("act-flaky"))
+    );
+    let trace = |c: &grantbridge::sandbox::Invocation| {
+        c.traceparent
+            .clone()
+            .unwrap()
+            .split('-')
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    assert!(
+        calls.iter().all(|c| trace(c) == report.trace_id),
+        "one trace for the action"
+    );
     // One token served all three attempts.
     assert_eq!(env.sandbox.id_tokens_minted(SA), 1);
 }
@@ -89,25 +122,47 @@ async fn transient_failures_are_retried_with_the_same_idempotency_key_and_trace(
 async fn retry_after_is_honoured() {
     let env = spawn_env().await;
     env.deploy("throttled");
-    env.sandbox.set_faults("throttled", Faults { throttle_next: (1, 2), ..Default::default() });
+    env.sandbox.set_faults(
+        "throttled",
+        Faults {
+            throttle_next: (1, 2),
+            ..Default::default()
+        },
+    );
     let google = env.google(&env.config_toml(&[("throttled", "throttled")], ""));
     let started = Instant::now();
     let report = invoke(&google, "throttled", &grant_call("act-429")).await;
     assert_eq!(report.outcome, Outcome::Succeeded);
     assert_eq!(report.attempts, 2);
     // Backoff here is at most 50 ms: only Retry-After: 2 explains a 2 s pause.
-    assert!(started.elapsed() >= Duration::from_secs(2), "waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn attempts_are_bounded_by_max_attempts() {
     let env = spawn_env().await;
     env.deploy("down");
-    env.sandbox.set_faults("down", Faults { fail_next: (100, 502), ..Default::default() });
+    env.sandbox.set_faults(
+        "down",
+        Faults {
+            fail_next: (100, 502),
+            ..Default::default()
+        },
+    );
     let google = env.google(&env.config_toml(&[("down", "down")], "max_attempts = 3"));
     let report = invoke(&google, "down", &grant_call("act-down")).await;
     assert_eq!(failed_code(&report.outcome), ErrorCode::FunctionUnavailable);
-    assert!(matches!(report.outcome, Outcome::Failed { retryable: true, .. }));
+    assert!(matches!(
+        report.outcome,
+        Outcome::Failed {
+            retryable: true,
+            ..
+        }
+    ));
     assert_eq!(report.attempts, 3);
     assert_eq!(env.sandbox.invocations("down").len(), 3);
 }
@@ -115,34 +170,79 @@ async fn attempts_are_bounded_by_max_attempts() {
 #[tokio::test]
 async fn not_an_invoker_is_a_permission_failure_naming_account_audience_and_role() {
     let env = spawn_env().await;
-    let url = env.sandbox.deploy_function("locked", grantbridge::sandbox::FunctionImpl::Sample, &["someone-else@p.iam.gserviceaccount.com"]);
+    let url = env.sandbox.deploy_function(
+        "locked",
+        grantbridge::sandbox::FunctionImpl::Sample,
+        &["someone-else@p.iam.gserviceaccount.com"],
+    );
     let google = env.google(&env.config_toml(&[("locked", "locked")], ""));
     let report = invoke(&google, "locked", &grant_call("act-403")).await;
-    let Outcome::Failed { code, message, retryable } = &report.outcome else { panic!() };
-    assert_eq!((*code, *retryable, report.status, report.attempts), (ErrorCode::PermissionDenied, false, Some(403), 1));
-    assert!(message.contains(SA) && message.contains(&url) && message.contains("roles/cloudfunctions.invoker"), "{message}");
+    let Outcome::Failed {
+        code,
+        message,
+        retryable,
+    } = &report.outcome
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (*code, *retryable, report.status, report.attempts),
+        (ErrorCode::PermissionDenied, false, Some(403), 1)
+    );
+    assert!(
+        message.contains(SA)
+            && message.contains(&url)
+            && message.contains("roles/cloudfunctions.invoker"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
 async fn a_wrong_audience_is_refused_by_the_front_end() {
     let env = spawn_env().await;
     env.deploy("grant-db");
-    let google = env.google(&env.config_toml(&[("wrong-aud", "grant-db")], "audience = \"https://elsewhere.example/x\""));
+    let google = env.google(&env.config_toml(
+        &[("wrong-aud", "grant-db")],
+        "audience = \"https://elsewhere.example/x\"",
+    ));
     let report = invoke(&google, "wrong-aud", &grant_call("act-401")).await;
     assert_eq!(failed_code(&report.outcome), ErrorCode::PermissionDenied);
     assert_eq!(report.status, Some(401));
-    assert!(env.sandbox.invocations("grant-db").is_empty(), "the function never ran");
+    assert!(
+        env.sandbox.invocations("grant-db").is_empty(),
+        "the function never ran"
+    );
 }
 
 #[tokio::test]
 async fn a_status_other_than_ok_in_a_2xx_body_is_a_function_error() {
     let env = spawn_env().await;
     env.deploy("grant-db");
-    env.sandbox.set_faults("grant-db", Faults { respond_next: (1, 200, r#"{"status":"error","message":"no such user"}"#.into()), ..Default::default() });
+    env.sandbox.set_faults(
+        "grant-db",
+        Faults {
+            respond_next: (
+                1,
+                200,
+                r#"{"status":"error","message":"no such user"}"#.into(),
+            ),
+            ..Default::default()
+        },
+    );
     let google = env.google(&env.config_toml(&[("orders-db", "grant-db")], ""));
     let report = invoke(&google, "orders-db", &grant_call("act-err")).await;
-    let Outcome::Failed { code, message, retryable } = &report.outcome else { panic!() };
-    assert_eq!((*code, *retryable, report.attempts), (ErrorCode::FunctionError, false, 1));
+    let Outcome::Failed {
+        code,
+        message,
+        retryable,
+    } = &report.outcome
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (*code, *retryable, report.attempts),
+        (ErrorCode::FunctionError, false, 1)
+    );
     assert!(message.contains("no such user"));
 }
 
@@ -150,7 +250,13 @@ async fn a_status_other_than_ok_in_a_2xx_body_is_a_function_error() {
 async fn other_4xx_are_permanent() {
     let env = spawn_env().await;
     env.deploy("grant-db");
-    env.sandbox.set_faults("grant-db", Faults { respond_next: (1, 400, r#"{"error":"bad params"}"#.into()), ..Default::default() });
+    env.sandbox.set_faults(
+        "grant-db",
+        Faults {
+            respond_next: (1, 400, r#"{"error":"bad params"}"#.into()),
+            ..Default::default()
+        },
+    );
     let google = env.google(&env.config_toml(&[("orders-db", "grant-db")], ""));
     let report = invoke(&google, "orders-db", &grant_call("act-400")).await;
     assert_eq!(failed_code(&report.outcome), ErrorCode::FunctionError);
@@ -161,12 +267,32 @@ async fn other_4xx_are_permanent() {
 async fn a_hanging_function_times_out_and_is_retryable() {
     let env = spawn_env().await;
     env.deploy("slow");
-    env.sandbox.set_faults("slow", Faults { hang_next: 5, ..Default::default() });
-    let google = env.google(&env.config_toml(&[("slow", "slow")], "timeout = \"1s\"\nmax_attempts = 2"));
+    env.sandbox.set_faults(
+        "slow",
+        Faults {
+            hang_next: 5,
+            ..Default::default()
+        },
+    );
+    let google =
+        env.google(&env.config_toml(&[("slow", "slow")], "timeout = \"1s\"\nmax_attempts = 2"));
     let report = invoke(&google, "slow", &grant_call("act-hang")).await;
-    let Outcome::Failed { code, message, retryable } = &report.outcome else { panic!() };
-    assert_eq!((*code, *retryable, report.attempts), (ErrorCode::FunctionUnavailable, true, 2));
-    assert!(message.contains("no answer within the 1s timeout"), "{message}");
+    let Outcome::Failed {
+        code,
+        message,
+        retryable,
+    } = &report.outcome
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (*code, *retryable, report.attempts),
+        (ErrorCode::FunctionUnavailable, true, 2)
+    );
+    assert!(
+        message.contains("no answer within the 1s timeout"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -186,27 +312,49 @@ async fn not_after_in_the_past_means_no_call() {
 async fn not_after_stops_retries() {
     let env = spawn_env().await;
     env.deploy("throttled");
-    env.sandbox.set_faults("throttled", Faults { throttle_next: (5, 30), ..Default::default() });
+    env.sandbox.set_faults(
+        "throttled",
+        Faults {
+            throttle_next: (5, 30),
+            ..Default::default()
+        },
+    );
     let google = env.google(&env.config_toml(&[("throttled", "throttled")], ""));
     let mut call = grant_call("act-deadline");
     call.not_after = Some(SystemTime::now() + Duration::from_secs(5));
     let started = Instant::now();
     let report = invoke(&google, "throttled", &call).await;
-    let Outcome::Failed { message, .. } = &report.outcome else { panic!() };
+    let Outcome::Failed { message, .. } = &report.outcome else {
+        panic!()
+    };
     assert!(message.contains("not_after"), "{message}");
     assert_eq!(report.attempts, 1);
-    assert!(started.elapsed() < Duration::from_secs(5), "did not wait out a Retry-After past not_after");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "did not wait out a Retry-After past not_after"
+    );
 }
 
 #[tokio::test]
 async fn responses_over_the_limit_are_refused() {
     let env = spawn_env().await;
     env.deploy("big");
-    env.sandbox.set_faults("big", Faults { respond_next: (1, 200, "x".repeat(4096)), ..Default::default() });
-    let toml = env.config_toml(&[("big", "big")], "").replace("allow_insecure_loopback = true", "allow_insecure_loopback = true\nmax_response_bytes = 1024");
+    env.sandbox.set_faults(
+        "big",
+        Faults {
+            respond_next: (1, 200, "x".repeat(4096)),
+            ..Default::default()
+        },
+    );
+    let toml = env.config_toml(&[("big", "big")], "").replace(
+        "allow_insecure_loopback = true",
+        "allow_insecure_loopback = true\nmax_response_bytes = 1024",
+    );
     let google = env.google(&toml);
     let report = invoke(&google, "big", &grant_call("act-big")).await;
-    let Outcome::Failed { code, message, .. } = &report.outcome else { panic!() };
+    let Outcome::Failed { code, message, .. } = &report.outcome else {
+        panic!()
+    };
     assert_eq!(*code, ErrorCode::FunctionError);
     assert!(message.contains("1024-byte limit"), "{message}");
 }
@@ -214,17 +362,23 @@ async fn responses_over_the_limit_are_refused() {
 #[tokio::test]
 async fn redirects_are_never_followed() {
     use axum::{Router, http::StatusCode, response::IntoResponse, routing::any};
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     // A function that redirects to a URL that is not in the configuration.
     let elsewhere_hits = Arc::new(AtomicUsize::new(0));
     let hits = elsewhere_hits.clone();
     let app = Router::new()
-        .route("/fn", any(|| async { (StatusCode::FOUND, [("location", "/elsewhere")]).into_response() }))
-        .route("/elsewhere", any(move || {
-            hits.fetch_add(1, Ordering::SeqCst);
-            async { "leaked" }
-        }));
+        .route(
+            "/fn",
+            any(|| async { (StatusCode::FOUND, [("location", "/elsewhere")]).into_response() }),
+        )
+        .route(
+            "/elsewhere",
+            any(move || {
+                hits.fetch_add(1, Ordering::SeqCst);
+                async { "leaked" }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

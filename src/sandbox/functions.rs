@@ -1,0 +1,1094 @@
+//! The Cloud Functions front end (`REGION-PROJECT.cloudfunctions.net`): checks
+//! the caller's Google ID token and invoker permission like Google, applies the
+//! per-function fault knobs, then runs a built-in sample function (speaking the
+//! function contract, PROTOCOL.md §1) or proxies to a local upstream server.
+//! It records every call that passed auth, and serves a small admin API under
+//! `/_sandbox/` for people injecting faults with curl.
+//!
+//! It must not let an unauthenticated or non-invoker call reach a function, and
+//! must never hold the state lock across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State as AxState};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use url::Url;
+
+use super::{State, keys};
+
+/// Largest request body the front end accepts (Google: 10 MB for HTTP functions).
+const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+const ALL_USERS: &str = "allUsers";
+const ALL_AUTHENTICATED_USERS: &str = "allAuthenticatedUsers";
+
+/// What runs behind a deployed function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FunctionImpl {
+    /// A built-in function speaking the function contract.
+    Sample,
+    /// Forward every call to this upstream server (e.g. a local functions-framework).
+    Proxy(Url),
+}
+
+/// Fault knobs, applied after auth and before the function runs. Counts go
+/// down by one per call; the first non-zero knob in the order hang, throttle,
+/// fail, respond decides the call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Delay before every answer (admin JSON: `"250ms"`).
+    #[serde(with = "humantime_serde")]
+    pub latency: Duration,
+    /// `(count, status)`: the next `count` calls answer `status` with "Service Unavailable".
+    pub fail_next: (u32, u16),
+    /// `(count, retry_after_secs)`: the next `count` calls answer 429 with `Retry-After`.
+    pub throttle_next: (u32, u64),
+    /// The next `count` calls never answer (until the client gives up).
+    pub hang_next: u32,
+    /// `(count, status, body)`: the next `count` calls answer exactly this.
+    pub respond_next: (u32, u16, String),
+}
+
+/// One call that passed the front end's auth.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Invocation {
+    pub function: String,
+    pub method: String,
+    /// The path below the function (`/` for the function itself), plus any query.
+    pub path: String,
+    pub idempotency_key: Option<String>,
+    pub traceparent: Option<String>,
+    pub user_agent: Option<String>,
+    pub content_type: Option<String>,
+    /// The caller's service account (from the token's `email`, else its `sub`).
+    pub caller_email: Option<String>,
+    /// The request body: parsed JSON, or the raw text as a JSON string.
+    pub body: Value,
+    /// The status answered; 0 when the call was made to hang.
+    pub status: u16,
+    /// Which fault knob answered, if any (`latency` is not counted).
+    pub fault: Option<String>,
+    /// A sample function answered from its `Idempotency-Key` memory.
+    pub duplicate: bool,
+}
+
+/// A deployed function.
+pub(crate) struct Function {
+    pub(crate) imp: FunctionImpl,
+    pub(crate) invokers: Vec<String>,
+    pub(crate) faults: Faults,
+    pub(crate) invocations: Vec<Invocation>,
+    /// Sample functions: first answer per `Idempotency-Key`.
+    seen: HashMap<String, (u16, Value)>,
+    pub(crate) duplicates: u64,
+}
+
+impl Function {
+    pub(crate) fn new(imp: FunctionImpl, invokers: Vec<String>) -> Self {
+        Self {
+            imp,
+            invokers,
+            faults: Faults::default(),
+            invocations: Vec::new(),
+            seen: HashMap::new(),
+            duplicates: 0,
+        }
+    }
+}
+
+pub(crate) fn router(state: Arc<State>) -> Router {
+    Router::new()
+        .route("/_sandbox/functions", get(admin_list))
+        .route(
+            "/_sandbox/functions/{name}/faults",
+            post(admin_set_faults).get(admin_get_faults),
+        )
+        .route(
+            "/_sandbox/functions/{name}/invocations",
+            get(admin_invocations),
+        )
+        .route(
+            "/_sandbox/functions/{name}/invokers",
+            post(admin_set_invokers),
+        )
+        .fallback(front_end)
+        .with_state(state)
+}
+
+fn google_html(status: StatusCode, title: &str, h1: &str, h2: &str) -> Response {
+    let body = format!(
+        "<html><head>\n<meta http-equiv=\"content-type\" content=\"text/html;charset=utf-8\">\n<title>{} {title}</title>\n</head>\n<body text=#000000 bgcolor=#ffffff>\n<h1>Error: {h1}</h1>\n<h2>{h2}</h2>\n<h2></h2>\n</body></html>",
+        status.as_u16()
+    );
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn unauthorized(path: &str) -> Response {
+    let mut resp = google_html(
+        StatusCode::UNAUTHORIZED,
+        "Unauthorized",
+        "Unauthorized",
+        &format!(
+            "Your client does not have permission to the requested URL <code>{}</code>.",
+            html_escape(path)
+        ),
+    );
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(
+            "Bearer error=\"invalid_token\" error_description=\"The access token could not be verified\"",
+        ),
+    );
+    resp
+}
+
+fn forbidden(path: &str) -> Response {
+    google_html(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        "Forbidden",
+        &format!(
+            "Your client does not have permission to get URL <code>{}</code> from this server.",
+            html_escape(path)
+        ),
+    )
+}
+
+fn page_not_found() -> Response {
+    google_html(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "Page not found",
+        "The requested URL was not found on this server.",
+    )
+}
+
+fn could_not_handle() -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "Error: could not handle the request\n",
+    )
+        .into_response()
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Who is calling, once the front end has let the call through.
+enum Auth {
+    Allowed(Option<String>),
+    Denied(Response),
+}
+
+fn authenticate(
+    state: &State,
+    headers: &HeaderMap,
+    audience: &str,
+    path: &str,
+    invokers: &[String],
+) -> Auth {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let verified = token.map(|t| state.verify_id_token(t, audience));
+    let caller = match &verified {
+        Some(Ok(claims)) => claims
+            .email
+            .clone()
+            .or_else(|| state.lock().email_by_unique_id(&claims.sub)),
+        _ => None,
+    };
+    if invokers.iter().any(|i| i == ALL_USERS) {
+        return Auth::Allowed(caller);
+    }
+    match verified {
+        None => Auth::Denied(unauthorized(path)),
+        Some(Err(reason)) => {
+            tracing::debug!(%reason, "sandbox front end: ID token rejected");
+            Auth::Denied(unauthorized(path))
+        }
+        Some(Ok(_)) => {
+            let allowed = invokers.iter().any(|i| i == ALL_AUTHENTICATED_USERS)
+                || caller.as_ref().is_some_and(|c| invokers.contains(c));
+            if allowed {
+                Auth::Allowed(caller)
+            } else {
+                Auth::Denied(forbidden(path))
+            }
+        }
+    }
+}
+
+/// The decision the fault knobs make for one call.
+enum FaultAction {
+    None,
+    Hang,
+    Answer(Response, &'static str),
+}
+
+fn take_fault(faults: &mut Faults) -> FaultAction {
+    if faults.hang_next > 0 {
+        faults.hang_next -= 1;
+        return FaultAction::Hang;
+    }
+    if faults.throttle_next.0 > 0 {
+        faults.throttle_next.0 -= 1;
+        let resp = (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, faults.throttle_next.1.to_string())],
+            "Rate exceeded.",
+        )
+            .into_response();
+        return FaultAction::Answer(resp, "throttle");
+    }
+    if faults.fail_next.0 > 0 {
+        faults.fail_next.0 -= 1;
+        let status =
+            StatusCode::from_u16(faults.fail_next.1).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let text = status.canonical_reason().unwrap_or("Service Unavailable");
+        return FaultAction::Answer((status, text.to_owned()).into_response(), "fail");
+    }
+    if faults.respond_next.0 > 0 {
+        faults.respond_next.0 -= 1;
+        let status = StatusCode::from_u16(faults.respond_next.1).unwrap_or(StatusCode::OK);
+        let body = faults.respond_next.2.clone();
+        let ct = if serde_json::from_str::<Value>(&body).is_ok() {
+            "application/json"
+        } else {
+            "text/plain; charset=utf-8"
+        };
+        return FaultAction::Answer(
+            (status, [(header::CONTENT_TYPE, ct)], body).into_response(),
+            "respond",
+        );
+    }
+    FaultAction::None
+}
+
+fn header_string(
+    headers: &HeaderMap,
+    name: impl axum::http::header::AsHeaderName,
+) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn front_end(
+    AxState(state): AxState<Arc<State>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let path = uri.path().to_owned();
+    let trimmed = path.trim_start_matches('/');
+    let (name, rest) = match trimmed.split_once('/') {
+        Some((n, r)) => (n.to_owned(), format!("/{r}")),
+        None => (trimmed.to_owned(), "/".to_owned()),
+    };
+    let Some((invokers, latency)) = ({
+        let inner = state.lock();
+        inner
+            .functions
+            .get(&name)
+            .map(|f| (f.invokers.clone(), f.faults.latency))
+    }) else {
+        return page_not_found();
+    };
+    let host =
+        header_string(&headers, header::HOST).unwrap_or_else(|| state.urls.functions.to_string());
+    let audience = format!("http://{host}/{name}");
+    let caller = match authenticate(&state, &headers, &audience, &path, &invokers) {
+        Auth::Allowed(c) => c,
+        Auth::Denied(resp) => return resp,
+    };
+
+    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return google_html(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request Entity Too Large",
+                "Request Entity Too Large",
+                "Your client issued a request that was too large.",
+            );
+        }
+    };
+    let body_value = serde_json::from_slice::<Value>(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.clone(),
+    };
+    let mut invocation = Invocation {
+        function: name.clone(),
+        method: method.to_string(),
+        path: path_and_query.clone(),
+        idempotency_key: header_string(&headers, "idempotency-key"),
+        traceparent: header_string(&headers, "traceparent"),
+        user_agent: header_string(&headers, header::USER_AGENT),
+        content_type: header_string(&headers, header::CONTENT_TYPE),
+        caller_email: caller,
+        body: body_value,
+        status: 0,
+        fault: None,
+        duplicate: false,
+    };
+
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+
+    let (action, imp) = {
+        let mut inner = state.lock();
+        let Some(f) = inner.functions.get_mut(&name) else {
+            return page_not_found();
+        };
+        (take_fault(&mut f.faults), f.imp.clone())
+    };
+    let execution_id = keys::random_token(12);
+    let mut resp = match action {
+        FaultAction::Hang => {
+            invocation.fault = Some("hang".into());
+            record(&state, invocation);
+            // Never answer: wait until the client drops the connection (which
+            // drops this future) or the sandbox shuts down.
+            state.cancel.cancelled().await;
+            return could_not_handle();
+        }
+        FaultAction::Answer(resp, knob) => {
+            invocation.fault = Some(knob.into());
+            resp
+        }
+        FaultAction::None => match imp {
+            FunctionImpl::Sample => {
+                let (status, value, duplicate) = {
+                    let mut inner = state.lock();
+                    match inner.functions.get_mut(&name) {
+                        Some(f) => sample(f, invocation.idempotency_key.as_deref(), &bytes),
+                        None => return page_not_found(),
+                    }
+                };
+                invocation.duplicate = duplicate;
+                (status, Json(value)).into_response()
+            }
+            FunctionImpl::Proxy(upstream) => {
+                proxy(&state, &upstream, &method, &path_and_query, &headers, bytes).await
+            }
+        },
+    };
+    invocation.status = resp.status().as_u16();
+    record(&state, invocation);
+    if let Ok(v) = HeaderValue::from_str(&execution_id) {
+        resp.headers_mut().insert("function-execution-id", v);
+    }
+    resp
+}
+
+fn record(state: &State, invocation: Invocation) {
+    if let Some(f) = state.lock().functions.get_mut(&invocation.function) {
+        f.invocations.push(invocation);
+    }
+    state.recorded.notify_waiters();
+}
+
+/// The built-in sample function. Returns (status, body, answered-from-memory).
+fn sample(
+    f: &mut Function,
+    idempotency_key: Option<&str>,
+    body: &[u8],
+) -> (StatusCode, Value, bool) {
+    if let Some((status, value)) = idempotency_key.and_then(|k| f.seen.get(k)) {
+        f.duplicates += 1;
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+        return (status, value.clone(), true);
+    }
+    let (status, value) = sample_answer(body);
+    if let Some(k) = idempotency_key {
+        f.seen
+            .insert(k.to_owned(), (status.as_u16(), value.clone()));
+    }
+    (status, value, false)
+}
+
+fn sample_answer(body: &[u8]) -> (StatusCode, Value) {
+    let error = |message: String| {
+        (
+            StatusCode::BAD_REQUEST,
+            json!({"status": "error", "message": message}),
+        )
+    };
+    let request: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return error(format!("invalid JSON body: {e}")),
+    };
+    let Some(event_type) = request.get("event_type").and_then(Value::as_str) else {
+        return error("missing event_type".to_owned());
+    };
+    let params = request.get("params").cloned().unwrap_or(Value::Null);
+    let ok = (StatusCode::OK, json!({"status": "ok"}));
+    match event_type {
+        "grant-access" | "revoke-access" | "get-status" | "delete-credentials" => ok,
+        "list-resources" => {
+            let resource_type = params.get("resource_type").cloned().unwrap_or(Value::Null);
+            (
+                StatusCode::OK,
+                json!({
+                    "resources": [
+                        {"id": "orders", "name": "orders", "type": resource_type},
+                        {"id": "customers", "name": "customers", "type": resource_type},
+                    ],
+                    "permissions": [{"id": "read", "name": "Read"}, {"id": "write", "name": "Write"}],
+                }),
+            )
+        }
+        "list-resources-tags" => (StatusCode::OK, json!({"tags": []})),
+        "create-credentials" | "reset-credentials" => {
+            let username = params
+                .get("username")
+                .and_then(Value::as_str)
+                .unwrap_or("sandbox-user");
+            (
+                StatusCode::OK,
+                json!({"status": "ok", "credentials": {"username": username, "password": keys::random_token(24)}}),
+            )
+        }
+        _ => error("unsupported event_type".to_owned()),
+    }
+}
+
+/// Headers that belong to one hop and are not forwarded either way.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    )
+}
+
+async fn proxy(
+    state: &State,
+    upstream: &Url,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    body: bytes::Bytes,
+) -> Response {
+    let base = upstream.as_str().trim_end_matches('/');
+    let target = format!("{base}{path_and_query}");
+    let mut forwarded = HeaderMap::new();
+    for (k, v) in headers {
+        if !hop_by_hop(k) {
+            forwarded.append(k.clone(), v.clone());
+        }
+    }
+    let result = state
+        .http
+        .request(method.clone(), &target)
+        .headers(forwarded)
+        .body(body)
+        .send()
+        .await;
+    let upstream_resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, %target, "sandbox proxy: upstream unreachable");
+            return could_not_handle();
+        }
+    };
+    let status = upstream_resp.status();
+    let mut out_headers = HeaderMap::new();
+    for (k, v) in upstream_resp.headers() {
+        if !hop_by_hop(k) {
+            out_headers.append(k.clone(), v.clone());
+        }
+    }
+    match upstream_resp.bytes().await {
+        Ok(b) => {
+            let mut resp = (status, b).into_response();
+            resp.headers_mut().extend(out_headers);
+            resp
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %target, "sandbox proxy: upstream body failed");
+            could_not_handle()
+        }
+    }
+}
+
+// ---- admin API (/_sandbox/) ----
+
+async fn admin_list(AxState(state): AxState<Arc<State>>) -> Response {
+    let inner = state.lock();
+    let mut list: Vec<Value> = inner
+        .functions
+        .iter()
+        .map(|(name, f)| {
+            json!({
+                "name": name,
+                "url": format!("http://{}/{name}", state.urls.functions),
+                "invokers": f.invokers,
+                "proxy": match &f.imp { FunctionImpl::Proxy(u) => Some(u.to_string()), FunctionImpl::Sample => None },
+                "invocations": f.invocations.len(),
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Json(list).into_response()
+}
+
+fn admin_not_found(name: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"status": "error", "message": format!("no function named {name}")})),
+    )
+        .into_response()
+}
+
+async fn admin_set_faults(
+    AxState(state): AxState<Arc<State>>,
+    Path(name): Path<String>,
+    body: bytes::Bytes,
+) -> Response {
+    let faults: Faults = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"status": "error", "message": format!("invalid faults JSON: {e}")})),
+            )
+                .into_response();
+        }
+    };
+    match state.lock().functions.get_mut(&name) {
+        Some(f) => {
+            f.faults = faults;
+            Json(json!({"status": "ok"})).into_response()
+        }
+        None => admin_not_found(&name),
+    }
+}
+
+async fn admin_get_faults(
+    AxState(state): AxState<Arc<State>>,
+    Path(name): Path<String>,
+) -> Response {
+    match state.lock().functions.get(&name) {
+        Some(f) => Json(f.faults.clone()).into_response(),
+        None => admin_not_found(&name),
+    }
+}
+
+async fn admin_invocations(
+    AxState(state): AxState<Arc<State>>,
+    Path(name): Path<String>,
+) -> Response {
+    match state.lock().functions.get(&name) {
+        Some(f) => Json(f.invocations.clone()).into_response(),
+        None => admin_not_found(&name),
+    }
+}
+
+async fn admin_set_invokers(
+    AxState(state): AxState<Arc<State>>,
+    Path(name): Path<String>,
+    body: bytes::Bytes,
+) -> Response {
+    let invokers: Vec<String> = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"status": "error", "message": format!("expected a JSON array of members: {e}")})),
+            )
+                .into_response();
+        }
+    };
+    match state.lock().functions.get_mut(&name) {
+        Some(f) => {
+            f.invokers = invokers;
+            Json(json!({"status": "ok"})).into_response()
+        }
+        None => admin_not_found(&name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::{Clock, Sandbox};
+    use super::*;
+
+    const FN: &str = "grant-db";
+
+    async fn setup() -> (Sandbox, String, String) {
+        let sb = sandbox().await;
+        sb.create_service_account(SA);
+        let url = sb.deploy_function(FN, FunctionImpl::Sample, &[SA]);
+        let token = sb.mint_id_token(SA, &url).expect("mint");
+        (sb, url, token)
+    }
+
+    async fn invoke(url: &str, token: Option<&str>, body: Value) -> reqwest::Response {
+        let mut req = client()
+            .post(url)
+            .header("Idempotency-Key", "act-1")
+            .header(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            )
+            .header("User-Agent", "grantbridge/test")
+            .json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.expect("send")
+    }
+
+    fn grant() -> Value {
+        json!({"event_type": "grant-access", "params": {"grant_id": "g-1", "username": "alice", "resource_type": "db", "resources": ["orders"], "permission": "read"}})
+    }
+
+    #[tokio::test]
+    async fn invoker_gets_200_and_the_call_is_recorded() {
+        let (sb, url, token) = setup().await;
+        assert_eq!(url, sb.function_url(FN));
+        let resp = invoke(&url, Some(&token), grant()).await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers().contains_key("function-execution-id"));
+        assert_eq!(
+            resp.json::<Value>().await.expect("json"),
+            json!({"status": "ok"})
+        );
+        let calls = sb.invocations(FN);
+        assert_eq!(calls.len(), 1);
+        let call = &calls[0];
+        assert_eq!(call.function, FN);
+        assert_eq!(call.method, "POST");
+        assert_eq!(call.idempotency_key.as_deref(), Some("act-1"));
+        assert_eq!(
+            call.traceparent.as_deref(),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
+        assert_eq!(call.user_agent.as_deref(), Some("grantbridge/test"));
+        assert_eq!(call.content_type.as_deref(), Some("application/json"));
+        assert_eq!(call.caller_email.as_deref(), Some(SA));
+        assert_eq!(call.body, grant());
+        assert_eq!(call.status, 200);
+        assert!(!call.duplicate);
+    }
+
+    #[tokio::test]
+    async fn missing_wrong_or_expired_tokens_get_401() {
+        let (sb, url, token) = setup().await;
+        let resp = invoke(&url, None, grant()).await;
+        assert_eq!(resp.status(), 401);
+        assert!(
+            resp.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .expect("ascii")
+                .starts_with("Bearer error=\"invalid_token\"")
+        );
+        let html = resp.text().await.expect("text");
+        assert_eq!(
+            html,
+            format!(
+                "<html><head>\n<meta http-equiv=\"content-type\" content=\"text/html;charset=utf-8\">\n<title>401 Unauthorized</title>\n</head>\n<body text=#000000 bgcolor=#ffffff>\n<h1>Error: Unauthorized</h1>\n<h2>Your client does not have permission to the requested URL <code>/{FN}</code>.</h2>\n<h2></h2>\n</body></html>"
+            )
+        );
+
+        let wrong_aud = sb.mint_id_token(SA, "https://elsewhere").expect("mint");
+        assert_eq!(invoke(&url, Some(&wrong_aud), grant()).await.status(), 401);
+        assert_eq!(invoke(&url, Some("garbage"), grant()).await.status(), 401);
+
+        sb.set_clock(Clock::system().skewed(3601));
+        assert_eq!(invoke(&url, Some(&token), grant()).await.status(), 401);
+        assert!(
+            sb.invocations(FN).is_empty(),
+            "nothing reached the function"
+        );
+    }
+
+    #[tokio::test]
+    async fn non_invoker_gets_403_and_public_functions_need_no_token() {
+        let (sb, url, _) = setup().await;
+        let other = "other@sandbox-project.iam.gserviceaccount.com";
+        sb.create_service_account(other);
+        let token = sb.mint_id_token(other, &url).expect("mint");
+        let resp = invoke(&url, Some(&token), grant()).await;
+        assert_eq!(resp.status(), 403);
+        let html = resp.text().await.expect("text");
+        assert!(html.contains("<h1>Error: Forbidden</h1>"));
+        assert!(html.contains(&format!(
+            "Your client does not have permission to get URL <code>/{FN}</code> from this server."
+        )));
+
+        sb.set_invokers(FN, &["allAuthenticatedUsers"]);
+        assert_eq!(invoke(&url, Some(&token), grant()).await.status(), 200);
+        assert_eq!(invoke(&url, None, grant()).await.status(), 401);
+        sb.set_invokers(FN, &["allUsers"]);
+        assert_eq!(invoke(&url, None, grant()).await.status(), 200);
+        let calls = sb.invocations(FN);
+        assert_eq!(calls[0].caller_email.as_deref(), Some(other));
+        assert_eq!(calls[1].caller_email, None);
+    }
+
+    #[tokio::test]
+    async fn token_without_email_is_matched_by_sub() {
+        let (sb, url, _) = setup().await;
+        let token = sb
+            .state
+            .mint_id_token(SA, &url, crate::sandbox::IdTokenFormat::Standard)
+            .expect("mint");
+        assert_eq!(invoke(&url, Some(&token), grant()).await.status(), 200);
+        assert_eq!(sb.invocations(FN)[0].caller_email.as_deref(), Some(SA));
+    }
+
+    #[tokio::test]
+    async fn unknown_function_is_404() {
+        let (sb, _, token) = setup().await;
+        let resp = invoke(&sb.function_url("nope"), Some(&token), grant()).await;
+        assert_eq!(resp.status(), 404);
+    }
+
+    #[tokio::test]
+    async fn sample_function_speaks_the_contract() {
+        let (sb, url, token) = setup().await;
+        let call = |body: Value, key: &'static str| {
+            let url = url.clone();
+            let token = token.clone();
+            async move {
+                let resp = client()
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("Idempotency-Key", key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("send");
+                let status = resp.status().as_u16();
+                (status, resp.json::<Value>().await.expect("json"))
+            }
+        };
+        let (s, v) = call(
+            json!({"event_type": "list-resources", "params": {"resource_type": "db"}}),
+            "k1",
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            v["resources"][0],
+            json!({"id": "orders", "name": "orders", "type": "db"})
+        );
+        assert_eq!(v["permissions"][1], json!({"id": "write", "name": "Write"}));
+        assert_eq!(
+            call(json!({"event_type": "list-resources-tags"}), "k2").await,
+            (200, json!({"tags": []}))
+        );
+        let (s, created) = call(
+            json!({"event_type": "create-credentials", "params": {"username": "bob"}}),
+            "k3",
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert_eq!(created["credentials"]["username"], "bob");
+        assert!(
+            !created["credentials"]["password"]
+                .as_str()
+                .expect("pw")
+                .is_empty()
+        );
+        // Same key: the first answer again, password included.
+        let (_, again) = call(
+            json!({"event_type": "create-credentials", "params": {"username": "bob"}}),
+            "k3",
+        )
+        .await;
+        assert_eq!(again, created);
+        assert_eq!(sb.duplicate_calls(FN), 1);
+        assert!(sb.invocations(FN)[3].duplicate);
+        assert_eq!(
+            call(json!({"event_type": "explode"}), "k4").await,
+            (
+                400,
+                json!({"status": "error", "message": "unsupported event_type"})
+            )
+        );
+        let resp = client()
+            .post(&url)
+            .bearer_auth(&token)
+            .body("{not json")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 400);
+        assert_eq!(resp.json::<Value>().await.expect("json")["status"], "error");
+    }
+
+    #[tokio::test]
+    async fn fault_knobs_count_down() {
+        let (sb, url, token) = setup().await;
+        sb.set_faults(
+            FN,
+            Faults {
+                fail_next: (2, 503),
+                throttle_next: (1, 7),
+                respond_next: (
+                    1,
+                    200,
+                    r#"{"status":"error","message":"no such user"}"#.into(),
+                ),
+                ..Faults::default()
+            },
+        );
+        let r = invoke(&url, Some(&token), grant()).await;
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        for _ in 0..2 {
+            let r = invoke(&url, Some(&token), grant()).await;
+            assert_eq!(r.status(), 503);
+            assert_eq!(r.text().await.expect("text"), "Service Unavailable");
+        }
+        let r = invoke(&url, Some(&token), grant()).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.json::<Value>().await.expect("json"),
+            json!({"status": "error", "message": "no such user"})
+        );
+        let r = invoke(&url, Some(&token), grant()).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.json::<Value>().await.expect("json"),
+            json!({"status": "ok"})
+        );
+        let statuses: Vec<(u16, Option<String>)> = sb
+            .invocations(FN)
+            .into_iter()
+            .map(|i| (i.status, i.fault))
+            .collect();
+        assert_eq!(
+            statuses,
+            vec![
+                (429, Some("throttle".into())),
+                (503, Some("fail".into())),
+                (503, Some("fail".into())),
+                (200, Some("respond".into())),
+                (200, None),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn hang_never_answers_until_the_sandbox_stops() {
+        let (sb, url, token) = setup().await;
+        sb.set_faults(
+            FN,
+            Faults {
+                hang_next: 1,
+                ..Faults::default()
+            },
+        );
+        let hung = tokio::spawn(async move { invoke(&url, Some(&token), grant()).await.status() });
+        let calls = tokio::time::timeout(Duration::from_secs(10), sb.wait_for_invocations(FN, 1))
+            .await
+            .expect("the hung call arrives");
+        assert_eq!(calls[0].fault.as_deref(), Some("hang"));
+        assert_eq!(calls[0].status, 0);
+        assert!(!hung.is_finished(), "a hung call has no answer");
+        drop(sb);
+        let status = tokio::time::timeout(Duration::from_secs(10), hung)
+            .await
+            .expect("stopping the sandbox releases the call")
+            .expect("task");
+        assert_eq!(status, 500);
+    }
+
+    #[tokio::test]
+    async fn latency_delays_the_answer() {
+        let (sb, url, token) = setup().await;
+        sb.set_faults(
+            FN,
+            Faults {
+                latency: Duration::from_millis(200),
+                ..Faults::default()
+            },
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(invoke(&url, Some(&token), grant()).await.status(), 200);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(sb.invocations(FN)[0].fault, None);
+    }
+
+    #[tokio::test]
+    async fn proxy_forwards_to_upstream_and_relays_the_answer() {
+        use axum::routing::any;
+        let upstream = Router::new().route(
+            "/{*rest}",
+            any(
+                |method: Method, uri: Uri, headers: HeaderMap, body: String| async move {
+                    (
+                        StatusCode::CREATED,
+                        [("x-upstream", "yes")],
+                        Json(json!({
+                            "method": method.as_str(),
+                            "uri": uri.to_string(),
+                            "auth": headers.get("authorization").and_then(|v| v.to_str().ok()),
+                            "key": headers.get("idempotency-key").and_then(|v| v.to_str().ok()),
+                            "body": body,
+                        })),
+                    )
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            axum::serve(listener, upstream).await.ok();
+        });
+
+        let sb = sandbox().await;
+        sb.create_service_account(SA);
+        let upstream_url = Url::parse(&format!("http://{addr}/")).expect("url");
+        let url = sb.deploy_function("proxied", FunctionImpl::Proxy(upstream_url), &[SA]);
+        let token = sb.mint_id_token(SA, &url).expect("mint");
+        let resp = client()
+            .put(format!("{url}/sub/path?x=1"))
+            .bearer_auth(&token)
+            .header("Idempotency-Key", "k")
+            .body("hello")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 201);
+        assert_eq!(resp.headers()["x-upstream"], "yes");
+        let v: Value = resp.json().await.expect("json");
+        assert_eq!(v["method"], "PUT");
+        assert_eq!(v["uri"], "/sub/path?x=1");
+        assert_eq!(v["auth"], format!("Bearer {token}"));
+        assert_eq!(v["key"], "k");
+        assert_eq!(v["body"], "hello");
+        let calls = sb.invocations("proxied");
+        assert_eq!(
+            (calls[0].status, calls[0].path.as_str()),
+            (201, "/sub/path?x=1")
+        );
+
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn unreachable_upstream_is_googles_500() {
+        // A port nothing listens on: bind, note the address, close.
+        let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind")
+            .local_addr()
+            .expect("addr");
+        let sb = sandbox().await;
+        sb.create_service_account(SA);
+        let upstream = Url::parse(&format!("http://{addr}")).expect("url");
+        let url = sb.deploy_function("gone", FunctionImpl::Proxy(upstream), &[SA]);
+        let token = sb.mint_id_token(SA, &url).expect("mint");
+        let resp = invoke(&url, Some(&token), grant()).await;
+        assert_eq!(resp.status(), 500);
+        assert_eq!(
+            resp.text().await.expect("text"),
+            "Error: could not handle the request\n"
+        );
+        assert_eq!(sb.invocations("gone")[0].status, 500);
+    }
+
+    #[tokio::test]
+    async fn admin_api_sets_faults_and_lists_invocations() {
+        let (sb, url, token) = setup().await;
+        let base = sb.functions_base_url();
+        let r = client()
+            .post(format!("{base}/_sandbox/functions/{FN}/faults"))
+            .json(&json!({"fail_next": [1, 502], "latency": "1ms"}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        assert_eq!(invoke(&url, Some(&token), grant()).await.status(), 502);
+        let calls: Value = client()
+            .get(format!("{base}/_sandbox/functions/{FN}/invocations"))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(calls[0]["status"], 502);
+        assert_eq!(calls[0]["caller_email"], SA);
+        let r = client()
+            .post(format!("{base}/_sandbox/functions/{FN}/faults"))
+            .json(&json!({"bogus": 1}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 400);
+        let r = client()
+            .post(format!("{base}/_sandbox/functions/nope/faults"))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 404);
+
+        let list: Value = client()
+            .get(format!("{base}/_sandbox/functions"))
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(list[0]["name"], FN);
+        assert_eq!(list[0]["url"], url.as_str());
+        assert_eq!(list[0]["invokers"], json!([SA]));
+        let r = client()
+            .post(format!("{base}/_sandbox/functions/{FN}/invokers"))
+            .json(&json!(["someone@else"]))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        assert_eq!(invoke(&url, Some(&token), grant()).await.status(), 403);
+    }
+}

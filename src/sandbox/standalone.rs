@@ -1,0 +1,271 @@
+//! `grantbridge sandbox`: run the sandbox as a process for people developing
+//! functions or trying grantbridge locally. Creates a service account and key
+//! file, deploys functions (sample or proxied to a local server), writes a
+//! ready-to-use `grantbridge.toml`, prints the URLs, and serves until shutdown.
+//!
+//! It writes only into the directory it is given and must not read the process
+//! environment (the CLI passes everything in).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+
+use url::Url;
+
+use super::{FunctionImpl, Sandbox, SandboxError, SandboxOptions};
+
+/// What `grantbridge sandbox` was asked for.
+#[derive(Debug, Clone)]
+pub struct StandaloneArgs {
+    /// Where `sa-key.json` and `grantbridge.toml` are written.
+    pub dir: PathBuf,
+    /// The service account grantbridge runs as.
+    pub service_account: String,
+    /// Functions to deploy: name → upstream to proxy to (`None`: the sample function).
+    /// Empty: one sample function, `grant-sample`.
+    pub functions: Vec<(String, Option<Url>)>,
+}
+
+impl Default for StandaloneArgs {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("."),
+            service_account: "grantbridge@sandbox-project.iam.gserviceaccount.com".to_owned(),
+            functions: Vec::new(),
+        }
+    }
+}
+
+/// What a started standalone sandbox wrote and serves.
+#[derive(Debug, Clone)]
+pub struct StandaloneInfo {
+    pub key_file: PathBuf,
+    pub config_file: PathBuf,
+    /// (name, URL) per deployed function.
+    pub functions: Vec<(String, String)>,
+}
+
+/// Start the sandbox, set it up as `args` says and write the files. The
+/// sandbox serves until the returned [`Sandbox`] is dropped.
+pub async fn start_standalone(
+    args: &StandaloneArgs,
+) -> Result<(Sandbox, StandaloneInfo), SandboxError> {
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SandboxError::Write { path, source }
+    };
+    std::fs::create_dir_all(&args.dir).map_err(write_err(&args.dir))?;
+    let dir = std::fs::canonicalize(&args.dir).map_err(write_err(&args.dir))?;
+
+    let sandbox = Sandbox::start(SandboxOptions::default()).await?;
+    let sa = args.service_account.as_str();
+    sandbox.create_service_account(sa);
+    sandbox.attach_metadata_account(Some(sa));
+    let key = sandbox.create_key(sa);
+    let key_file = dir.join("sa-key.json");
+    write_private(&key_file, &key.json).map_err(write_err(&key_file))?;
+
+    let wanted = if args.functions.is_empty() {
+        vec![("grant-sample".to_owned(), None)]
+    } else {
+        args.functions.clone()
+    };
+    let mut functions = Vec::new();
+    for (name, upstream) in wanted {
+        let imp = upstream.map_or(FunctionImpl::Sample, FunctionImpl::Proxy);
+        let url = sandbox.deploy_function(&name, imp, &[sa]);
+        functions.push((name, url));
+    }
+
+    let config_file = dir.join("grantbridge.toml");
+    let config = render_config(&key_file, sandbox.project_id(), &functions);
+    std::fs::write(&config_file, config).map_err(write_err(&config_file))?;
+
+    Ok((
+        sandbox,
+        StandaloneInfo {
+            key_file,
+            config_file,
+            functions,
+        },
+    ))
+}
+
+/// `grantbridge sandbox`: start, print where everything is, serve until `shutdown`.
+pub async fn run_standalone(
+    args: StandaloneArgs,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SandboxError> {
+    let (sandbox, info) = start_standalone(&args).await?;
+    println!("grantbridge sandbox is running (Google on 127.0.0.1)");
+    println!("  token endpoint      {}", sandbox.token_url());
+    println!(
+        "  JWKS / PEM certs    {} , {}",
+        sandbox.jwks_url(),
+        sandbox.pem_certs_url()
+    );
+    println!(
+        "  metadata server     GCE_METADATA_HOST={}",
+        sandbox.metadata_host()
+    );
+    println!("  IAM Credentials     {}", sandbox.iam_credentials_url());
+    println!("  service account     {}", args.service_account);
+    println!("  key file            {}", info.key_file.display());
+    for (name, url) in &info.functions {
+        println!("  function {name:<10} {url}");
+    }
+    println!(
+        "  faults              curl -X POST {}/_sandbox/functions/NAME/faults -d '{{\"fail_next\":[2,503]}}'",
+        sandbox.functions_base_url()
+    );
+    println!(
+        "  invocations         curl {}/_sandbox/functions/NAME/invocations",
+        sandbox.functions_base_url()
+    );
+    println!("config written to {}", info.config_file.display());
+    println!("run: grantbridge --config {}", info.config_file.display());
+    shutdown.await;
+    drop(sandbox);
+    Ok(())
+}
+
+/// TOML basic string with escapes.
+fn toml_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn render_config(key_file: &Path, project_id: &str, functions: &[(String, String)]) -> String {
+    let mut out = String::from(
+        "# Written by `grantbridge sandbox`: points grantbridge at the local sandbox.\n\
+         connector_id = \"sandbox\"\n\n\
+         # The sandbox serves plain http on 127.0.0.1; real deployments never need this.\n\
+         [http]\n\
+         allow_insecure_loopback = true\n\n\
+         [connections.sandbox]\n\
+         credentials = \"service_account_key\"\n",
+    );
+    out.push_str(&format!(
+        "key_file = {}\n",
+        toml_str(&key_file.display().to_string())
+    ));
+    for (name, url) in functions {
+        out.push_str(&format!(
+            "\n[integrations.{}]\nconnection = \"sandbox\"\nproject_id = {}\nregion = \"us-central1\"\nfunction = {}\nurl = {}\n",
+            toml_str(name),
+            toml_str(project_id),
+            toml_str(name),
+            toml_str(url)
+        ));
+    }
+    out
+}
+
+/// Write a file readable only by its owner where the platform supports it.
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_key_and_config_and_serves_the_functions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let upstream = Url::parse("http://127.0.0.1:9/").expect("url");
+        let args = StandaloneArgs {
+            dir: dir.path().join("out"),
+            functions: vec![
+                ("grant-sample".into(), None),
+                ("local-fn".into(), Some(upstream)),
+            ],
+            ..StandaloneArgs::default()
+        };
+        let (sandbox, info) = start_standalone(&args).await.expect("start");
+        let key: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&info.key_file).expect("key"))
+                .expect("json");
+        assert_eq!(key["client_email"], args.service_account.as_str());
+        assert_eq!(key["token_uri"], sandbox.token_url().as_str());
+
+        let config = config::Config::builder()
+            .add_source(config::File::from(info.config_file.clone()))
+            .build()
+            .expect("grantbridge.toml is valid TOML");
+        let get = |key: &str| config.get_string(key).expect(key);
+        assert_eq!(get("connector_id"), "sandbox");
+        assert_eq!(
+            get("connections.sandbox.credentials"),
+            "service_account_key"
+        );
+        assert_eq!(
+            get("connections.sandbox.key_file"),
+            info.key_file.display().to_string()
+        );
+        assert_eq!(
+            get("integrations.local-fn.url"),
+            sandbox.function_url("local-fn")
+        );
+        assert_eq!(get("integrations.local-fn.connection"), "sandbox");
+        assert_eq!(get("integrations.grant-sample.function"), "grant-sample");
+        assert_eq!(get("integrations.grant-sample.region"), "us-central1");
+        assert_eq!(
+            get("integrations.grant-sample.project_id"),
+            "sandbox-project"
+        );
+        assert_eq!(
+            info.functions
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>(),
+            ["grant-sample", "local-fn"]
+        );
+
+        // The service account can invoke the sample function.
+        let token = sandbox
+            .mint_id_token(&args.service_account, &sandbox.function_url("grant-sample"))
+            .expect("mint");
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client")
+            .post(sandbox.function_url("grant-sample"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"event_type": "get-status", "params": {}}))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn run_standalone_returns_on_shutdown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let args = StandaloneArgs {
+            dir: dir.path().to_owned(),
+            ..StandaloneArgs::default()
+        };
+        run_standalone(args, async {})
+            .await
+            .expect("runs and stops");
+        assert!(dir.path().join("grantbridge.toml").exists());
+        assert!(dir.path().join("sa-key.json").exists());
+    }
+}
