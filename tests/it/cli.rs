@@ -130,3 +130,52 @@ async fn a_bad_config_is_refused_naming_file_and_key() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn the_standalone_sandbox_writes_a_config_grantbridge_can_use() {
+    let env = spawn_env().await;
+    let dir = env.dir.path().join("sb");
+    let mut sandbox = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+        .args(["sandbox", "--function", "grant-sample", "--dir"])
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // It prints the config path once everything is written and serving.
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(sandbox.stdout.take().unwrap()).lines();
+    let config = dir.join("grantbridge.toml");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while let Ok(Some(line)) = tokio::time::timeout_at(deadline, lines.next_line())
+        .await
+        .expect("sandbox prints its config path in time")
+    {
+        if line.contains("grantbridge.toml") {
+            break;
+        }
+    }
+    let out = run(
+        &env,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "invoke",
+            "grant-sample",
+            "get-status",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).starts_with("HTTP 200 · succeeded"),
+        "{}",
+        text(&out.stdout)
+    );
+    sandbox.kill().await.unwrap();
+}
