@@ -228,6 +228,9 @@ impl Validator {
             );
         }
 
+        // Declared names, valid or not: an integration naming a connection that
+        // has its own problem should not also be told it does not exist.
+        let declared: Vec<String> = raw.connections.keys().cloned().collect();
         let mut connections = BTreeMap::new();
         for (name, rc) in raw.connections {
             let key = format!("connections.{name}");
@@ -251,7 +254,7 @@ impl Validator {
                     "integration names may use letters, digits, `.`, `_`, `:` and `-`",
                 );
             }
-            let known: Vec<&str> = connections.keys().map(String::as_str).collect();
+            let known: Vec<&str> = declared.iter().map(String::as_str).collect();
             if let Some(i) = self.integration(&key, &name, ri, &known, &http) {
                 integrations.insert(name, i);
             }
