@@ -14,10 +14,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::SecretString;
 use url::Url;
 
 pub use gcp::{DEFAULT_REGION, FIRST_GEN_REGIONS, first_gen_url};
-use raw::{RawConfig, RawConnection, RawIntegration};
+use raw::{
+    RawConfig, RawConnection, RawControlPlane, RawEngine, RawIntegration, RawJournal, RawPush,
+};
 
 use crate::env::Environment;
 use crate::google::key::ServiceAccountKey;
@@ -41,7 +44,66 @@ pub struct Config {
     pub integrations: BTreeMap<String, Integration>,
     pub tokens: TokenSettings,
     pub http: HttpSettings,
+    /// This instance's id (results, leases, heartbeats).
+    pub instance_id: String,
+    /// Poll mode and result reporting; None: push only, results kept locally.
+    pub control_plane: Option<ControlPlaneSettings>,
+    /// Push mode endpoint; None: not listening for pushed actions.
+    pub push: Option<PushSettings>,
+    pub journal: JournalSettings,
+    pub engine: EngineSettings,
 }
+
+#[derive(Debug, Clone)]
+pub struct ControlPlaneSettings {
+    pub url: Url,
+    pub token: SecretString,
+    pub poll: bool,
+    pub max_actions: u32,
+    pub wait: Duration,
+    pub lease: Duration,
+    pub heartbeat_interval: Duration,
+    pub report_batch: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    pub listen: std::net::SocketAddr,
+    /// HMAC secrets; any one may sign (rotation).
+    pub secrets: Vec<SecretString>,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct JournalSettings {
+    pub path: PathBuf,
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub max_concurrency: usize,
+    pub per_integration_concurrency: usize,
+    pub queue_capacity: usize,
+    pub shutdown_grace: Duration,
+    pub result_body_max_bytes: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrency: 64,
+            per_integration_concurrency: 8,
+            queue_capacity: 10_000,
+            shutdown_grace: Duration::from_secs(30),
+            result_body_max_bytes: 64 * 1024,
+        }
+    }
+}
+
+pub const DEFAULT_JOURNAL_PATH: &str = "/var/lib/grantbridge/journal.db";
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const DEFAULT_TOKEN_ENV: &str = "GRANTBRIDGE_CONNECTOR_TOKEN";
 
 #[derive(Debug, Clone)]
 pub struct TokenSettings {
@@ -179,7 +241,7 @@ impl Config {
             problems: Vec::new(),
             base_dir,
         }
-        .validate(raw, origin)
+        .validate(raw, origin, env)
     }
 }
 
@@ -196,7 +258,12 @@ impl Validator {
         });
     }
 
-    fn validate(mut self, raw: RawConfig, origin: &Path) -> Result<Config, ConfigError> {
+    fn validate(
+        mut self,
+        raw: RawConfig,
+        origin: &Path,
+        env: &dyn Environment,
+    ) -> Result<Config, ConfigError> {
         let http = crate::config::HttpSettings {
             max_response_bytes: raw
                 .http
@@ -260,6 +327,14 @@ impl Validator {
             }
         }
 
+        let instance_id = self.instance_id(raw.instance_id, env);
+        let control_plane = raw
+            .control_plane
+            .and_then(|cp| self.control_plane(cp, &http, env));
+        let push = raw.push.and_then(|p| self.push(p, env));
+        let journal = self.journal(raw.journal);
+        let engine = self.engine(raw.engine);
+
         if self.problems.is_empty() {
             Ok(Config {
                 source: origin.to_path_buf(),
@@ -268,6 +343,11 @@ impl Validator {
                 integrations,
                 tokens: TokenSettings { refresh_ahead },
                 http,
+                instance_id,
+                control_plane,
+                push,
+                journal,
+                engine,
             })
         } else {
             Err(ConfigError::Invalid {
@@ -275,6 +355,226 @@ impl Validator {
                 problems: self.problems,
             })
         }
+    }
+
+    fn instance_id(&mut self, raw: Option<String>, env: &dyn Environment) -> String {
+        if let Some(id) = raw {
+            if !valid_instance_id(&id) {
+                self.problem(
+                    "instance_id",
+                    "expected 1-128 characters of letters, digits, `.`, `_`, `:`, `/` or `-`",
+                );
+            }
+            return id;
+        }
+        let host = env
+            .var("HOSTNAME")
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .filter(|h| valid_instance_id(h) && h.len() <= 100)
+            .unwrap_or_else(|| "grantbridge".to_owned());
+        format!("{host}/{}", hex::encode(rand::random::<[u8; 2]>()))
+    }
+
+    fn secret_from_file(&mut self, key: &str, path: &Path) -> Option<SecretString> {
+        let path = if path.is_relative() {
+            self.base_dir.join(path)
+        } else {
+            path.to_path_buf()
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => Some(SecretString::from(text.trim().to_owned())),
+            Ok(_) => {
+                self.problem(key, format!("{} is empty", path.display()));
+                None
+            }
+            Err(e) => {
+                self.problem(key, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    fn control_plane(
+        &mut self,
+        cp: RawControlPlane,
+        http: &HttpSettings,
+        env: &dyn Environment,
+    ) -> Option<ControlPlaneSettings> {
+        let url = match cp.url.as_deref() {
+            Some(u) => checked_url(u, http.allow_insecure_loopback)
+                .map_err(|e| self.problem("control_plane.url", e.to_string()))
+                .ok(),
+            None => {
+                self.problem("control_plane.url", "missing; expected the control plane's base URL, e.g. \"https://cp.example.com\"");
+                None
+            }
+        };
+        let token = match (&cp.token_file, &cp.token_env) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "control_plane.token_file",
+                    "set either token_file or token_env, not both",
+                );
+                None
+            }
+            (Some(file), None) => self.secret_from_file("control_plane.token_file", file),
+            (None, name) => {
+                let name = name.as_deref().unwrap_or(DEFAULT_TOKEN_ENV);
+                match env.var(name) {
+                    Some(t) => Some(SecretString::from(t.trim().to_owned())),
+                    None => {
+                        self.problem("control_plane.token_env", format!("environment variable {name} is not set; expected the connector token (or set control_plane.token_file)"));
+                        None
+                    }
+                }
+            }
+        };
+        let wait = self
+            .duration("control_plane.wait", cp.wait.as_deref())
+            .unwrap_or(Duration::from_secs(20));
+        if wait > Duration::from_secs(30) {
+            self.problem(
+                "control_plane.wait",
+                "must be at most 30s (the protocol's long-poll limit)",
+            );
+        }
+        let lease = self
+            .duration("control_plane.lease", cp.lease.as_deref())
+            .unwrap_or(Duration::from_secs(60));
+        if lease < Duration::from_secs(2) || lease > Duration::from_secs(3600) {
+            self.problem("control_plane.lease", "must be between 2s and 1h");
+        }
+        let heartbeat_interval = self
+            .duration(
+                "control_plane.heartbeat_interval",
+                cp.heartbeat_interval.as_deref(),
+            )
+            .unwrap_or(Duration::from_secs(30));
+        if heartbeat_interval < Duration::from_secs(1) {
+            self.problem("control_plane.heartbeat_interval", "must be at least 1s");
+        }
+        let max_actions = cp.max_actions.unwrap_or(50);
+        if !(1..=1000).contains(&max_actions) {
+            self.problem("control_plane.max_actions", "must be between 1 and 1000");
+        }
+        let report_batch = cp.report_batch.unwrap_or(100);
+        if !(1..=1000).contains(&report_batch) {
+            self.problem("control_plane.report_batch", "must be between 1 and 1000");
+        }
+        Some(ControlPlaneSettings {
+            url: url?,
+            token: token?,
+            poll: cp.poll.unwrap_or(true),
+            max_actions,
+            wait,
+            lease,
+            heartbeat_interval,
+            report_batch,
+        })
+    }
+
+    fn push(&mut self, p: RawPush, env: &dyn Environment) -> Option<PushSettings> {
+        use secrecy::ExposeSecret;
+        let listen = match p.listen.as_deref() {
+            Some(l) => l
+                .parse()
+                .map_err(|_| {
+                    self.problem(
+                        "push.listen",
+                        format!("`{l}` is not an address; expected e.g. \"0.0.0.0:8443\""),
+                    )
+                })
+                .ok(),
+            None => {
+                self.problem(
+                    "push.listen",
+                    "missing; expected the address to listen on, e.g. \"0.0.0.0:8443\"",
+                );
+                None
+            }
+        };
+        let mut secrets = Vec::new();
+        for (i, file) in p.secret_files.iter().enumerate() {
+            secrets.extend(self.secret_from_file(&format!("push.secret_files[{i}]"), file));
+        }
+        for (i, name) in p.secret_envs.iter().enumerate() {
+            match env.var(name) {
+                Some(s) => secrets.push(SecretString::from(s.trim().to_owned())),
+                None => self.problem(
+                    format!("push.secret_envs[{i}]"),
+                    format!("environment variable {name} is not set"),
+                ),
+            }
+        }
+        if secrets.iter().any(|s| s.expose_secret().len() < 16) {
+            self.problem(
+                "push.secret_files",
+                "every HMAC secret must be at least 16 characters (32 random bytes recommended)",
+            );
+        }
+        if p.secret_files.is_empty() && p.secret_envs.is_empty() {
+            self.problem("push.secret_files", "push mode needs at least one HMAC secret (secret_files or secret_envs): pushed requests are authenticated");
+        }
+        let max_body_bytes = p.max_body_bytes.unwrap_or(1024 * 1024);
+        if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
+            self.problem("push.max_body_bytes", "must be between 1 KiB and 16 MiB");
+        }
+        Some(PushSettings {
+            listen: listen?,
+            secrets,
+            max_body_bytes,
+        })
+    }
+
+    fn journal(&mut self, j: RawJournal) -> JournalSettings {
+        let path = j
+            .path
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_JOURNAL_PATH));
+        let path = if path.is_relative() {
+            self.base_dir.join(path)
+        } else {
+            path
+        };
+        let retention = self
+            .duration("journal.retention", j.retention.as_deref())
+            .unwrap_or(DEFAULT_RETENTION);
+        if retention < Duration::from_secs(3600) {
+            self.problem("journal.retention", "must be at least 1h");
+        }
+        JournalSettings { path, retention }
+    }
+
+    fn engine(&mut self, e: RawEngine) -> EngineSettings {
+        let d = EngineSettings::default();
+        let s = EngineSettings {
+            max_concurrency: e.max_concurrency.unwrap_or(d.max_concurrency),
+            per_integration_concurrency: e
+                .per_integration_concurrency
+                .unwrap_or(d.per_integration_concurrency),
+            queue_capacity: e.queue_capacity.unwrap_or(d.queue_capacity),
+            shutdown_grace: self
+                .duration("engine.shutdown_grace", e.shutdown_grace.as_deref())
+                .unwrap_or(d.shutdown_grace),
+            result_body_max_bytes: e.result_body_max_bytes.unwrap_or(d.result_body_max_bytes),
+        };
+        for (key, v, max) in [
+            ("engine.max_concurrency", s.max_concurrency, 10_000),
+            (
+                "engine.per_integration_concurrency",
+                s.per_integration_concurrency,
+                10_000,
+            ),
+            ("engine.queue_capacity", s.queue_capacity, 10_000_000),
+        ] {
+            if v == 0 || v > max {
+                self.problem(key, format!("must be between 1 and {max}"));
+            }
+        }
+        s
     }
 
     fn duration(&mut self, key: &str, text: Option<&str>) -> Option<Duration> {
@@ -552,6 +852,13 @@ impl Validator {
             max_attempts,
         })
     }
+}
+
+/// Instance ids may also carry `/` (host/suffix).
+pub fn valid_instance_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-' | '/'))
 }
 
 /// Ids and names: 1-128 characters of `[A-Za-z0-9._:-]` (the action id alphabet).

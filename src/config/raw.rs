@@ -22,6 +22,78 @@ pub(crate) struct RawConfig {
     pub tokens: RawTokens,
     #[serde(default)]
     pub http: RawHttp,
+    /// This instance's id in results and leases; default `HOSTNAME/random`.
+    pub instance_id: Option<String>,
+    /// Poll mode: the control plane to lease actions from and report results to.
+    pub control_plane: Option<RawControlPlane>,
+    /// Push mode: the signed HTTP endpoint the control plane pushes actions to.
+    pub push: Option<RawPush>,
+    #[serde(default)]
+    pub journal: RawJournal,
+    #[serde(default)]
+    pub engine: RawEngine,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawControlPlane {
+    /// Base URL, e.g. "https://cp.example.com".
+    pub url: Option<String>,
+    /// File holding the connector token (preferred: a mounted Secret).
+    pub token_file: Option<PathBuf>,
+    /// Environment variable holding the connector token (default GRANTBRIDGE_CONNECTOR_TOKEN).
+    pub token_env: Option<String>,
+    /// Poll for actions (default true); false: only report results of pushed actions.
+    pub poll: Option<bool>,
+    /// Actions leased per request (default 50).
+    pub max_actions: Option<u32>,
+    /// Long-poll wait, 0..30 seconds (default "20s").
+    pub wait: Option<String>,
+    /// Lease length requested (default "60s"); extended while an action runs.
+    pub lease: Option<String>,
+    /// Heartbeat interval (default "30s").
+    pub heartbeat_interval: Option<String>,
+    /// Results per report call (default 100).
+    pub report_batch: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPush {
+    /// Listen address, e.g. "0.0.0.0:8443" (TLS terminates in front: ingress or mesh).
+    pub listen: Option<String>,
+    /// Files each holding one HMAC secret; several for rotation.
+    #[serde(default)]
+    pub secret_files: Vec<PathBuf>,
+    /// Environment variables each holding one HMAC secret.
+    #[serde(default)]
+    pub secret_envs: Vec<String>,
+    /// Largest accepted request body in bytes (default 1 MiB).
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJournal {
+    /// SQLite file (default "/var/lib/grantbridge/journal.db").
+    pub path: Option<PathBuf>,
+    /// How long finished actions and audit entries are kept (default "30d").
+    pub retention: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEngine {
+    /// Actions running at once across all integrations (default 64).
+    pub max_concurrency: Option<usize>,
+    /// Actions running at once per integration (default 8).
+    pub per_integration_concurrency: Option<usize>,
+    /// Actions accepted but not yet running, before intake pauses (default 10000).
+    pub queue_capacity: Option<usize>,
+    /// On SIGTERM, how long in-flight actions may run before they are left for resumption (default "30s").
+    pub shutdown_grace: Option<String>,
+    /// Largest function response body kept in a result, in bytes (default 65536).
+    pub result_body_max_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

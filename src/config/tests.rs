@@ -232,3 +232,74 @@ fn missing_file_says_how_to_pass_one() {
     let err = Config::load(Path::new("/nonexistent/grantbridge.toml"), &MapEnv::new()).unwrap_err();
     assert!(err.to_string().contains("--config"));
 }
+
+#[test]
+fn daemon_sections_load_with_secrets_from_files_and_env() {
+    let d = Dir::new();
+    std::fs::write(d.dir.path().join("cp-token"), "tok-123\n").unwrap();
+    std::fs::write(d.dir.path().join("push-secret"), "0123456789abcdef0123\n").unwrap();
+    let toml = format!(
+        "{GOOD}\ninstance_id = \"gb-0/ab12\"\n[control_plane]\nurl = \"https://cp.example.com\"\ntoken_file = \"cp-token\"\nwait = \"10s\"\n[push]\nlisten = \"0.0.0.0:8443\"\nsecret_files = [\"push-secret\"]\nsecret_envs = [\"NEXT_SECRET\"]\n[journal]\npath = \"state/journal.db\"\n[engine]\nmax_concurrency = 16\n"
+    );
+    let c = d
+        .load_env(
+            &toml,
+            MapEnv::new().with("NEXT_SECRET", "fedcba9876543210fedcba"),
+        )
+        .unwrap();
+    use secrecy::ExposeSecret;
+    let cp = c.control_plane.unwrap();
+    assert_eq!(cp.token.expose_secret(), "tok-123");
+    assert_eq!(
+        (cp.wait, cp.lease, cp.max_actions, cp.poll),
+        (Duration::from_secs(10), Duration::from_secs(60), 50, true)
+    );
+    assert!(
+        !format!("{cp:?}").contains("tok-123"),
+        "the token is redacted in Debug"
+    );
+    let push = c.push.unwrap();
+    assert_eq!(push.secrets.len(), 2);
+    assert_eq!(push.listen.port(), 8443);
+    assert!(c.journal.path.ends_with("state/journal.db") && c.journal.path.is_absolute());
+    assert_eq!(c.engine.max_concurrency, 16);
+    assert_eq!(c.engine.per_integration_concurrency, 8);
+    assert_eq!(c.instance_id, "gb-0/ab12");
+}
+
+#[test]
+fn daemon_sections_are_checked() {
+    let d = Dir::new();
+    std::fs::write(d.dir.path().join("short"), "abc").unwrap();
+    let toml = format!(
+        "{GOOD}\n[control_plane]\nurl = \"http://cp.example.com\"\nwait = \"45s\"\n[push]\nlisten = \"not an address\"\nsecret_files = [\"short\"]\n[engine]\nmax_concurrency = 0\n"
+    );
+    let err = d.load(&toml).unwrap_err();
+    let keys = problem_keys(&err);
+    for k in [
+        "control_plane.url",
+        "control_plane.token_env",
+        "control_plane.wait",
+        "push.listen",
+        "push.secret_files",
+        "engine.max_concurrency",
+    ] {
+        assert!(keys.contains(&k.to_owned()), "{k} not in {keys:?}");
+    }
+    let text = err.to_string();
+    assert!(text.contains("GRANTBRIDGE_CONNECTOR_TOKEN"), "{text}");
+}
+
+#[test]
+fn a_default_instance_id_is_host_and_a_random_suffix() {
+    let d = Dir::new();
+    let c = d
+        .load_env(GOOD, MapEnv::new().with("HOSTNAME", "grantbridge-0"))
+        .unwrap();
+    assert!(
+        c.instance_id.starts_with("grantbridge-0/")
+            && c.instance_id.len() == "grantbridge-0/".len() + 4,
+        "{}",
+        c.instance_id
+    );
+}
