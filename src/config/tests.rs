@@ -239,7 +239,7 @@ fn daemon_sections_load_with_secrets_from_files_and_env() {
     std::fs::write(d.dir.path().join("cp-token"), "tok-123\n").unwrap();
     std::fs::write(d.dir.path().join("push-secret"), "0123456789abcdef0123\n").unwrap();
     let toml = format!(
-        "{GOOD}\ninstance_id = \"gb-0/ab12\"\n[control_plane]\nurl = \"https://cp.example.com\"\ntoken_file = \"cp-token\"\nwait = \"10s\"\n[push]\nlisten = \"0.0.0.0:8443\"\nsecret_files = [\"push-secret\"]\nsecret_envs = [\"NEXT_SECRET\"]\n[journal]\npath = \"state/journal.db\"\n[engine]\nmax_concurrency = 16\n"
+        "instance_id = \"gb-0/ab12\"\n{GOOD}\n[control_plane]\nurl = \"https://cp.example.com\"\ntoken_file = \"cp-token\"\nwait = \"10s\"\n[push]\nlisten = \"0.0.0.0:8443\"\nsecret_files = [\"push-secret\"]\nsecret_envs = [\"NEXT_SECRET\"]\n[journal]\npath = \"state/journal.db\"\n[engine]\nmax_concurrency = 16\n"
     );
     let c = d
         .load_env(
