@@ -63,6 +63,28 @@ pub enum Command {
     Check,
     /// Run Google on 127.0.0.1 (token endpoint, metadata server, IAM, functions) for local development.
     Sandbox(SandboxArgs),
+    /// Run the daemon: receive actions (poll and/or push), invoke, report. SIGTERM/SIGINT stop it gracefully.
+    Run,
+    /// Show the audit trail of function calls from the journal.
+    Audit(AuditArgs),
+    /// Play a scenario against the embedded sandbox (Google + control plane) and print the results.
+    Demo,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only entries newer than this: a duration ("1h", "7d") or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only this integration.
+    #[arg(long)]
+    pub integration: Option<String>,
+    /// At most this many entries (newest first).
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +132,12 @@ pub enum CliError {
     Token(#[from] crate::google::TokenError),
     #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
+    #[error("journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+    #[error("demo: {0}")]
+    Demo(String),
 }
 
 /// Runs the parsed command.
@@ -122,6 +150,9 @@ pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> 
         Command::Invoke(args) => invoke(&cli.config, env, args).await,
         Command::Check => check(&cli.config, env).await,
         Command::Sandbox(args) => sandbox(args).await,
+        Command::Run => run_daemon(&cli.config, env).await,
+        Command::Audit(args) => audit(&cli.config, env, args).await,
+        Command::Demo => crate::demo::run().await.map_err(CliError::Demo),
     }
 }
 
@@ -274,6 +305,79 @@ async fn check(path: &std::path::Path, env: &dyn Environment) -> Result<ExitCode
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run_daemon(path: &std::path::Path, env: &dyn Environment) -> Result<ExitCode, CliError> {
+    let config = Config::load(path, env)?;
+    let push_addr = config.push.as_ref().map(|p| p.listen);
+    let daemon = crate::daemon::Daemon::build(config, env, Clock::system(), Arc::new(Metrics::new()))?;
+    let listener = match push_addr {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(crate::daemon::DaemonError::Listen)?),
+        None => None,
+    };
+    if let Some(l) = &listener {
+        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "push endpoint listening");
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        termination().await;
+        trigger.cancel();
+    });
+    daemon.run(listener, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// "1h" → now - 1h; an RFC 3339 time as is.
+fn parse_since(s: &str) -> Result<std::time::SystemTime, String> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(std::time::SystemTime::now() - d);
+    }
+    crate::action::parse_rfc3339(s).ok_or_else(|| format!("--since `{s}`: expected a duration like 1h or an RFC 3339 time"))
+}
+
+async fn audit(path: &std::path::Path, env: &dyn Environment, args: AuditArgs) -> Result<ExitCode, CliError> {
+    let config = Config::load(path, env)?;
+    let since = args.since.as_deref().map(parse_since).transpose().map_err(CliError::Usage)?;
+    let journal = crate::journal::Journal::open(
+        crate::journal::JournalOptions { path: config.journal.path.clone(), retention: config.journal.retention, ..Default::default() },
+        Clock::system(),
+    )?;
+    let entries = journal
+        .audit(crate::journal::AuditQuery { since, integration: args.integration, limit: args.limit })
+        .await?;
+    if args.json {
+        for e in &entries {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+        }
+    } else {
+        print!("{}", crate::journal::render_audit(&entries));
+    }
+    journal.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn sandbox(args: SandboxArgs) -> Result<ExitCode, CliError> {

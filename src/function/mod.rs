@@ -50,7 +50,8 @@ pub enum Outcome {
 pub struct Report {
     pub url: String,
     pub outcome: Outcome,
-    /// HTTP attempts made (0 when no request was sent).
+    /// Attempts made, including ones that failed to get a token (0 when the
+    /// call was never started).
     pub attempts: u32,
     /// The last answer's status and body, when there was one.
     pub status: Option<u16>,
@@ -61,6 +62,19 @@ pub struct Report {
     pub finished_at: SystemTime,
     /// The W3C trace id shared by every attempt.
     pub trace_id: String,
+    /// Every attempt, for the audit trail.
+    pub log: Vec<AttemptLog>,
+}
+
+/// One attempt, as the audit trail records it.
+#[derive(Debug, Clone)]
+pub struct AttemptLog {
+    pub number: u32,
+    pub at: SystemTime,
+    pub status: Option<u16>,
+    pub latency: Duration,
+    /// `succeeded`, or the error code the attempt ended with.
+    pub outcome: String,
 }
 
 /// Invokes functions; one per app, shared.
@@ -122,6 +136,7 @@ impl Invoker {
             latency: Duration::ZERO,
         };
         let mut attempts = 0;
+        let mut log = Vec::new();
         let outcome = loop {
             if call.not_after.is_some_and(|na| self.clock.now() >= na) {
                 break if attempts == 0 {
@@ -139,9 +154,20 @@ impl Invoker {
                 };
             }
             attempts += 1;
+            let at = self.clock.now();
             let verdict = self
                 .attempt(integration, call, &body, &trace_id, &mut last)
                 .await;
+            log.push(AttemptLog {
+                number: attempts,
+                at,
+                status: last.status,
+                latency: last.latency,
+                outcome: match &verdict {
+                    Verdict::Success => "succeeded".to_owned(),
+                    Verdict::Retry { code, .. } | Verdict::Fail { code, .. } => code.as_str().to_owned(),
+                },
+            });
             let (code, message, retry_after) = match verdict {
                 Verdict::Success => break Outcome::Succeeded,
                 Verdict::Fail { code, message } => {
@@ -183,13 +209,14 @@ impl Invoker {
         Report {
             url: integration.url.to_string(),
             outcome,
-            attempts: attempts.min(integration.max_attempts),
+            attempts,
             status: last.status,
             body: last.body,
             latency: last.latency,
             started_at,
             finished_at: self.clock.now(),
             trace_id,
+            log,
         }
     }
 
@@ -208,6 +235,7 @@ impl Invoker {
         {
             Ok(t) => t,
             Err(e) if e.is_retryable() => {
+                (last.status, last.body, last.latency) = (None, None, Duration::ZERO);
                 return Verdict::Retry {
                     code: ErrorCode::Credentials,
                     message: e.to_string(),
@@ -215,6 +243,7 @@ impl Invoker {
                 };
             }
             Err(e) => {
+                (last.status, last.body, last.latency) = (None, None, Duration::ZERO);
                 return Verdict::Fail {
                     code: ErrorCode::Credentials,
                     message: e.to_string(),

@@ -1,0 +1,253 @@
+//! The control plane client (PROTOCOL.md §3): lease actions (long poll), extend
+//! leases, report results in batches, send heartbeats. Every answer is parsed
+//! as hostile input; every failure is classified so the daemon knows whether to
+//! back off, retry slowly (bad token) or drop a lease.
+//!
+//! It must only call the configured base URL and must never log the connector
+//! token or result bodies.
+
+use std::time::{Duration, SystemTime};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use crate::action::{Action, ActionResult, InvalidAction, parse_rfc3339};
+use crate::http::read_limited;
+use crate::retry::parse_retry_after;
+
+/// Answers larger than this are not a control plane's.
+const MAX_ANSWER: usize = 32 * 1024 * 1024;
+
+/// What went wrong talking to the control plane.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CpError {
+    /// 401/403: the connector token is wrong or revoked.
+    #[error("the control plane refused the connector token (HTTP {status}): it is wrong or was revoked; check control_plane.token_file / token_env")]
+    Unauthorized { status: u16 },
+    /// 429/5xx/connection errors: back off (honouring `retry_after`).
+    #[error("control plane unavailable: {reason}")]
+    Unavailable { reason: String, retry_after: Option<Duration> },
+    /// 409 on extend: another instance may have the action now.
+    #[error("lease lost for action {0}")]
+    LeaseLost(String),
+    /// A 4xx we did not expect, or an answer that is not the protocol's.
+    #[error("control plane protocol error: {0}")]
+    Protocol(String),
+}
+
+impl CpError {
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A leased action as it arrived: parsed, or why it could not be.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub action: Result<Action, InvalidAction>,
+    pub lease_token: String,
+    pub expires_at: SystemTime,
+}
+
+/// The answer to a results report.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ReportAnswer {
+    #[serde(default)]
+    pub accepted: Vec<String>,
+    #[serde(default)]
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Rejected {
+    pub action_id: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// One result to report, with the lease it was worked under (poll mode).
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportItem {
+    #[serde(flatten)]
+    pub result: ActionResult,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_token: Option<String>,
+}
+
+/// Heartbeat body.
+#[derive(Debug, Clone, Serialize)]
+pub struct Heartbeat {
+    pub instance_id: String,
+    pub version: String,
+    pub started_at: String,
+    pub integrations: Vec<IntegrationStatus>,
+    pub stats: Value,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IntegrationStatus {
+    pub name: String,
+    pub function_url: String,
+    /// "ok", "degraded" or "error".
+    pub status: String,
+    pub detail: String,
+}
+
+#[derive(Clone)]
+pub struct ControlPlaneClient {
+    http: reqwest::Client,
+    base: Url,
+    connector_id: String,
+    token: SecretString,
+}
+
+impl std::fmt::Debug for ControlPlaneClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlaneClient").field("base", &self.base.as_str()).field("connector_id", &self.connector_id).finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct LeaseAnswer {
+    actions: Vec<Value>,
+}
+
+impl ControlPlaneClient {
+    pub fn new(http: reqwest::Client, base: Url, connector_id: String, token: SecretString) -> Self {
+        Self { http, base, connector_id, token }
+    }
+
+    fn url(&self, tail: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("http(s) base URL")
+            .pop_if_empty()
+            .extend(["v1", "connectors", &self.connector_id])
+            .extend(tail);
+        url
+    }
+
+    async fn post<T: Serialize>(&self, url: Url, body: &T, timeout: Duration) -> Result<(u16, Vec<u8>), CpError> {
+        let resp = self
+            .http
+            .post(url.clone())
+            .timeout(timeout)
+            .bearer_auth(self.token.expose_secret())
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| CpError::Unavailable {
+                reason: format!("{}: {}", url.path(), if e.is_timeout() { "timed out" } else if e.is_connect() { "could not connect" } else { "request failed" }),
+                retry_after: None,
+            })?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let body = read_limited(resp, MAX_ANSWER)
+            .await
+            .map_err(|e| CpError::Unavailable { reason: format!("{}: {e}", url.path()), retry_after })?;
+        match status {
+            200..=299 => Ok((status, body.to_vec())),
+            401 | 403 => Err(CpError::Unauthorized { status }),
+            408 | 429 | 500..=599 => Err(CpError::Unavailable { reason: format!("{} answered HTTP {status}", url.path()), retry_after }),
+            _ => Ok((status, body.to_vec())),
+        }
+    }
+
+    /// Leases up to `max_actions`, holding up to `wait` while none are available.
+    pub async fn lease(&self, instance_id: &str, max_actions: u32, wait: Duration, lease: Duration) -> Result<Vec<Leased>, CpError> {
+        let body = serde_json::json!({
+            "instance_id": instance_id,
+            "max_actions": max_actions,
+            "wait_seconds": wait.as_secs().min(30),
+            "lease_seconds": lease.as_secs().max(1),
+        });
+        let (status, bytes) = self.post(self.url(&["lease"]), &body, wait + Duration::from_secs(30)).await?;
+        if status != 200 {
+            return Err(CpError::Protocol(format!("lease answered HTTP {status}")));
+        }
+        let answer: LeaseAnswer = serde_json::from_slice(&bytes).map_err(|_| CpError::Protocol("lease answer is not {\"actions\":[...]}".into()))?;
+        Ok(answer.actions.iter().filter_map(parse_leased).collect())
+    }
+
+    /// Extends a lease; `LeaseLost` when the control plane says another has it.
+    pub async fn extend(&self, action_id: &str, lease_token: &str, lease: Duration) -> Result<SystemTime, CpError> {
+        let body = serde_json::json!({"lease_token": lease_token, "lease_seconds": lease.as_secs().max(1)});
+        let (status, bytes) = self.post(self.url(&["actions", action_id, "extend"]), &body, Duration::from_secs(15)).await?;
+        match status {
+            200 => {
+                #[derive(Deserialize)]
+                struct A {
+                    expires_at: String,
+                }
+                let a: A = serde_json::from_slice(&bytes).map_err(|_| CpError::Protocol("extend answer lacks expires_at".into()))?;
+                parse_rfc3339(&a.expires_at).ok_or_else(|| CpError::Protocol("extend expires_at is not RFC 3339".into()))
+            }
+            404 | 409 => Err(CpError::LeaseLost(action_id.to_owned())),
+            s => Err(CpError::Protocol(format!("extend answered HTTP {s}"))),
+        }
+    }
+
+    /// Reports a batch of results.
+    pub async fn report(&self, items: &[ReportItem]) -> Result<ReportAnswer, CpError> {
+        let body = serde_json::json!({ "results": items });
+        let (status, bytes) = self.post(self.url(&["results"]), &body, Duration::from_secs(30)).await?;
+        if status != 200 {
+            return Err(CpError::Protocol(format!("results answered HTTP {status}")));
+        }
+        serde_json::from_slice(&bytes).map_err(|_| CpError::Protocol("results answer is not {\"accepted\",\"rejected\"}".into()))
+    }
+
+    pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), CpError> {
+        let (status, _) = self.post(self.url(&["heartbeat"]), hb, Duration::from_secs(15)).await?;
+        if status == 200 { Ok(()) } else { Err(CpError::Protocol(format!("heartbeat answered HTTP {status}"))) }
+    }
+}
+
+/// One element of a lease answer. Without a lease token we cannot report on
+/// it: it is skipped (logged) and the control plane hands it out again.
+fn parse_leased(v: &Value) -> Option<Leased> {
+    let lease = v.get("lease");
+    let token = lease.and_then(|l| l.get("token")).and_then(Value::as_str).filter(|t| !t.is_empty() && t.len() <= 1024);
+    let expires = lease.and_then(|l| l.get("expires_at")).and_then(Value::as_str).and_then(parse_rfc3339);
+    match (token, expires) {
+        (Some(token), Some(expires_at)) => Some(Leased { action: Action::from_value(v), lease_token: token.to_owned(), expires_at }),
+        _ => {
+            let id = v.get("id").and_then(Value::as_str).unwrap_or("?");
+            tracing::error!(id, "leased action without a valid lease {{token, expires_at}}; skipped");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_stay_under_the_base() {
+        let c = ControlPlaneClient::new(reqwest::Client::new(), Url::parse("https://cp.example.com/api/").unwrap(), "conn-1".into(), SecretString::from("secret-token"));
+        assert_eq!(c.url(&["lease"]).as_str(), "https://cp.example.com/api/v1/connectors/conn-1/lease");
+        let u = c.url(&["actions", "../../evil", "extend"]);
+        assert!(u.as_str().starts_with("https://cp.example.com/api/v1/connectors/conn-1/actions/"), "{u}");
+        assert!(!format!("{c:?}").contains("secret-token"));
+    }
+
+    #[test]
+    fn leased_actions_parse_or_explain() {
+        let good = serde_json::json!({"id":"a1","integration":"i","event_type":"get-status","lease":{"token":"lt","expires_at":"2026-11-22T10:00:00Z"}});
+        let l = parse_leased(&good).unwrap();
+        assert_eq!(l.action.unwrap().id, "a1");
+        let bad_action = serde_json::json!({"id":"a2","integration":"i","event_type":"x","params":7,"lease":{"token":"lt","expires_at":"2026-11-22T10:00:00Z"}});
+        assert_eq!(parse_leased(&bad_action).unwrap().action.unwrap_err().id.as_deref(), Some("a2"));
+        assert!(parse_leased(&serde_json::json!({"id":"a3"})).is_none());
+    }
+}

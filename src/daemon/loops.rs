@@ -1,0 +1,240 @@
+//! The daemon's background loops: lease (long poll), keep leases alive,
+//! report results, heartbeat, prune the journal. Each stops when its token is
+//! cancelled and backs off with jitter (honouring `Retry-After`) on failure.
+//!
+//! They must not drop a result: the outbox shrinks only for results the
+//! control plane accepted (or explicitly rejected, which is logged).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::Status;
+use crate::action::rfc3339;
+use crate::config::ControlPlaneSettings;
+use crate::control_plane::{ControlPlaneClient, CpError, Heartbeat, ReportItem};
+use crate::engine::{Engine, EngineError, Lease};
+use crate::journal::Source;
+use crate::retry::Backoff;
+
+/// After a refused connector token, retry this slowly.
+const UNAUTHORIZED_RETRY: Duration = Duration::from_secs(30);
+
+/// Sleeps unless cancelled first; false when cancelled.
+async fn pause(d: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => true,
+        () = stop.cancelled() => false,
+    }
+}
+
+fn note(status: &Status, result: &Result<(), &CpError>) {
+    match result {
+        Ok(()) => {
+            status.control_plane_auth_ok.store(true, Ordering::SeqCst);
+            status.control_plane_reachable.store(true, Ordering::SeqCst);
+        }
+        Err(CpError::Unauthorized { .. }) => {
+            status.control_plane_auth_ok.store(false, Ordering::SeqCst);
+            status.control_plane_reachable.store(true, Ordering::SeqCst);
+        }
+        Err(_) => status.control_plane_reachable.store(false, Ordering::SeqCst),
+    }
+}
+
+/// How long to wait after a control-plane failure.
+fn failure_delay(e: &CpError, failures: u32, backoff: &Backoff) -> Duration {
+    match e {
+        CpError::Unauthorized { .. } => UNAUTHORIZED_RETRY,
+        other => backoff.delay(failures, other.retry_after()),
+    }
+}
+
+/// Leases actions while there is room, and hands them to the engine.
+pub(super) async fn poll(engine: Arc<Engine>, cp: ControlPlaneClient, settings: ControlPlaneSettings, status: Arc<Status>, stop: CancellationToken) {
+    let backoff = Backoff { base: Duration::from_millis(500), max: Duration::from_secs(30) };
+    let mut failures = 0;
+    loop {
+        if stop.is_cancelled() {
+            break;
+        }
+        let room = engine.free_capacity().min(settings.max_actions as usize);
+        if room == 0 {
+            // Full: let running actions finish before leasing more.
+            if !pause(Duration::from_millis(200), &stop).await {
+                break;
+            }
+            continue;
+        }
+        let leased = tokio::select! {
+            r = cp.lease(engine.instance_id(), room as u32, settings.wait, settings.lease) => r,
+            () = stop.cancelled() => break,
+        };
+        note(&status, &leased.as_ref().map(|_| ()));
+        let leased = match leased {
+            Ok(l) => {
+                failures = 0;
+                l
+            }
+            Err(e) => {
+                failures += 1;
+                let delay = failure_delay(&e, failures, &backoff);
+                match &e {
+                    CpError::Unauthorized { .. } => tracing::error!(error = %e, retry_in_s = delay.as_secs(), "cannot lease actions"),
+                    _ => tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "cannot lease actions; backing off"),
+                }
+                if !pause(delay, &stop).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        for l in leased {
+            let submitted = match l.action {
+                Ok(action) => engine.submit(action, Source::Poll, Some(Lease { token: l.lease_token, expires_at: l.expires_at })).await.map(|_| ()),
+                Err(invalid) => {
+                    tracing::warn!(error = %invalid, "invalid action from the control plane; reporting it failed");
+                    engine.reject_invalid(&invalid, Source::Poll, Some(&l.lease_token)).await
+                }
+            };
+            match submitted {
+                Ok(()) => {}
+                Err(EngineError::Draining) => break,
+                // Not recorded: the lease expires and the control plane hands it out again.
+                Err(e) => tracing::error!(error = %e, "could not accept a leased action; it will be redelivered"),
+            }
+        }
+    }
+    tracing::debug!("poll loop stopped");
+}
+
+/// Extends the leases of actions still running, well before they expire.
+pub(super) async fn keep_leases(engine: Arc<Engine>, cp: ControlPlaneClient, lease: Duration, stop: CancellationToken) {
+    let tick = (lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
+    while pause(tick, &stop).await {
+        let now = engine.clock().now();
+        for (id, l) in engine.leases() {
+            let left = l.expires_at.duration_since(now).unwrap_or_default();
+            if left > lease / 2 {
+                continue;
+            }
+            match cp.extend(&id, &l.token, lease).await {
+                Ok(expires_at) => engine.update_lease(&id, expires_at),
+                Err(CpError::LeaseLost(_)) => {
+                    // Keep going: the call may be mid-flight, and the control plane
+                    // accepts a late result. Another instance may run it too
+                    // (at-least-once); the function dedupes on Idempotency-Key.
+                    tracing::warn!(action_id = %id, "lease lost while the action runs; finishing it anyway");
+                    engine.update_lease(&id, now + Duration::from_secs(3600));
+                }
+                Err(e) => tracing::warn!(action_id = %id, error = %e, "could not extend the lease; will retry"),
+            }
+        }
+    }
+}
+
+/// Sends the outbox in completion order until it is empty. Returns how many
+/// results left the outbox.
+pub(super) async fn flush_outbox(engine: &Engine, cp: Option<&ControlPlaneClient>, batch: u32) -> Result<usize, CpError> {
+    let mut sent = 0;
+    loop {
+        let items = engine.journal().outbox(batch as usize).await.map_err(|e| CpError::Protocol(format!("journal: {e}")))?;
+        if items.is_empty() {
+            return Ok(sent);
+        }
+        let Some(cp) = cp else {
+            // Push-only without a control plane: results stay queryable with
+            // GET /v1/actions/{id}; nobody to deliver them to.
+            let ids: Vec<String> = items.iter().map(|i| i.result.action_id.clone()).collect();
+            engine.journal().mark_reported(&ids).await.map_err(|e| CpError::Protocol(format!("journal: {e}")))?;
+            sent += ids.len();
+            continue;
+        };
+        let report: Vec<ReportItem> = items.iter().map(|i| ReportItem { result: i.result.clone(), lease_token: i.lease_token.clone() }).collect();
+        let answer = cp.report(&report).await?;
+        let mut done: Vec<String> = answer.accepted.clone();
+        for r in &answer.rejected {
+            // A rejection is final: resending would be rejected again.
+            tracing::error!(action_id = %r.action_id, reason = %r.reason, "the control plane rejected a result");
+            done.push(r.action_id.clone());
+        }
+        // Only ids we sent count (a confused control plane cannot drain others).
+        done.retain(|id| items.iter().any(|i| &i.result.action_id == id));
+        if done.is_empty() {
+            return Err(CpError::Protocol("the control plane accepted none of the results sent".into()));
+        }
+        engine.journal().mark_reported(&done).await.map_err(|e| CpError::Protocol(format!("journal: {e}")))?;
+        sent += done.len();
+    }
+}
+
+/// Reports results as they complete, batching what accumulated meanwhile.
+pub(super) async fn report(engine: Arc<Engine>, cp: Option<ControlPlaneClient>, batch: u32, status: Arc<Status>, stop: CancellationToken) {
+    let notify = engine.outbox_notify();
+    let backoff = Backoff { base: Duration::from_millis(500), max: Duration::from_secs(30) };
+    let mut failures = 0;
+    loop {
+        match flush_outbox(&engine, cp.as_ref(), batch).await {
+            Ok(_) => {
+                if cp.is_some() {
+                    note(&status, &Ok(()));
+                }
+                failures = 0;
+                tokio::select! {
+                    () = notify.notified() => {}
+                    // Safety net: also look every few seconds.
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    () = stop.cancelled() => break,
+                }
+            }
+            Err(e) => {
+                note(&status, &Err(&e));
+                failures += 1;
+                let delay = failure_delay(&e, failures, &backoff);
+                tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "could not report results; they stay in the outbox");
+                if !pause(delay, &stop).await {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+pub(super) async fn heartbeat(engine: Arc<Engine>, cp: ControlPlaneClient, interval: Duration, started_at: SystemTime, status: Arc<Status>, stop: CancellationToken) {
+    loop {
+        let hb = Heartbeat {
+            instance_id: engine.instance_id().to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: rfc3339(started_at),
+            integrations: engine.integration_statuses(),
+            stats: serde_json::json!({
+                "pending": engine.pending(),
+                "outbox": engine.journal().outbox_depth().await.unwrap_or(0),
+            }),
+        };
+        let r = cp.heartbeat(&hb).await;
+        note(&status, &r.as_ref().map(|_| ()));
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+        if !pause(interval, &stop).await {
+            break;
+        }
+    }
+}
+
+/// Applies the retention setting hourly.
+pub(super) async fn prune(engine: Arc<Engine>, stop: CancellationToken) {
+    loop {
+        match engine.journal().prune().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "journal pruned"),
+            Err(e) => tracing::warn!(error = %e, "journal prune failed"),
+        }
+        if !pause(Duration::from_secs(3600), &stop).await {
+            break;
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! The engine: runs actions. Validates each one before anything is called,
+//! records it in the journal before it runs, invokes its function under
+//! bounded concurrency (global and per integration), stores the result in the
+//! outbox and wakes whoever waits for it.
+//!
+//! [`Engine::process`] is one step as a plain function (validate, invoke, build
+//! the result) that tests call directly; everything else is bookkeeping around
+//! it. It must never invoke a function for an action the journal already has a
+//! result for.
+
+mod result;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::action::{Action, ActionResult, InvalidAction, ResultOutcome};
+use crate::app::GoogleSide;
+use crate::clock::Clock;
+use crate::config::{Config, EngineSettings};
+use crate::contract::{ErrorCode, EventType, validate_params};
+use crate::control_plane::IntegrationStatus;
+use crate::function::Call;
+use crate::journal::{AuditEntry, Journal, JournalError, Recorded, Source, Status};
+pub use result::{cap_body, failed_result};
+
+/// Why an action was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the connector is shutting down")]
+    Draining,
+    #[error("the connector's queue is full ({0} actions waiting)")]
+    Full(usize),
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+}
+
+/// What became of a submitted action.
+#[derive(Debug, Clone)]
+pub enum Submitted {
+    /// Newly recorded; it will run.
+    Accepted,
+    /// Known and still queued or running.
+    InProgress(Status),
+    /// Known and finished: its result, from the journal.
+    Done(ActionResult),
+}
+
+/// A poll-mode lease the engine keeps alive while the action runs.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub token: String,
+    pub expires_at: SystemTime,
+}
+
+/// The last outcome per integration, for heartbeats and readiness.
+#[derive(Debug, Clone, Default)]
+struct Health {
+    status: &'static str,
+    detail: String,
+}
+
+pub struct Engine {
+    google: GoogleSide,
+    journal: Journal,
+    clock: Clock,
+    instance_id: String,
+    settings: EngineSettings,
+    global: Arc<Semaphore>,
+    per_integration: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Accepted and not finished (queued or running) in this process.
+    pending: AtomicUsize,
+    running: Mutex<HashSet<String>>,
+    leases: Mutex<HashMap<String, Lease>>,
+    health: Mutex<HashMap<String, Health>>,
+    finished: watch::Sender<u64>,
+    outbox: Arc<Notify>,
+    draining: AtomicBool,
+    tracker: TaskTracker,
+    /// Cancelled when the shutdown grace period runs out.
+    abort: CancellationToken,
+}
+
+impl Engine {
+    pub fn new(google: GoogleSide, journal: Journal, clock: Clock) -> Arc<Self> {
+        let config: &Config = &google.config;
+        let settings = config.engine.clone();
+        Arc::new(Self {
+            instance_id: config.instance_id.clone(),
+            global: Arc::new(Semaphore::new(settings.max_concurrency)),
+            settings,
+            google,
+            journal,
+            clock,
+            per_integration: Mutex::default(),
+            pending: AtomicUsize::new(0),
+            running: Mutex::default(),
+            leases: Mutex::default(),
+            health: Mutex::default(),
+            finished: watch::channel(0).0,
+            outbox: Arc::new(Notify::new()),
+            draining: AtomicBool::new(false),
+            tracker: TaskTracker::new(),
+            abort: CancellationToken::new(),
+        })
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+    pub fn config(&self) -> &Arc<Config> {
+        &self.google.config
+    }
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+    /// Woken whenever a result enters the outbox.
+    pub fn outbox_notify(&self) -> Arc<Notify> {
+        self.outbox.clone()
+    }
+    /// Actions accepted and not yet finished in this process.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+    /// Room left before intake must pause.
+    pub fn free_capacity(&self) -> usize {
+        self.settings.queue_capacity.saturating_sub(self.pending())
+    }
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Records an action and starts it, or answers from the journal when the id
+    /// is already known (redelivered leases, retried pushes).
+    pub async fn submit(self: &Arc<Self>, action: Action, source: Source, lease: Option<Lease>) -> Result<Submitted, EngineError> {
+        if self.is_draining() {
+            return Err(EngineError::Draining);
+        }
+        let pending = self.pending();
+        if pending >= self.settings.queue_capacity {
+            return Err(EngineError::Full(pending));
+        }
+        let token = lease.as_ref().map(|l| l.token.as_str());
+        match self.journal.record(&action, source, token).await? {
+            Recorded::New => {
+                self.start(action, lease);
+                Ok(Submitted::Accepted)
+            }
+            Recorded::Known(state) => {
+                if let Some(result) = state.result {
+                    // Already done: answered from the journal, never invoked again.
+                    tracing::info!(action_id = %action.id, "duplicate delivery of a finished action; answering from the journal");
+                    if source == Source::Poll {
+                        // The control plane handed it out again, so it lacks our result: send it again.
+                        self.journal.requeue_result(&action.id).await?;
+                        self.outbox.notify_one();
+                    }
+                    return Ok(Submitted::Done(result));
+                }
+                if let Some(lease) = lease {
+                    self.leases.lock().expect("leases lock").insert(action.id.clone(), lease);
+                }
+                let here = self.running.lock().expect("running lock").contains(&action.id);
+                if !here {
+                    // Recorded by an earlier run of this process that did not finish it.
+                    self.start(action, None);
+                }
+                Ok(Submitted::InProgress(state.status))
+            }
+        }
+    }
+
+    /// Records a failed `invalid_action` result for an action that could not be
+    /// parsed but has an id (so the control plane learns why).
+    pub async fn reject_invalid(self: &Arc<Self>, invalid: &InvalidAction, source: Source, lease_token: Option<&str>) -> Result<(), EngineError> {
+        let Some(id) = &invalid.id else { return Ok(()) };
+        let placeholder = Action {
+            id: id.clone(),
+            integration: String::new(),
+            event_type: String::new(),
+            params: Default::default(),
+            not_after: None,
+            created_at: None,
+        };
+        if let Recorded::Known(state) = self.journal.record(&placeholder, source, lease_token).await?
+            && state.result.is_some()
+        {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let result = failed_result(id, ErrorCode::InvalidAction, &invalid.reason, now, now, &self.instance_id);
+        self.journal.complete(&result).await?;
+        self.finish_bookkeeping(id);
+        Ok(())
+    }
+
+    /// Resumes actions a previous run recorded but did not finish (crash,
+    /// grace period exceeded). Same id, so the same `Idempotency-Key`.
+    pub async fn resume_unfinished(self: &Arc<Self>) -> Result<usize, EngineError> {
+        let unfinished = self.journal.unfinished().await?;
+        let n = unfinished.len();
+        for u in unfinished {
+            tracing::info!(action_id = %u.action.id, was_running = u.was_running, "resuming an action left unfinished by the previous run");
+            let lease = u.lease_token.map(|token| Lease { token, expires_at: self.clock.now() });
+            self.start(u.action, lease);
+        }
+        Ok(n)
+    }
+
+    fn start(self: &Arc<Self>, action: Action, lease: Option<Lease>) {
+        {
+            let mut running = self.running.lock().expect("running lock");
+            if !running.insert(action.id.clone()) {
+                return; // already running here
+            }
+        }
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if let Some(lease) = lease {
+            self.leases.lock().expect("leases lock").insert(action.id.clone(), lease);
+        }
+        let username = action.params.get("username").and_then(|u| u.as_str()).unwrap_or("").to_owned();
+        let span = tracing::info_span!("action", action_id = %action.id, integration = %action.integration, event_type = %action.event_type, username = %username);
+        let engine = self.clone();
+        self.tracker.spawn(
+            async move {
+                let id = action.id.clone();
+                tokio::select! {
+                    done = engine.run(action) => {
+                        if let Err(e) = done {
+                            // The result could not be stored: leave it unfinished so it resumes.
+                            tracing::error!(error = %e, "could not record the result; the action will be resumed");
+                        }
+                    }
+                    () = engine.abort.cancelled() => {
+                        tracing::warn!("shutdown grace period over; left unfinished for the next start to resume");
+                    }
+                }
+                engine.running.lock().expect("running lock").remove(&id);
+                engine.leases.lock().expect("leases lock").remove(&id);
+                engine.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn run(&self, action: Action) -> Result<(), JournalError> {
+        // Validation first: an invalid action never waits for a permit or reaches a function.
+        let result = match self.validate(&action) {
+            Err((code, message)) => {
+                let now = self.clock.now();
+                failed_result(&action.id, code, &message, now, now, &self.instance_id)
+            }
+            Ok(event) => {
+                let integration = self.semaphore(&action.integration);
+                let _local = integration.acquire_owned().await.expect("semaphores are never closed");
+                let _global = self.global.clone().acquire_owned().await.expect("semaphores are never closed");
+                self.journal.mark_running(&action.id).await?;
+                self.invoke(&action, event).await?
+            }
+        };
+        match result.outcome {
+            ResultOutcome::Succeeded => tracing::info!(attempts = result.attempts, "action succeeded"),
+            ResultOutcome::Failed => tracing::warn!(
+                attempts = result.attempts,
+                code = result.error.as_ref().map(|e| e.code.as_str()).unwrap_or(""),
+                message = result.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""),
+                "action failed"
+            ),
+        }
+        self.journal.complete(&result).await?;
+        self.finish_bookkeeping(&action.id);
+        Ok(())
+    }
+
+    fn finish_bookkeeping(&self, _id: &str) {
+        self.finished.send_modify(|n| *n += 1);
+        self.outbox.notify_one();
+    }
+
+    /// PROTOCOL.md §2 validation: integration, event type, params, not_after.
+    fn validate(&self, action: &Action) -> Result<EventType, (ErrorCode, String)> {
+        let config = &self.google.config;
+        if !config.integrations.contains_key(&action.integration) {
+            return Err((ErrorCode::UnknownIntegration, format!("no integration named `{}` is configured in this connector", action.integration)));
+        }
+        let event = EventType::parse(&action.event_type).ok_or_else(|| {
+            (ErrorCode::UnsupportedEventType, format!("`{}` is not a supported event type", action.event_type))
+        })?;
+        validate_params(event, &action.params).map_err(|m| (ErrorCode::InvalidAction, m))?;
+        if action.not_after.is_some_and(|na| self.clock.now() >= na) {
+            return Err((ErrorCode::Expired, "not_after passed before the action could start".into()));
+        }
+        Ok(event)
+    }
+
+    /// One step: validate, invoke, build the result. No journal, no permits:
+    /// what the daemon does per action, callable directly.
+    pub async fn process(&self, action: &Action) -> ActionResult {
+        match self.validate(action) {
+            Err((code, message)) => {
+                let now = self.clock.now();
+                failed_result(&action.id, code, &message, now, now, &self.instance_id)
+            }
+            Ok(event) => {
+                let integration = &self.google.config.integrations[&action.integration];
+                let call = Call { event_type: event, params: action.params.clone(), idempotency_key: action.id.clone(), not_after: action.not_after };
+                let report = self.google.invoker.invoke(integration, &call).await;
+                result::from_report(&action.id, &report, &self.instance_id, self.settings.result_body_max_bytes)
+            }
+        }
+    }
+
+    async fn invoke(&self, action: &Action, event: EventType) -> Result<ActionResult, JournalError> {
+        let integration = &self.google.config.integrations[&action.integration];
+        let call = Call { event_type: event, params: action.params.clone(), idempotency_key: action.id.clone(), not_after: action.not_after };
+        let report = self.google.invoker.invoke(integration, &call).await;
+        let result = result::from_report(&action.id, &report, &self.instance_id, self.settings.result_body_max_bytes);
+        self.note_health(&action.integration, &result);
+        for attempt in &report.log {
+            self.journal
+                .record_attempt(AuditEntry {
+                    at: attempt.at,
+                    action_id: action.id.clone(),
+                    integration: action.integration.clone(),
+                    event_type: action.event_type.clone(),
+                    username: action.params.get("username").and_then(|u| u.as_str()).map(str::to_owned),
+                    function_url: Some(report.url.clone()),
+                    http_status: attempt.status,
+                    latency_ms: attempt.latency.as_millis() as u64,
+                    outcome: attempt.outcome.clone(),
+                    attempt: attempt.number,
+                    instance_id: self.instance_id.clone(),
+                })
+                .await?;
+        }
+        Ok(result)
+    }
+
+    fn note_health(&self, integration: &str, result: &ActionResult) {
+        let health = match &result.error {
+            None => Health { status: "ok", detail: String::new() },
+            Some(e) => match e.code {
+                ErrorCode::PermissionDenied | ErrorCode::Credentials => Health { status: "error", detail: e.message.chars().take(300).collect() },
+                ErrorCode::FunctionUnavailable => Health { status: "degraded", detail: e.message.chars().take(300).collect() },
+                // The function answered: it is reachable and authorised.
+                _ => Health { status: "ok", detail: String::new() },
+            },
+        };
+        self.health.lock().expect("health lock").insert(integration.to_owned(), health);
+    }
+
+    /// Each configured integration's status, for heartbeats.
+    pub fn integration_statuses(&self) -> Vec<IntegrationStatus> {
+        let health = self.health.lock().expect("health lock");
+        self.google
+            .config
+            .integrations
+            .values()
+            .map(|i| {
+                let h = health.get(&i.name).cloned().unwrap_or(Health { status: "ok", detail: "no calls yet".into() });
+                IntegrationStatus { name: i.name.clone(), function_url: i.url.to_string(), status: h.status.into(), detail: h.detail }
+            })
+            .collect()
+    }
+
+    fn semaphore(&self, integration: &str) -> Arc<Semaphore> {
+        let mut map = self.per_integration.lock().expect("semaphores lock");
+        map.entry(integration.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_integration_concurrency)))
+            .clone()
+    }
+
+    /// Poll-mode leases of actions running here: (id, lease).
+    pub fn leases(&self) -> Vec<(String, Lease)> {
+        self.leases.lock().expect("leases lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    pub fn update_lease(&self, id: &str, expires_at: SystemTime) {
+        if let Some(l) = self.leases.lock().expect("leases lock").get_mut(id) {
+            l.expires_at = expires_at;
+        }
+    }
+
+    /// Waits up to `timeout` for an action's result.
+    pub async fn wait_for(&self, id: &str, timeout: Duration) -> Result<Option<ActionResult>, EngineError> {
+        let mut finished = self.finished.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(state) = self.journal.state(id).await?
+                && let Some(result) = state.result
+            {
+                return Ok(Some(result));
+            }
+            if tokio::time::timeout_at(deadline, finished.changed()).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Stops intake, waits up to the grace period for running actions, then
+    /// leaves the rest unfinished in the journal (they resume at next start).
+    /// Returns how many were left.
+    pub async fn drain(&self) -> usize {
+        self.draining.store(true, Ordering::SeqCst);
+        self.tracker.close();
+        let grace = self.settings.shutdown_grace;
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            let left = self.pending();
+            tracing::warn!(left, grace_s = grace.as_secs(), "grace period over; cancelling running actions, they resume at next start");
+            self.abort.cancel();
+            self.tracker.wait().await;
+            return left;
+        }
+        0
+    }
+}
+
