@@ -237,7 +237,7 @@ impl Shared {
         self.set_outage(outage)?;
         let epoch = self.lock().outage_epoch;
         let me = self.clone();
-        tokio::spawn(async move {
+        self.net.runtime().spawn(async move {
             tokio::select! {
                 () = tokio::time::sleep(d) => {}
                 () = me.cancel.cancelled() => return,

@@ -85,6 +85,8 @@ pub(crate) struct Ledger {
     by_seq: HashMap<u64, String>,
     /// Results of actions that were never enqueued (push mode), by id.
     pushed: HashMap<String, ResultRecord>,
+    /// Distinct actions with a result (kept, not counted: waiters ask often).
+    with_result: usize,
 }
 
 /// `t` rounded up to a whole second, so the RFC 3339 `expires_at` on the wire
@@ -258,6 +260,7 @@ impl Ledger {
                 return Err(reject("unknown action".into()));
             }
             self.pushed.insert(id.clone(), record(true));
+            self.with_result += 1;
             return Ok(id);
         };
         if let Some(existing) = entry.result.as_mut() {
@@ -270,6 +273,7 @@ impl Ledger {
             return Err(reject("lease token does not match".into()));
         }
         entry.result = Some(record(false));
+        self.with_result += 1;
         self.ready.remove(&entry.seq);
         if let Some(lease) = &entry.lease {
             self.leased.remove(&(lease.expires_at, entry.seq));
@@ -294,7 +298,7 @@ impl Ledger {
 
     /// How many distinct actions have a result (enqueued or pushed).
     pub(crate) fn result_count(&self) -> usize {
-        self.entries.values().filter(|e| e.result.is_some()).count() + self.pushed.len()
+        self.with_result
     }
 
     pub(crate) fn leases_issued(&self, id: &str) -> u32 {
@@ -327,6 +331,8 @@ fn inconsistent(r: &ActionResult) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::action::parse_rfc3339;
+    use proptest::prelude::*;
 
     fn t0() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_800_000_000)
@@ -520,5 +526,106 @@ mod tests {
         assert_eq!(l.report(t0(), &result("a", None)), Ok("a".into()));
         assert!(!l.result("a").expect("r").pushed, "known action");
         assert_eq!(l.results().len(), 2);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Enqueue,
+        Lease {
+            max: usize,
+            secs: u64,
+        },
+        Advance {
+            millis: u64,
+        },
+        /// Report with the `n`th token ever issued (or a forged one).
+        Report {
+            n: usize,
+            forged: bool,
+        },
+        /// Extend with the `n`th token ever issued.
+        Extend {
+            n: usize,
+            secs: u64,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Enqueue),
+            (1usize..4, 1u64..5).prop_map(|(max, secs)| Op::Lease { max, secs }),
+            (0u64..4000).prop_map(|millis| Op::Advance { millis }),
+            (0usize..64, any::<bool>()).prop_map(|(n, forged)| Op::Report { n, forged }),
+            (0usize..64, 1u64..5).prop_map(|(n, secs)| Op::Extend { n, secs }),
+        ]
+    }
+
+    proptest! {
+        /// Whatever the connector does, in whatever order: an action is never
+        /// handed out while its latest lease is live or once it has a result,
+        /// and every action without a result comes back in the end.
+        #[test]
+        fn leases_never_overlap_and_nothing_is_lost(ops in proptest::collection::vec(op(), 1..80)) {
+            let mut l = Ledger::default();
+            let mut now = t0();
+            let mut enqueued = 0usize;
+            let mut issued: Vec<(String, String)> = Vec::new(); // (id, token)
+            let mut live_until: HashMap<String, SystemTime> = HashMap::new();
+            let mut done: BTreeSet<String> = BTreeSet::new();
+            let mut tok = counter();
+            for op in ops {
+                match op {
+                    Op::Enqueue => {
+                        l.enqueue(format!("a{enqueued}"), action(&format!("a{enqueued}")));
+                        enqueued += 1;
+                    }
+                    Op::Lease { max, secs } => {
+                        let out = l.lease(now, max, Duration::from_secs(secs), &mut tok);
+                        prop_assert!(out.len() <= max);
+                        for a in out {
+                            let id = a["id"].as_str().expect("id").to_owned();
+                            prop_assert!(!done.contains(&id), "{} handed out after its result", id);
+                            if let Some(until) = live_until.get(&id) {
+                                prop_assert!(*until <= now, "{} handed out during a live lease", id);
+                            }
+                            let expires = parse_rfc3339(a["lease"]["expires_at"].as_str().expect("exp")).expect("rfc3339");
+                            prop_assert!(expires >= now + Duration::from_secs(secs));
+                            live_until.insert(id.clone(), expires);
+                            issued.push((id, a["lease"]["token"].as_str().expect("token").to_owned()));
+                        }
+                    }
+                    Op::Advance { millis } => now += Duration::from_millis(millis),
+                    Op::Report { n, forged } => {
+                        let Some((id, token)) = issued.get(n).cloned() else { continue };
+                        let token = if forged { "forged".to_owned() } else { token };
+                        let accepted = l.report(now, &result(&id, Some(&token))).is_ok();
+                        prop_assert_eq!(accepted, !forged || done.contains(&id));
+                        if accepted {
+                            done.insert(id);
+                        }
+                    }
+                    Op::Extend { n, secs } => {
+                        let Some((id, token)) = issued.get(n).cloned() else { continue };
+                        let latest = issued.iter().rev().find(|(i, _)| *i == id).map(|(_, t)| t.clone());
+                        let live = live_until.get(&id).is_some_and(|t| *t > now);
+                        match l.extend(now, &id, &token, Duration::from_secs(secs)) {
+                            Extend::Extended(t) => {
+                                prop_assert!(live && latest.as_deref() == Some(token.as_str()) && !done.contains(&id));
+                                live_until.insert(id, t);
+                            }
+                            Extend::LeaseLost(_) => {
+                                prop_assert!(!live || latest.as_deref() != Some(token.as_str()) || done.contains(&id));
+                            }
+                            Extend::UnknownAction => prop_assert!(false, "{} is known", id),
+                        }
+                    }
+                }
+                prop_assert_eq!(l.pending(), enqueued - done.len());
+                prop_assert_eq!(l.result_count(), done.len());
+            }
+            let later = now + Duration::from_secs(3600);
+            let rest = l.lease(later, usize::MAX, secs(1), &mut tok);
+            prop_assert_eq!(rest.len(), enqueued - done.len());
+        }
     }
 }

@@ -83,6 +83,12 @@ impl Net {
         self.lock().addr
     }
 
+    /// The runtime the control plane started on (for work started from
+    /// outside it, e.g. a knob switched from a plain thread).
+    pub(crate) fn runtime(&self) -> tokio::runtime::Handle {
+        self.lock().runtime.clone()
+    }
+
     /// The token that fires when connections open now must be cut.
     pub(crate) fn cut_token(&self) -> CancellationToken {
         self.lock().cut.clone()
@@ -135,7 +141,9 @@ impl Net {
         // Always keep the latest waker: after a refuse outage the old
         // listener (and its registration) is gone, and `listen` must wake
         // the accept loop parked on it.
-        s.waker = Some(cx.waker().clone());
+        if s.waker.as_ref().is_none_or(|w| !w.will_wake(cx.waker())) {
+            s.waker = Some(cx.waker().clone());
+        }
         match &s.listener {
             Some(l) => l
                 .poll_accept(cx)

@@ -563,6 +563,57 @@ async fn refuse_closes_the_port_and_recovery_reopens_the_same_url() {
 }
 
 #[tokio::test]
+async fn refuse_also_cuts_a_clients_idle_pooled_connection() {
+    let cp = start().await;
+    let http = client();
+    let url = format!("{}/v1/connectors/sandbox/lease", cp.url());
+    let call = || {
+        http.post(&url)
+            .bearer_auth(TOKEN)
+            .json(&lease_req(1, 0, 30))
+            .send()
+    };
+    assert_eq!(call().await.expect("up").status(), StatusCode::OK);
+    cp.set_outage(Outage::Refuse);
+    // Whether the kept-alive connection is found dead or the request dies on
+    // it, the "down" control plane must not answer.
+    let down = call().await;
+    assert!(down.is_err(), "{down:?}");
+    cp.set_outage(Outage::None);
+    assert_eq!(call().await.expect("back").status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn instances_sharing_a_connector_id_never_get_the_same_action() {
+    let cp = Arc::new(start().await);
+    let ids_wanted: Vec<String> = (0..20).map(|i| format!("act-{i}")).collect();
+    cp.enqueue_many(ids_wanted.iter().map(|id| action(id)).collect());
+    let poll = |instance: &'static str| {
+        let cp = cp.clone();
+        tokio::spawn(async move {
+            let mut body = lease_req(7, 0, 30);
+            body["instance_id"] = json!(instance);
+            let mut got = Vec::new();
+            loop {
+                let a = v1(&cp, "lease", &body).await;
+                let batch = a.body["actions"].as_array().expect("actions").clone();
+                if batch.is_empty() {
+                    return got;
+                }
+                got.extend(ids(&batch).into_iter().map(str::to_owned));
+            }
+        })
+    };
+    let (a, b) = (poll("grantbridge-0"), poll("grantbridge-1"));
+    let mut all = a.await.expect("a");
+    all.extend(b.await.expect("b"));
+    all.sort();
+    let mut wanted = ids_wanted.clone();
+    wanted.sort();
+    assert_eq!(all, wanted, "each action exactly once");
+}
+
+#[tokio::test]
 async fn fail_next_answers_the_given_status_then_recovers() {
     let cp = start().await;
     cp.fail_next(2, 429, Some(7));
