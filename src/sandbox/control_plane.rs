@@ -6,6 +6,15 @@
 //! injected failures, latency, token revocation. Tests, the demo and the
 //! benchmarks drive it through [`ControlPlane`] or over HTTP under `/_admin/`.
 //!
+//! Admin API (no token; JSON bodies):
+//! - `POST /_admin/actions`: one action or an array → `{"enqueued":[ids]}`
+//! - `GET /_admin/results`, `GET /_admin/state` (counts, heartbeats, knobs, calls)
+//! - `POST /_admin/outage` `{"mode":"none"|"unavailable"|"refuse","seconds"?}`
+//!   (`seconds`: switch back to `none` after that long; a refuse without it
+//!   can only be ended from Rust, since nothing listens)
+//! - `POST /_admin/fail_next` `{"count","status","retry_after"?}`,
+//!   `POST /_admin/latency` `{"ms"}`, `POST /_admin/tokens` `{"add"?,"revoke"?}`
+//!
 //! It must never be reachable from production code paths, must not read the
 //! process environment or wall-clock time directly (time comes from the
 //! [`Clock`]), and keeps all state in one `Arc` owned by the [`ControlPlane`]

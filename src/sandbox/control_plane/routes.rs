@@ -51,8 +51,9 @@ pub(crate) fn router(state: Arc<Shared>) -> Router {
         .route("/_admin/latency", post(admin_latency))
         .route("/_admin/tokens", post(admin_tokens))
         .fallback(not_found)
-        // Outermost first: the gatekeeper sees every call, unknown paths too.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Added last, so outermost: the gatekeeper sees every call (unknown
+        // paths too) before any handler or body limit.
         .layer(middleware::from_fn_with_state(state.clone(), gatekeeper))
         .with_state(state)
 }
@@ -118,7 +119,7 @@ fn with_retry_after(mut resp: Response, secs: Option<u64>) -> Response {
 }
 
 /// What the gatekeeper decided before the handler runs.
-enum Gate {
+enum Admission {
     Pass,
     Answer(Response),
 }
@@ -143,8 +144,8 @@ async fn gatekeeper(AxState(s): AxState<Arc<Shared>>, req: Request, next: Next) 
             tokio::time::sleep(latency).await;
         }
         match admit(&s, &path, req.headers()) {
-            Gate::Answer(resp) => resp,
-            Gate::Pass => next.run(req).await,
+            Admission::Answer(resp) => resp,
+            Admission::Pass => next.run(req).await,
         }
     };
     let resp = tokio::select! {
@@ -156,10 +157,10 @@ async fn gatekeeper(AxState(s): AxState<Arc<Shared>>, req: Request, next: Next) 
     resp
 }
 
-fn admit(s: &Shared, path: &str, headers: &HeaderMap) -> Gate {
+fn admit(s: &Shared, path: &str, headers: &HeaderMap) -> Admission {
     let mut inner = s.lock();
     if inner.outage == Outage::Unavailable {
-        return Gate::Answer(with_retry_after(
+        return Admission::Answer(with_retry_after(
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -178,7 +179,7 @@ fn admit(s: &Shared, path: &str, headers: &HeaderMap) -> Gate {
             Json(json!({"error": snake_reason(status), "message": "injected failure (fail_next)"})),
         )
             .into_response();
-        return Gate::Answer(with_retry_after(resp, fail.retry_after));
+        return Admission::Answer(with_retry_after(resp, fail.retry_after));
     }
     let token = headers
         .get(header::AUTHORIZATION)
@@ -187,13 +188,13 @@ fn admit(s: &Shared, path: &str, headers: &HeaderMap) -> Gate {
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim());
     if !token.is_some_and(|t| inner.tokens.contains(t)) {
-        return Gate::Answer(unauthenticated());
+        return Admission::Answer(unauthenticated());
     }
     let connector = path
         .strip_prefix("/v1/connectors/")
         .and_then(|rest| rest.split('/').next());
     if connector != Some(s.connector_id.as_str()) {
-        return Gate::Answer(error(
+        return Admission::Answer(error(
             StatusCode::NOT_FOUND,
             "not_found",
             format!(
@@ -202,7 +203,7 @@ fn admit(s: &Shared, path: &str, headers: &HeaderMap) -> Gate {
             ),
         ));
     }
-    Gate::Pass
+    Admission::Pass
 }
 
 /// `too_many_requests` for 429: the reason phrase as an error code.
@@ -449,8 +450,8 @@ async fn heartbeat(
     body: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let body = json_body(&headers, body)?;
-    if let Some(problem) = heartbeat_problem(&body) {
-        return Err(bad_request(problem));
+    if let Some(why) = heartbeat_problem(&body) {
+        return Err(bad_request(why));
     }
     let instance = body["instance_id"].as_str().unwrap_or_default().to_owned();
     let now = s.now();
@@ -483,7 +484,7 @@ async fn admin_enqueue(AxState(s): AxState<Arc<Shared>>, body: Bytes) -> Answer 
     Ok(Json(json!({ "enqueued": ids })).into_response())
 }
 
-pub(crate) fn record_json(r: &ResultRecord) -> Value {
+fn record_json(r: &ResultRecord) -> Value {
     json!({
         "result": r.result,
         "reports": r.reports,
