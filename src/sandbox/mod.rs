@@ -10,6 +10,7 @@
 //! from the injected [`Clock`]), and keeps all state in one `Arc<State>` owned by
 //! the [`Sandbox`] (no globals), so tests run side by side.
 
+pub mod control_plane;
 mod functions;
 mod iam;
 mod keys;
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 
+pub use control_plane::{CallCounts, ControlPlane, ControlPlaneOptions, Outage, ResultRecord};
 pub use functions::{Faults, FunctionImpl, Invocation};
 pub use keys::KeyError;
 pub use standalone::{StandaloneArgs, StandaloneInfo, run_standalone, start_standalone};
