@@ -30,6 +30,7 @@ pub mod env;
 pub mod function;
 pub mod google;
 pub mod http;
+pub mod journal;
 pub mod metrics;
 pub mod retry;
 pub mod sandbox;
