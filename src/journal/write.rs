@@ -1,0 +1,376 @@
+//! The writer thread: owns the only write connection, takes every queued
+//! write (up to the batch maximum), applies each in its own savepoint inside
+//! ONE transaction, commits (one fsync for the lot), and only then answers
+//! each caller. This is group commit: durability costs one fsync per batch,
+//! not per write.
+//!
+//! It must not answer a write before its transaction has committed, and one
+//! failing write must not fail the others in its batch (its savepoint is
+//! rolled back alone). It must not read the clock: callers stamp requests.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use rusqlite::{Connection, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    AuditEntry, Counters, JournalError, Recorded, Source, Status, read::load_state, to_ms,
+};
+use crate::action::{ActionResult, ResultOutcome};
+
+/// What the channel carries.
+pub(crate) enum Msg {
+    Op(Request),
+    /// Commit what came before, checkpoint, stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// One write, stamped with the caller's clock.
+pub(crate) struct Request {
+    pub(crate) op: Op,
+    /// Unix ms when the caller asked.
+    pub(crate) at: i64,
+    pub(crate) reply: oneshot::Sender<Result<Done, JournalError>>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Op {
+    Record {
+        id: String,
+        action_json: String,
+        source: Source,
+        lease_token: Option<String>,
+    },
+    MarkRunning {
+        id: String,
+    },
+    Complete {
+        id: String,
+        status: Status,
+        result_json: String,
+        /// Set for `complete_unrecorded`: how to store an id never recorded.
+        unrecorded: Option<(Source, Option<String>)>,
+    },
+    Attempt(Box<AuditEntry>),
+    MarkReported(Vec<String>),
+    Prune {
+        /// Unix ms: rows older than this go.
+        cutoff: i64,
+    },
+}
+
+impl Op {
+    /// Serializes on the caller's thread so the writer only writes.
+    pub(crate) fn complete(
+        result: &ActionResult,
+        unrecorded: Option<(Source, Option<String>)>,
+    ) -> Result<Op, JournalError> {
+        let result_json = serde_json::to_string(result).map_err(|e| {
+            JournalError::corrupt(&result.action_id, format!("result to JSON: {e}"))
+        })?;
+        Ok(Op::Complete {
+            id: result.action_id.clone(),
+            status: match result.outcome {
+                ResultOutcome::Succeeded => Status::Succeeded,
+                ResultOutcome::Failed => Status::Failed,
+            },
+            result_json,
+            unrecorded,
+        })
+    }
+}
+
+/// What a committed write answers.
+#[derive(Debug)]
+pub(crate) enum Done {
+    Unit,
+    Recorded(Box<Recorded>),
+    Count(u64),
+}
+
+pub(crate) struct Writer {
+    conn: Connection,
+    receiver: mpsc::Receiver<Msg>,
+    max_batch: usize,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        conn: Connection,
+        receiver: mpsc::Receiver<Msg>,
+        max_batch: usize,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Self {
+            conn,
+            receiver,
+            max_batch,
+            counters,
+        }
+    }
+
+    /// Runs until [`Msg::Close`] or until every sender is gone (then what
+    /// was queued is still committed).
+    pub(crate) fn run(mut self) {
+        let mut msgs = Vec::with_capacity(self.max_batch);
+        let mut batch = Vec::with_capacity(self.max_batch);
+        loop {
+            msgs.clear();
+            if self.receiver.blocking_recv_many(&mut msgs, self.max_batch) == 0 {
+                self.checkpoint();
+                return;
+            }
+            let mut close = None;
+            for msg in msgs.drain(..) {
+                match msg {
+                    Msg::Op(r) if close.is_none() => batch.push(r),
+                    // Sent after Close: dropping the request answers Closed.
+                    Msg::Op(_) => {}
+                    Msg::Close(reply) => close = Some(reply),
+                }
+            }
+            if !batch.is_empty() {
+                self.commit_batch(&mut batch);
+            }
+            if let Some(reply) = close {
+                self.receiver.close();
+                self.checkpoint();
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    fn checkpoint(&self) {
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "journal: WAL checkpoint at close failed; the next open recovers it");
+        }
+    }
+
+    /// Applies `batch` in one transaction, commits, then answers everyone.
+    fn commit_batch(&mut self, batch: &mut Vec<Request>) {
+        let n = batch.len() as u64;
+        let answers = match apply_all(&mut self.conn, batch) {
+            Ok(answers) => {
+                self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+                self.counters.writes.fetch_add(n, Ordering::Relaxed);
+                answers
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = n, "journal: group commit failed");
+                let e = Arc::new(e);
+                batch
+                    .iter()
+                    .map(|_| Err(JournalError::Sqlite(e.clone())))
+                    .collect()
+            }
+        };
+        for (request, answer) in batch.drain(..).zip(answers) {
+            // A caller that stopped waiting is no error: its write stands.
+            let _ = request.reply.send(answer);
+        }
+    }
+}
+
+/// Runs every request in its own savepoint within one immediate transaction.
+/// `Err` when the transaction itself failed (nothing was written).
+fn apply_all(
+    conn: &mut Connection,
+    batch: &[Request],
+) -> Result<Vec<Result<Done, JournalError>>, rusqlite::Error> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut seq = SeqCounter::default();
+    let mut answers = Vec::with_capacity(batch.len());
+    for request in batch {
+        let sp = tx.savepoint()?;
+        let mut op_seq = seq;
+        let answer = apply(&sp, request, &mut op_seq);
+        if answer.is_ok() {
+            sp.commit()?;
+            seq = op_seq;
+        } else {
+            // Default drop behaviour: roll back to the savepoint and release it.
+            sp.finish()?;
+        }
+        answers.push(answer);
+    }
+    seq.save(&tx)?;
+    tx.commit()?;
+    Ok(answers)
+}
+
+/// The completion counter, read once per batch when first needed and saved
+/// once at the end.
+#[derive(Debug, Clone, Copy, Default)]
+struct SeqCounter {
+    /// (value when loaded, current value)
+    loaded: Option<(i64, i64)>,
+}
+
+impl SeqCounter {
+    /// The number the next completion gets.
+    fn peek(&mut self, conn: &Connection) -> rusqlite::Result<i64> {
+        let (_, current) = match self.loaded {
+            Some(l) => l,
+            None => {
+                let v: i64 = conn
+                    .prepare_cached("SELECT value FROM counters WHERE name = 'completed_seq'")?
+                    .query_row([], |r| r.get(0))?;
+                *self.loaded.insert((v, v))
+            }
+        };
+        Ok(current + 1)
+    }
+
+    /// Takes the number [`SeqCounter::peek`] showed.
+    fn advance(&mut self) {
+        if let Some((_, current)) = &mut self.loaded {
+            *current += 1;
+        }
+    }
+
+    fn save(&self, conn: &Connection) -> rusqlite::Result<()> {
+        if let Some((start, current)) = self.loaded
+            && current != start
+        {
+            conn.prepare_cached("UPDATE counters SET value = ?1 WHERE name = 'completed_seq'")?
+                .execute([current])?;
+        }
+        Ok(())
+    }
+}
+
+fn apply(conn: &Connection, request: &Request, seq: &mut SeqCounter) -> Result<Done, JournalError> {
+    let at = request.at;
+    match &request.op {
+        Op::Record {
+            id,
+            action_json,
+            source,
+            lease_token,
+        } => {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO actions (id, action, source, lease_token, status, recorded_at)
+                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5) ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![id, action_json, source.as_str(), lease_token, at])?;
+            if inserted == 1 {
+                return Ok(Done::Recorded(Box::new(Recorded::New)));
+            }
+            if lease_token.is_some() {
+                conn.prepare_cached(
+                    "UPDATE actions SET lease_token = ?2, action = coalesce(action, ?3) WHERE id = ?1",
+                )?
+                .execute(params![id, lease_token, action_json])?;
+            }
+            let state = load_state(conn, id)?.ok_or_else(|| {
+                JournalError::corrupt(id, "the row vanished between insert and read")
+            })?;
+            Ok(Done::Recorded(Box::new(Recorded::Known(state))))
+        }
+        Op::MarkRunning { id } => {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE actions SET status = 'running', running_at = ?2
+                     WHERE id = ?1 AND status = 'queued'",
+                )?
+                .execute(params![id, at])?;
+            if changed == 0 && !exists(conn, id)? {
+                return Err(JournalError::NotRecorded { id: id.clone() });
+            }
+            Ok(Done::Unit)
+        }
+        Op::Complete {
+            id,
+            status,
+            result_json,
+            unrecorded,
+        } => {
+            let next = seq.peek(conn)?;
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE actions SET status = ?2, result = ?3, completed_at = ?4, completed_seq = ?5
+                     WHERE id = ?1 AND result IS NULL",
+                )?
+                .execute(params![id, status.as_str(), result_json, at, next])?;
+            if changed == 0 {
+                if exists(conn, id)? {
+                    // Completed before: the first result stands.
+                    return Ok(Done::Unit);
+                }
+                let Some((source, lease_token)) = unrecorded else {
+                    return Err(JournalError::NotRecorded { id: id.clone() });
+                };
+                conn.prepare_cached(
+                    "INSERT INTO actions (id, action, source, lease_token, status, recorded_at,
+                                          completed_at, completed_seq, result)
+                     VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    id,
+                    source.as_str(),
+                    lease_token,
+                    status.as_str(),
+                    at,
+                    next,
+                    result_json
+                ])?;
+            }
+            seq.advance();
+            Ok(Done::Unit)
+        }
+        Op::Attempt(e) => {
+            conn.prepare_cached(
+                "INSERT INTO audit (at, action_id, integration, event_type, username, function_url,
+                                    http_status, latency_ms, outcome, attempt, instance_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                to_ms(e.at),
+                e.action_id,
+                e.integration,
+                e.event_type,
+                e.username,
+                e.function_url,
+                e.http_status,
+                i64::try_from(e.latency_ms).unwrap_or(i64::MAX),
+                e.outcome,
+                e.attempt,
+                e.instance_id,
+            ])?;
+            Ok(Done::Unit)
+        }
+        Op::MarkReported(ids) => {
+            let mut stmt = conn.prepare_cached(
+                "UPDATE actions SET reported_at = ?2
+                 WHERE id = ?1 AND reported_at IS NULL AND result IS NOT NULL",
+            )?;
+            for id in ids {
+                stmt.execute(params![id, at])?;
+            }
+            Ok(Done::Unit)
+        }
+        Op::Prune { cutoff } => {
+            let audit = conn
+                .prepare_cached("DELETE FROM audit WHERE at < ?1")?
+                .execute([cutoff])?;
+            let actions = conn
+                .prepare_cached(
+                    "DELETE FROM actions WHERE reported_at IS NOT NULL AND completed_at < ?1",
+                )?
+                .execute([cutoff])?;
+            Ok(Done::Count((audit + actions) as u64))
+        }
+    }
+}
+
+fn exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM actions WHERE id = ?1")?
+        .exists([id])
+}
