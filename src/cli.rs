@@ -40,8 +40,9 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
     /// Log level or filter (e.g. info, grantbridge=debug); RUST_LOG wins when set.
-    #[arg(long, global = true, default_value = "warn")]
-    pub log_level: String,
+    /// Default: info for `run`, error for `demo`, warn otherwise.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -140,6 +141,18 @@ pub enum CliError {
     Demo(String),
 }
 
+impl Cli {
+    /// The log filter: `--log-level`, else the command's default.
+    pub fn log_level(&self) -> &str {
+        match (&self.log_level, &self.command) {
+            (Some(level), _) => level,
+            (None, Command::Run) => "info",
+            (None, Command::Demo) => "error",
+            (None, _) => "warn",
+        }
+    }
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> {
     match cli.command {
@@ -152,7 +165,10 @@ pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> 
         Command::Sandbox(args) => sandbox(args).await,
         Command::Run => run_daemon(&cli.config, env).await,
         Command::Audit(args) => audit(&cli.config, env, args).await,
-        Command::Demo => crate::demo::run().await.map_err(CliError::Demo),
+        Command::Demo => crate::demo::run()
+            .await
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(CliError::Demo),
     }
 }
 
@@ -333,9 +349,14 @@ async fn termination() {
 async fn run_daemon(path: &std::path::Path, env: &dyn Environment) -> Result<ExitCode, CliError> {
     let config = Config::load(path, env)?;
     let push_addr = config.push.as_ref().map(|p| p.listen);
-    let daemon = crate::daemon::Daemon::build(config, env, Clock::system(), Arc::new(Metrics::new()))?;
+    let daemon =
+        crate::daemon::Daemon::build(config, env, Clock::system(), Arc::new(Metrics::new()))?;
     let listener = match push_addr {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(crate::daemon::DaemonError::Listen)?),
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(crate::daemon::DaemonError::Listen)?,
+        ),
         None => None,
     };
     if let Some(l) = &listener {
@@ -356,18 +377,35 @@ fn parse_since(s: &str) -> Result<std::time::SystemTime, String> {
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(std::time::SystemTime::now() - d);
     }
-    crate::action::parse_rfc3339(s).ok_or_else(|| format!("--since `{s}`: expected a duration like 1h or an RFC 3339 time"))
+    crate::action::parse_rfc3339(s)
+        .ok_or_else(|| format!("--since `{s}`: expected a duration like 1h or an RFC 3339 time"))
 }
 
-async fn audit(path: &std::path::Path, env: &dyn Environment, args: AuditArgs) -> Result<ExitCode, CliError> {
+async fn audit(
+    path: &std::path::Path,
+    env: &dyn Environment,
+    args: AuditArgs,
+) -> Result<ExitCode, CliError> {
     let config = Config::load(path, env)?;
-    let since = args.since.as_deref().map(parse_since).transpose().map_err(CliError::Usage)?;
+    let since = args
+        .since
+        .as_deref()
+        .map(parse_since)
+        .transpose()
+        .map_err(CliError::Usage)?;
     let journal = crate::journal::Journal::open(
-        crate::journal::JournalOptions { path: config.journal.path.clone(), retention: config.journal.retention, ..Default::default() },
+        crate::journal::JournalOptions {
+            retention: config.journal.retention,
+            ..crate::journal::JournalOptions::new(&config.journal.path)
+        },
         Clock::system(),
     )?;
     let entries = journal
-        .audit(crate::journal::AuditQuery { since, integration: args.integration, limit: args.limit })
+        .audit(crate::journal::AuditQuery {
+            since,
+            integration: args.integration,
+            limit: args.limit,
+        })
         .await?;
     if args.json {
         for e in &entries {

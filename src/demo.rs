@@ -20,7 +20,9 @@ use crate::daemon::Daemon;
 use crate::daemon::signature::sign;
 use crate::env::MapEnv;
 use crate::metrics::Metrics;
-use crate::sandbox::{ControlPlane, ControlPlaneOptions, Faults, FunctionImpl, Sandbox, SandboxOptions};
+use crate::sandbox::{
+    ControlPlane, ControlPlaneOptions, Faults, FunctionImpl, Sandbox, SandboxOptions,
+};
 
 const SA: &str = "grantbridge@sandbox-project.iam.gserviceaccount.com";
 const CP_TOKEN: &str = "demo-connector-token";
@@ -44,13 +46,69 @@ fn grant(user: &str) -> Value {
 
 fn scenario() -> Vec<Step> {
     vec![
-        Step { id: "act-1", integration: "orders-db", event: "grant-access", params: grant("alice"), expect: "succeeded", expect_attempts: Some(1), what: "grant alice read on orders" },
-        Step { id: "act-2", integration: "orders-db", event: "grant-access", params: grant("bob"), expect: "succeeded", expect_attempts: Some(1), what: "grant bob read on orders" },
-        Step { id: "act-3", integration: "orders-db", event: "list-resources", params: json!({"resource_type": "db"}), expect: "succeeded", expect_attempts: Some(1), what: "list what orders-db can grant" },
-        Step { id: "act-4", integration: "orders-db", event: "revoke-access", params: grant("alice"), expect: "succeeded", expect_attempts: Some(1), what: "revoke alice" },
-        Step { id: "act-5", integration: "crm", event: "grant-access", params: grant("carol"), expect: "succeeded", expect_attempts: Some(3), what: "crm fails twice (503), then succeeds" },
-        Step { id: "act-6", integration: "hr", event: "grant-access", params: grant("dave"), expect: "permission_denied", expect_attempts: Some(1), what: "connector is not an invoker of hr" },
-        Step { id: "act-7", integration: "payroll", event: "grant-access", params: grant("erin"), expect: "unknown_integration", expect_attempts: Some(0), what: "no such integration configured" },
+        Step {
+            id: "act-1",
+            integration: "orders-db",
+            event: "grant-access",
+            params: grant("alice"),
+            expect: "succeeded",
+            expect_attempts: Some(1),
+            what: "grant alice read on orders",
+        },
+        Step {
+            id: "act-2",
+            integration: "orders-db",
+            event: "grant-access",
+            params: grant("bob"),
+            expect: "succeeded",
+            expect_attempts: Some(1),
+            what: "grant bob read on orders",
+        },
+        Step {
+            id: "act-3",
+            integration: "orders-db",
+            event: "list-resources",
+            params: json!({"resource_type": "db"}),
+            expect: "succeeded",
+            expect_attempts: Some(1),
+            what: "list what orders-db can grant",
+        },
+        Step {
+            id: "act-4",
+            integration: "orders-db",
+            event: "revoke-access",
+            params: grant("alice"),
+            expect: "succeeded",
+            expect_attempts: Some(1),
+            what: "revoke alice",
+        },
+        Step {
+            id: "act-5",
+            integration: "crm",
+            event: "grant-access",
+            params: grant("carol"),
+            expect: "succeeded",
+            expect_attempts: Some(3),
+            what: "crm fails twice (503), then succeeds",
+        },
+        Step {
+            id: "act-6",
+            integration: "hr",
+            event: "grant-access",
+            params: grant("dave"),
+            expect: "permission_denied",
+            expect_attempts: Some(1),
+            what: "connector is not an invoker of hr",
+        },
+        Step {
+            id: "act-7",
+            integration: "payroll",
+            event: "grant-access",
+            params: grant("erin"),
+            expect: "unknown_integration",
+            expect_attempts: Some(0),
+            what: "no such integration configured",
+        },
     ]
 }
 
@@ -58,19 +116,35 @@ fn scenario() -> Vec<Step> {
 pub async fn run() -> Result<(), String> {
     let started = Instant::now();
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let google = Sandbox::start(SandboxOptions::default()).await.map_err(|e| e.to_string())?;
+    let google = Sandbox::start(SandboxOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
     google.create_service_account(SA);
     let key = google.create_key(SA);
     let key_file = dir.path().join("sa.json");
     std::fs::write(&key_file, &key.json).map_err(|e| e.to_string())?;
     google.deploy_function("grant-orders-db", FunctionImpl::Sample, &[SA]);
     google.deploy_function("grant-crm", FunctionImpl::Sample, &[SA]);
-    google.set_faults("grant-crm", Faults { fail_next: (2, 503), ..Default::default() });
-    google.deploy_function("grant-hr", FunctionImpl::Sample, &["someone-else@sandbox-project.iam.gserviceaccount.com"]);
+    google.set_faults(
+        "grant-crm",
+        Faults {
+            fail_next: (2, 503),
+            ..Default::default()
+        },
+    );
+    google.deploy_function(
+        "grant-hr",
+        FunctionImpl::Sample,
+        &["someone-else@sandbox-project.iam.gserviceaccount.com"],
+    );
 
-    let cp = ControlPlane::start(ControlPlaneOptions { connector_id: "demo".into(), tokens: vec![CP_TOKEN.into()], clock: Clock::system() })
-        .await
-        .map_err(|e| e.to_string())?;
+    let cp = ControlPlane::start(ControlPlaneOptions {
+        connector_id: "demo".into(),
+        tokens: vec![CP_TOKEN.into()],
+        clock: Clock::system(),
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     let secret_file = dir.path().join("push-secret");
     std::fs::write(&secret_file, PUSH_SECRET).map_err(|e| e.to_string())?;
 
@@ -92,10 +166,15 @@ pub async fn run() -> Result<(), String> {
     );
     let config_path = dir.path().join("grantbridge.toml");
     std::fs::write(&config_path, &toml).map_err(|e| e.to_string())?;
-    let env = MapEnv::new().with("DEMO_CONNECTOR_TOKEN", CP_TOKEN).with("HOME", dir.path().display().to_string());
+    let env = MapEnv::new()
+        .with("DEMO_CONNECTOR_TOKEN", CP_TOKEN)
+        .with("HOME", dir.path().display().to_string());
     let config = Config::load(&config_path, &env).map_err(|e| e.to_string())?;
-    let daemon = Daemon::build(config, &env, Clock::system(), Arc::new(Metrics::new())).map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let daemon = Daemon::build(config, &env, Clock::system(), Arc::new(Metrics::new()))
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
     let push_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(daemon.run(Some(listener), shutdown.clone()));
@@ -114,7 +193,10 @@ pub async fn run() -> Result<(), String> {
         .post(format!("http://{push_addr}{path}"))
         .header("content-type", "application/json")
         .header("x-grantbridge-timestamp", ts.to_string())
-        .header("x-grantbridge-signature", sign(PUSH_SECRET, ts, "POST", path, push_body.as_bytes()))
+        .header(
+            "x-grantbridge-signature",
+            sign(PUSH_SECRET, ts, "POST", path, push_body.as_bytes()),
+        )
         .body(push_body)
         .send()
         .await
@@ -122,42 +204,104 @@ pub async fn run() -> Result<(), String> {
     let push_status = push.status().as_u16();
     let push_result: Option<ActionResult> = push.json().await.ok();
 
-    let results = cp.wait_for_results(steps.len() + 1, Duration::from_secs(30)).await;
+    let results = cp
+        .wait_for_results(steps.len() + 1, Duration::from_secs(30))
+        .await;
     shutdown.cancel();
-    running.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    running
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
 
-    println!("{:<7} {:<10} {:<15} {:<20} {:>8} {:>6} {:>7}  {}", "ACTION", "INTEGR.", "EVENT", "RESULT", "ATTEMPTS", "HTTP", "MS", "WHAT");
+    println!(
+        "{:<7} {:<10} {:<15} {:<20} {:>8} {:>6} {:>7}  {}",
+        "ACTION", "INTEGR.", "EVENT", "RESULT", "ATTEMPTS", "HTTP", "MS", "WHAT"
+    );
     let mut wrong = Vec::new();
-    let mut row = |id: &str, integration: &str, event: &str, what: &str, expect: &str, expect_attempts: Option<u32>, r: Option<&ActionResult>| {
+    let mut row = |id: &str,
+                   integration: &str,
+                   event: &str,
+                   what: &str,
+                   expect: &str,
+                   expect_attempts: Option<u32>,
+                   r: Option<&ActionResult>| {
         let (got, attempts, http, ms, detail) = match r {
             Some(r) => (
-                r.error.as_ref().map(|e| e.code.as_str().to_owned()).unwrap_or_else(|| "succeeded".into()),
+                r.error
+                    .as_ref()
+                    .map(|e| e.code.as_str().to_owned())
+                    .unwrap_or_else(|| "succeeded".into()),
                 r.attempts.to_string(),
-                r.function.as_ref().and_then(|f| f.status).map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                r.function.as_ref().map(|f| f.latency_ms.to_string()).unwrap_or_else(|| "-".into()),
-                r.error.as_ref().map(|e| e.message.chars().take(60).collect::<String>()).unwrap_or_default(),
+                r.function
+                    .as_ref()
+                    .and_then(|f| f.status)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.function
+                    .as_ref()
+                    .map(|f| f.latency_ms.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                r.error
+                    .as_ref()
+                    .map(|e| e.message.chars().take(60).collect::<String>())
+                    .unwrap_or_default(),
             ),
-            None => ("(no result)".into(), "-".into(), "-".into(), "-".into(), String::new()),
+            None => (
+                "(no result)".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                String::new(),
+            ),
         };
-        let ok = got == expect && expect_attempts.is_none_or(|a| r.is_some_and(|r| r.attempts == a));
+        let ok =
+            got == expect && expect_attempts.is_none_or(|a| r.is_some_and(|r| r.attempts == a));
         if !ok {
-            wrong.push(format!("{id}: expected {expect}, got {got} after {attempts} attempt(s)"));
+            wrong.push(format!(
+                "{id}: expected {expect}, got {got} after {attempts} attempt(s)"
+            ));
         }
         let mark = if ok { " " } else { "✗" };
-        println!("{mark}{id:<6} {integration:<10} {event:<15} {got:<20} {attempts:>8} {http:>6} {ms:>7}  {what}{}", if detail.is_empty() { String::new() } else { format!(" — {detail}") });
+        println!(
+            "{mark}{id:<6} {integration:<10} {event:<15} {got:<20} {attempts:>8} {http:>6} {ms:>7}  {what}{}",
+            if detail.is_empty() {
+                String::new()
+            } else {
+                format!(" — {detail}")
+            }
+        );
     };
     for s in &steps {
-        row(s.id, s.integration, s.event, s.what, s.expect, s.expect_attempts, results.get(s.id).map(|r| &r.parsed));
+        row(
+            s.id,
+            s.integration,
+            s.event,
+            s.what,
+            s.expect,
+            s.expect_attempts,
+            results.get(s.id).map(|r| &r.parsed),
+        );
     }
     let pushed = push_result.as_ref().filter(|_| push_status == 200);
-    row("push-1", "orders-db", "revoke-access", "pushed with ?wait=10: answered synchronously (HTTP 200)", "succeeded", Some(1), pushed);
+    row(
+        "push-1",
+        "orders-db",
+        "revoke-access",
+        "pushed with ?wait=10: answered synchronously (HTTP 200)",
+        "succeeded",
+        Some(1),
+        pushed,
+    );
 
     let duplicates: u32 = results.values().map(|r| r.reports.saturating_sub(1)).sum();
     println!(
         "\n{} results reported to the control plane ({} duplicate reports); {} function calls; done in {:.1}s",
         results.len(),
         duplicates,
-        ["grant-orders-db", "grant-crm", "grant-hr"].iter().map(|f| google.invocations(f).len()).sum::<usize>(),
+        ["grant-orders-db", "grant-crm", "grant-hr"]
+            .iter()
+            .map(|f| google.invocations(f).len())
+            .sum::<usize>(),
         started.elapsed().as_secs_f64()
     );
     if wrong.is_empty() {

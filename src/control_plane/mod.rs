@@ -24,11 +24,16 @@ const MAX_ANSWER: usize = 32 * 1024 * 1024;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CpError {
     /// 401/403: the connector token is wrong or revoked.
-    #[error("the control plane refused the connector token (HTTP {status}): it is wrong or was revoked; check control_plane.token_file / token_env")]
+    #[error(
+        "the control plane refused the connector token (HTTP {status}): it is wrong or was revoked; check control_plane.token_file / token_env"
+    )]
     Unauthorized { status: u16 },
     /// 429/5xx/connection errors: back off (honouring `retry_after`).
     #[error("control plane unavailable: {reason}")]
-    Unavailable { reason: String, retry_after: Option<Duration> },
+    Unavailable {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     /// 409 on extend: another instance may have the action now.
     #[error("lease lost for action {0}")]
     LeaseLost(String),
@@ -108,7 +113,10 @@ pub struct ControlPlaneClient {
 
 impl std::fmt::Debug for ControlPlaneClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlPlaneClient").field("base", &self.base.as_str()).field("connector_id", &self.connector_id).finish()
+        f.debug_struct("ControlPlaneClient")
+            .field("base", &self.base.as_str())
+            .field("connector_id", &self.connector_id)
+            .finish()
     }
 }
 
@@ -118,8 +126,18 @@ struct LeaseAnswer {
 }
 
 impl ControlPlaneClient {
-    pub fn new(http: reqwest::Client, base: Url, connector_id: String, token: SecretString) -> Self {
-        Self { http, base, connector_id, token }
+    pub fn new(
+        http: reqwest::Client,
+        base: Url,
+        connector_id: String,
+        token: SecretString,
+    ) -> Self {
+        Self {
+            http,
+            base,
+            connector_id,
+            token,
+        }
     }
 
     fn url(&self, tail: &[&str]) -> Url {
@@ -132,7 +150,12 @@ impl ControlPlaneClient {
         url
     }
 
-    async fn post<T: Serialize>(&self, url: Url, body: &T, timeout: Duration) -> Result<(u16, Vec<u8>), CpError> {
+    async fn post<T: Serialize>(
+        &self,
+        url: Url,
+        body: &T,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), CpError> {
         let resp = self
             .http
             .post(url.clone())
@@ -142,7 +165,17 @@ impl ControlPlaneClient {
             .send()
             .await
             .map_err(|e| CpError::Unavailable {
-                reason: format!("{}: {}", url.path(), if e.is_timeout() { "timed out" } else if e.is_connect() { "could not connect" } else { "request failed" }),
+                reason: format!(
+                    "{}: {}",
+                    url.path(),
+                    if e.is_timeout() {
+                        "timed out"
+                    } else if e.is_connect() {
+                        "could not connect"
+                    } else {
+                        "request failed"
+                    }
+                ),
                 retry_after: None,
             })?;
         let status = resp.status().as_u16();
@@ -153,43 +186,71 @@ impl ControlPlaneClient {
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
         let body = read_limited(resp, MAX_ANSWER)
             .await
-            .map_err(|e| CpError::Unavailable { reason: format!("{}: {e}", url.path()), retry_after })?;
+            .map_err(|e| CpError::Unavailable {
+                reason: format!("{}: {e}", url.path()),
+                retry_after,
+            })?;
         match status {
             200..=299 => Ok((status, body.to_vec())),
             401 | 403 => Err(CpError::Unauthorized { status }),
-            408 | 429 | 500..=599 => Err(CpError::Unavailable { reason: format!("{} answered HTTP {status}", url.path()), retry_after }),
+            408 | 429 | 500..=599 => Err(CpError::Unavailable {
+                reason: format!("{} answered HTTP {status}", url.path()),
+                retry_after,
+            }),
             _ => Ok((status, body.to_vec())),
         }
     }
 
     /// Leases up to `max_actions`, holding up to `wait` while none are available.
-    pub async fn lease(&self, instance_id: &str, max_actions: u32, wait: Duration, lease: Duration) -> Result<Vec<Leased>, CpError> {
+    pub async fn lease(
+        &self,
+        instance_id: &str,
+        max_actions: u32,
+        wait: Duration,
+        lease: Duration,
+    ) -> Result<Vec<Leased>, CpError> {
         let body = serde_json::json!({
             "instance_id": instance_id,
             "max_actions": max_actions,
             "wait_seconds": wait.as_secs().min(30),
             "lease_seconds": lease.as_secs().max(1),
         });
-        let (status, bytes) = self.post(self.url(&["lease"]), &body, wait + Duration::from_secs(30)).await?;
+        let (status, bytes) = self
+            .post(self.url(&["lease"]), &body, wait + Duration::from_secs(30))
+            .await?;
         if status != 200 {
             return Err(CpError::Protocol(format!("lease answered HTTP {status}")));
         }
-        let answer: LeaseAnswer = serde_json::from_slice(&bytes).map_err(|_| CpError::Protocol("lease answer is not {\"actions\":[...]}".into()))?;
+        let answer: LeaseAnswer = serde_json::from_slice(&bytes)
+            .map_err(|_| CpError::Protocol("lease answer is not {\"actions\":[...]}".into()))?;
         Ok(answer.actions.iter().filter_map(parse_leased).collect())
     }
 
     /// Extends a lease; `LeaseLost` when the control plane says another has it.
-    pub async fn extend(&self, action_id: &str, lease_token: &str, lease: Duration) -> Result<SystemTime, CpError> {
+    pub async fn extend(
+        &self,
+        action_id: &str,
+        lease_token: &str,
+        lease: Duration,
+    ) -> Result<SystemTime, CpError> {
         let body = serde_json::json!({"lease_token": lease_token, "lease_seconds": lease.as_secs().max(1)});
-        let (status, bytes) = self.post(self.url(&["actions", action_id, "extend"]), &body, Duration::from_secs(15)).await?;
+        let (status, bytes) = self
+            .post(
+                self.url(&["actions", action_id, "extend"]),
+                &body,
+                Duration::from_secs(15),
+            )
+            .await?;
         match status {
             200 => {
                 #[derive(Deserialize)]
                 struct A {
                     expires_at: String,
                 }
-                let a: A = serde_json::from_slice(&bytes).map_err(|_| CpError::Protocol("extend answer lacks expires_at".into()))?;
-                parse_rfc3339(&a.expires_at).ok_or_else(|| CpError::Protocol("extend expires_at is not RFC 3339".into()))
+                let a: A = serde_json::from_slice(&bytes)
+                    .map_err(|_| CpError::Protocol("extend answer lacks expires_at".into()))?;
+                parse_rfc3339(&a.expires_at)
+                    .ok_or_else(|| CpError::Protocol("extend expires_at is not RFC 3339".into()))
             }
             404 | 409 => Err(CpError::LeaseLost(action_id.to_owned())),
             s => Err(CpError::Protocol(format!("extend answered HTTP {s}"))),
@@ -199,16 +260,28 @@ impl ControlPlaneClient {
     /// Reports a batch of results.
     pub async fn report(&self, items: &[ReportItem]) -> Result<ReportAnswer, CpError> {
         let body = serde_json::json!({ "results": items });
-        let (status, bytes) = self.post(self.url(&["results"]), &body, Duration::from_secs(30)).await?;
+        let (status, bytes) = self
+            .post(self.url(&["results"]), &body, Duration::from_secs(30))
+            .await?;
         if status != 200 {
             return Err(CpError::Protocol(format!("results answered HTTP {status}")));
         }
-        serde_json::from_slice(&bytes).map_err(|_| CpError::Protocol("results answer is not {\"accepted\",\"rejected\"}".into()))
+        serde_json::from_slice(&bytes).map_err(|_| {
+            CpError::Protocol("results answer is not {\"accepted\",\"rejected\"}".into())
+        })
     }
 
     pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), CpError> {
-        let (status, _) = self.post(self.url(&["heartbeat"]), hb, Duration::from_secs(15)).await?;
-        if status == 200 { Ok(()) } else { Err(CpError::Protocol(format!("heartbeat answered HTTP {status}"))) }
+        let (status, _) = self
+            .post(self.url(&["heartbeat"]), hb, Duration::from_secs(15))
+            .await?;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(CpError::Protocol(format!(
+                "heartbeat answered HTTP {status}"
+            )))
+        }
     }
 }
 
@@ -216,13 +289,26 @@ impl ControlPlaneClient {
 /// it: it is skipped (logged) and the control plane hands it out again.
 fn parse_leased(v: &Value) -> Option<Leased> {
     let lease = v.get("lease");
-    let token = lease.and_then(|l| l.get("token")).and_then(Value::as_str).filter(|t| !t.is_empty() && t.len() <= 1024);
-    let expires = lease.and_then(|l| l.get("expires_at")).and_then(Value::as_str).and_then(parse_rfc3339);
+    let token = lease
+        .and_then(|l| l.get("token"))
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty() && t.len() <= 1024);
+    let expires = lease
+        .and_then(|l| l.get("expires_at"))
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339);
     match (token, expires) {
-        (Some(token), Some(expires_at)) => Some(Leased { action: Action::from_value(v), lease_token: token.to_owned(), expires_at }),
+        (Some(token), Some(expires_at)) => Some(Leased {
+            action: Action::from_value(v),
+            lease_token: token.to_owned(),
+            expires_at,
+        }),
         _ => {
             let id = v.get("id").and_then(Value::as_str).unwrap_or("?");
-            tracing::error!(id, "leased action without a valid lease {{token, expires_at}}; skipped");
+            tracing::error!(
+                id,
+                "leased action without a valid lease {{token, expires_at}}; skipped"
+            );
             None
         }
     }
@@ -234,10 +320,22 @@ mod tests {
 
     #[test]
     fn urls_stay_under_the_base() {
-        let c = ControlPlaneClient::new(reqwest::Client::new(), Url::parse("https://cp.example.com/api/").unwrap(), "conn-1".into(), SecretString::from("secret-token"));
-        assert_eq!(c.url(&["lease"]).as_str(), "https://cp.example.com/api/v1/connectors/conn-1/lease");
+        let c = ControlPlaneClient::new(
+            reqwest::Client::new(),
+            Url::parse("https://cp.example.com/api/").unwrap(),
+            "conn-1".into(),
+            SecretString::from("secret-token"),
+        );
+        assert_eq!(
+            c.url(&["lease"]).as_str(),
+            "https://cp.example.com/api/v1/connectors/conn-1/lease"
+        );
         let u = c.url(&["actions", "../../evil", "extend"]);
-        assert!(u.as_str().starts_with("https://cp.example.com/api/v1/connectors/conn-1/actions/"), "{u}");
+        assert!(
+            u.as_str()
+                .starts_with("https://cp.example.com/api/v1/connectors/conn-1/actions/"),
+            "{u}"
+        );
         assert!(!format!("{c:?}").contains("secret-token"));
     }
 
@@ -247,7 +345,15 @@ mod tests {
         let l = parse_leased(&good).unwrap();
         assert_eq!(l.action.unwrap().id, "a1");
         let bad_action = serde_json::json!({"id":"a2","integration":"i","event_type":"x","params":7,"lease":{"token":"lt","expires_at":"2026-11-22T10:00:00Z"}});
-        assert_eq!(parse_leased(&bad_action).unwrap().action.unwrap_err().id.as_deref(), Some("a2"));
+        assert_eq!(
+            parse_leased(&bad_action)
+                .unwrap()
+                .action
+                .unwrap_err()
+                .id
+                .as_deref(),
+            Some("a2")
+        );
         assert!(parse_leased(&serde_json::json!({"id":"a3"})).is_none());
     }
 }

@@ -40,7 +40,9 @@ fn note(status: &Status, result: &Result<(), &CpError>) {
             status.control_plane_auth_ok.store(false, Ordering::SeqCst);
             status.control_plane_reachable.store(true, Ordering::SeqCst);
         }
-        Err(_) => status.control_plane_reachable.store(false, Ordering::SeqCst),
+        Err(_) => status
+            .control_plane_reachable
+            .store(false, Ordering::SeqCst),
     }
 }
 
@@ -53,8 +55,17 @@ fn failure_delay(e: &CpError, failures: u32, backoff: &Backoff) -> Duration {
 }
 
 /// Leases actions while there is room, and hands them to the engine.
-pub(super) async fn poll(engine: Arc<Engine>, cp: ControlPlaneClient, settings: ControlPlaneSettings, status: Arc<Status>, stop: CancellationToken) {
-    let backoff = Backoff { base: Duration::from_millis(500), max: Duration::from_secs(30) };
+pub(super) async fn poll(
+    engine: Arc<Engine>,
+    cp: ControlPlaneClient,
+    settings: ControlPlaneSettings,
+    status: Arc<Status>,
+    stop: CancellationToken,
+) {
+    let backoff = Backoff {
+        base: Duration::from_millis(500),
+        max: Duration::from_secs(30),
+    };
     let mut failures = 0;
     loop {
         if stop.is_cancelled() {
@@ -82,8 +93,12 @@ pub(super) async fn poll(engine: Arc<Engine>, cp: ControlPlaneClient, settings: 
                 failures += 1;
                 let delay = failure_delay(&e, failures, &backoff);
                 match &e {
-                    CpError::Unauthorized { .. } => tracing::error!(error = %e, retry_in_s = delay.as_secs(), "cannot lease actions"),
-                    _ => tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "cannot lease actions; backing off"),
+                    CpError::Unauthorized { .. } => {
+                        tracing::error!(error = %e, retry_in_s = delay.as_secs(), "cannot lease actions")
+                    }
+                    _ => {
+                        tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "cannot lease actions; backing off")
+                    }
                 }
                 if !pause(delay, &stop).await {
                     break;
@@ -93,17 +108,31 @@ pub(super) async fn poll(engine: Arc<Engine>, cp: ControlPlaneClient, settings: 
         };
         for l in leased {
             let submitted = match l.action {
-                Ok(action) => engine.submit(action, Source::Poll, Some(Lease { token: l.lease_token, expires_at: l.expires_at })).await.map(|_| ()),
+                Ok(action) => engine
+                    .submit(
+                        action,
+                        Source::Poll,
+                        Some(Lease {
+                            token: l.lease_token,
+                            expires_at: l.expires_at,
+                        }),
+                    )
+                    .await
+                    .map(|_| ()),
                 Err(invalid) => {
                     tracing::warn!(error = %invalid, "invalid action from the control plane; reporting it failed");
-                    engine.reject_invalid(&invalid, Source::Poll, Some(&l.lease_token)).await
+                    engine
+                        .reject_invalid(&invalid, Source::Poll, Some(&l.lease_token))
+                        .await
                 }
             };
             match submitted {
                 Ok(()) => {}
                 Err(EngineError::Draining) => break,
                 // Not recorded: the lease expires and the control plane hands it out again.
-                Err(e) => tracing::error!(error = %e, "could not accept a leased action; it will be redelivered"),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not accept a leased action; it will be redelivered")
+                }
             }
         }
     }
@@ -111,7 +140,12 @@ pub(super) async fn poll(engine: Arc<Engine>, cp: ControlPlaneClient, settings: 
 }
 
 /// Extends the leases of actions still running, well before they expire.
-pub(super) async fn keep_leases(engine: Arc<Engine>, cp: ControlPlaneClient, lease: Duration, stop: CancellationToken) {
+pub(super) async fn keep_leases(
+    engine: Arc<Engine>,
+    cp: ControlPlaneClient,
+    lease: Duration,
+    stop: CancellationToken,
+) {
     let tick = (lease / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
     while pause(tick, &stop).await {
         let now = engine.clock().now();
@@ -129,7 +163,9 @@ pub(super) async fn keep_leases(engine: Arc<Engine>, cp: ControlPlaneClient, lea
                     tracing::warn!(action_id = %id, "lease lost while the action runs; finishing it anyway");
                     engine.update_lease(&id, now + Duration::from_secs(3600));
                 }
-                Err(e) => tracing::warn!(action_id = %id, error = %e, "could not extend the lease; will retry"),
+                Err(e) => {
+                    tracing::warn!(action_id = %id, error = %e, "could not extend the lease; will retry")
+                }
             }
         }
     }
@@ -137,10 +173,18 @@ pub(super) async fn keep_leases(engine: Arc<Engine>, cp: ControlPlaneClient, lea
 
 /// Sends the outbox in completion order until it is empty. Returns how many
 /// results left the outbox.
-pub(super) async fn flush_outbox(engine: &Engine, cp: Option<&ControlPlaneClient>, batch: u32) -> Result<usize, CpError> {
+pub(super) async fn flush_outbox(
+    engine: &Engine,
+    cp: Option<&ControlPlaneClient>,
+    batch: u32,
+) -> Result<usize, CpError> {
     let mut sent = 0;
     loop {
-        let items = engine.journal().outbox(batch as usize).await.map_err(|e| CpError::Protocol(format!("journal: {e}")))?;
+        let items = engine
+            .journal()
+            .outbox(batch as usize)
+            .await
+            .map_err(|e| CpError::Protocol(format!("journal: {e}")))?;
         if items.is_empty() {
             return Ok(sent);
         }
@@ -148,11 +192,21 @@ pub(super) async fn flush_outbox(engine: &Engine, cp: Option<&ControlPlaneClient
             // Push-only without a control plane: results stay queryable with
             // GET /v1/actions/{id}; nobody to deliver them to.
             let ids: Vec<String> = items.iter().map(|i| i.result.action_id.clone()).collect();
-            engine.journal().mark_reported(&ids).await.map_err(|e| CpError::Protocol(format!("journal: {e}")))?;
+            engine
+                .journal()
+                .mark_reported(&ids)
+                .await
+                .map_err(|e| CpError::Protocol(format!("journal: {e}")))?;
             sent += ids.len();
             continue;
         };
-        let report: Vec<ReportItem> = items.iter().map(|i| ReportItem { result: i.result.clone(), lease_token: i.lease_token.clone() }).collect();
+        let report: Vec<ReportItem> = items
+            .iter()
+            .map(|i| ReportItem {
+                result: i.result.clone(),
+                lease_token: i.lease_token.clone(),
+            })
+            .collect();
         let answer = cp.report(&report).await?;
         let mut done: Vec<String> = answer.accepted.clone();
         for r in &answer.rejected {
@@ -163,17 +217,32 @@ pub(super) async fn flush_outbox(engine: &Engine, cp: Option<&ControlPlaneClient
         // Only ids we sent count (a confused control plane cannot drain others).
         done.retain(|id| items.iter().any(|i| &i.result.action_id == id));
         if done.is_empty() {
-            return Err(CpError::Protocol("the control plane accepted none of the results sent".into()));
+            return Err(CpError::Protocol(
+                "the control plane accepted none of the results sent".into(),
+            ));
         }
-        engine.journal().mark_reported(&done).await.map_err(|e| CpError::Protocol(format!("journal: {e}")))?;
+        engine
+            .journal()
+            .mark_reported(&done)
+            .await
+            .map_err(|e| CpError::Protocol(format!("journal: {e}")))?;
         sent += done.len();
     }
 }
 
 /// Reports results as they complete, batching what accumulated meanwhile.
-pub(super) async fn report(engine: Arc<Engine>, cp: Option<ControlPlaneClient>, batch: u32, status: Arc<Status>, stop: CancellationToken) {
+pub(super) async fn report(
+    engine: Arc<Engine>,
+    cp: Option<ControlPlaneClient>,
+    batch: u32,
+    status: Arc<Status>,
+    stop: CancellationToken,
+) {
     let notify = engine.outbox_notify();
-    let backoff = Backoff { base: Duration::from_millis(500), max: Duration::from_secs(30) };
+    let backoff = Backoff {
+        base: Duration::from_millis(500),
+        max: Duration::from_secs(30),
+    };
     let mut failures = 0;
     loop {
         match flush_outbox(&engine, cp.as_ref(), batch).await {
@@ -202,7 +271,14 @@ pub(super) async fn report(engine: Arc<Engine>, cp: Option<ControlPlaneClient>, 
     }
 }
 
-pub(super) async fn heartbeat(engine: Arc<Engine>, cp: ControlPlaneClient, interval: Duration, started_at: SystemTime, status: Arc<Status>, stop: CancellationToken) {
+pub(super) async fn heartbeat(
+    engine: Arc<Engine>,
+    cp: ControlPlaneClient,
+    interval: Duration,
+    started_at: SystemTime,
+    status: Arc<Status>,
+    stop: CancellationToken,
+) {
     loop {
         let hb = Heartbeat {
             instance_id: engine.instance_id().to_owned(),

@@ -33,8 +33,12 @@ pub enum DaemonError {
     Build(#[from] BuildError),
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
-    #[error("nothing to do: configure [control_plane] (poll mode) and/or [push] (push mode) in {0}")]
+    #[error(
+        "nothing to do: configure [control_plane] (poll mode) and/or [push] (push mode) in {0}"
+    )]
     NoIntake(String),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     #[error("push listener: {0}")]
     Listen(std::io::Error),
 }
@@ -66,20 +70,38 @@ pub struct RunSummary {
 
 impl Daemon {
     /// Opens the journal and builds everything; no network calls yet.
-    pub fn build(config: Config, env: &dyn Environment, clock: Clock, metrics: Arc<Metrics>) -> Result<Self, DaemonError> {
+    pub fn build(
+        config: Config,
+        env: &dyn Environment,
+        clock: Clock,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, DaemonError> {
         if config.control_plane.is_none() && config.push.is_none() {
             return Err(DaemonError::NoIntake(config.source.display().to_string()));
         }
         let journal = Journal::open(
-            JournalOptions { path: config.journal.path.clone(), retention: config.journal.retention, ..JournalOptions::default() },
+            JournalOptions {
+                retention: config.journal.retention,
+                ..JournalOptions::new(&config.journal.path)
+            },
             clock.clone(),
         )?;
         let control_plane = config.control_plane.as_ref().map(|cp| {
-            ControlPlaneClient::new(crate::http::client().expect("TLS client builds"), cp.url.clone(), config.connector_id.clone(), cp.token.clone())
+            ControlPlaneClient::new(
+                crate::http::client().expect("TLS client builds"),
+                cp.url.clone(),
+                config.connector_id.clone(),
+                cp.token.clone(),
+            )
         });
         let google = GoogleSide::build(config, env, clock.clone(), metrics)?;
         let started_at = clock.now();
-        Ok(Self { engine: Engine::new(google, journal, clock), control_plane, status: Arc::default(), started_at })
+        Ok(Self {
+            engine: Engine::new(google, journal, clock),
+            control_plane,
+            status: Arc::default(),
+            started_at,
+        })
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -91,10 +113,15 @@ impl Daemon {
     }
 
     /// Runs until `shutdown` is cancelled, then stops gracefully.
-    pub async fn run(self, push_listener: Option<tokio::net::TcpListener>, shutdown: CancellationToken) -> Result<RunSummary, DaemonError> {
+    pub async fn run(
+        self,
+        push_listener: Option<tokio::net::TcpListener>,
+        shutdown: CancellationToken,
+    ) -> Result<RunSummary, DaemonError> {
         let config = self.engine.config().clone();
         let resumed = self.engine.resume_unfinished().await?;
-        tracing::info!(instance_id = %self.engine.instance_id(), resumed, outbox = self.engine.journal().outbox_depth().await?,
+        let outbox = self.engine.journal().outbox_depth().await?;
+        tracing::info!(instance_id = %self.engine.instance_id(), resumed, outbox,
             poll = config.control_plane.as_ref().is_some_and(|c| c.poll), push = push_listener.is_some(), "grantbridge started");
 
         // Two levels: intake stops first; background loops (reporting, leases,
@@ -104,22 +131,57 @@ impl Daemon {
         let tasks = TaskTracker::new();
 
         if let Some(cp) = &self.control_plane {
-            let cps = config.control_plane.clone().expect("client implies settings");
+            let cps = config
+                .control_plane
+                .clone()
+                .expect("client implies settings");
             if cps.poll {
-                tasks.spawn(loops::poll(self.engine.clone(), cp.clone(), cps.clone(), self.status.clone(), intake.clone()));
+                tasks.spawn(loops::poll(
+                    self.engine.clone(),
+                    cp.clone(),
+                    cps.clone(),
+                    self.status.clone(),
+                    intake.clone(),
+                ));
             }
-            tasks.spawn(loops::keep_leases(self.engine.clone(), cp.clone(), cps.lease, background.clone()));
-            tasks.spawn(loops::heartbeat(self.engine.clone(), cp.clone(), cps.heartbeat_interval, self.started_at, self.status.clone(), background.clone()));
+            tasks.spawn(loops::keep_leases(
+                self.engine.clone(),
+                cp.clone(),
+                cps.lease,
+                background.clone(),
+            ));
+            tasks.spawn(loops::heartbeat(
+                self.engine.clone(),
+                cp.clone(),
+                cps.heartbeat_interval,
+                self.started_at,
+                self.status.clone(),
+                background.clone(),
+            ));
         }
-        tasks.spawn(loops::report(self.engine.clone(), self.control_plane.clone(), config.control_plane.as_ref().map_or(100, |c| c.report_batch), self.status.clone(), background.clone()));
+        tasks.spawn(loops::report(
+            self.engine.clone(),
+            self.control_plane.clone(),
+            config
+                .control_plane
+                .as_ref()
+                .map_or(100, |c| c.report_batch),
+            self.status.clone(),
+            background.clone(),
+        ));
         tasks.spawn(loops::prune(self.engine.clone(), background.clone()));
 
         let push_server = push_listener.map(|listener| {
-            let settings = config.push.clone().expect("a push listener implies push settings");
+            let settings = config
+                .push
+                .clone()
+                .expect("a push listener implies push settings");
             let app = push::router(self.engine.clone(), settings);
             let stop = background.clone();
             tokio::spawn(async move {
-                axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
             })
         });
 
@@ -129,11 +191,23 @@ impl Daemon {
         let left_unfinished = self.engine.drain().await;
         // Last chance to deliver results before exit; what remains stays in the journal.
         if let Some(cp) = &self.control_plane {
-            let batch = config.control_plane.as_ref().map_or(100, |c| c.report_batch);
-            match tokio::time::timeout(Duration::from_secs(10), loops::flush_outbox(&self.engine, Some(cp), batch)).await {
+            let batch = config
+                .control_plane
+                .as_ref()
+                .map_or(100, |c| c.report_batch);
+            match tokio::time::timeout(
+                Duration::from_secs(10),
+                loops::flush_outbox(&self.engine, Some(cp), batch),
+            )
+            .await
+            {
                 Ok(Ok(n)) => tracing::info!(reported = n, "outbox flushed"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "could not flush the outbox; results stay in the journal and are sent at next start"),
-                Err(_) => tracing::warn!("outbox flush timed out; results stay in the journal and are sent at next start"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not flush the outbox; results stay in the journal and are sent at next start")
+                }
+                Err(_) => tracing::warn!(
+                    "outbox flush timed out; results stay in the journal and are sent at next start"
+                ),
             }
         }
         background.cancel();
@@ -144,8 +218,13 @@ impl Daemon {
         }
         let outbox_left = self.engine.journal().outbox_depth().await?;
         self.engine.journal().clone().close().await;
-        self.status.control_plane_reachable.store(false, Ordering::SeqCst);
+        self.status
+            .control_plane_reachable
+            .store(false, Ordering::SeqCst);
         tracing::info!(left_unfinished, outbox_left, "grantbridge stopped");
-        Ok(RunSummary { left_unfinished, outbox_left })
+        Ok(RunSummary {
+            left_unfinished,
+            outbox_left,
+        })
     }
 }

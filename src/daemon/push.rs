@@ -38,20 +38,34 @@ pub fn router(engine: Arc<Engine>, settings: PushSettings) -> Router {
         .route("/v1/actions/{id}", get(get_action))
         // Why: a pusher must not be able to make us buffer unbounded bodies; axum answers 413.
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(PushState { engine, settings: Arc::new(settings) })
+        .with_state(PushState {
+            engine,
+            settings: Arc::new(settings),
+        })
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, axum::Json(json!({"error": code, "message": message.into()}))).into_response()
+    (
+        status,
+        axum::Json(json!({"error": code, "message": message.into()})),
+    )
+        .into_response()
 }
 
 fn unavailable(message: &str, retry_after: u64) -> Response {
     let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);
-    r.headers_mut().insert(axum::http::header::RETRY_AFTER, retry_after.into());
+    r.headers_mut()
+        .insert(axum::http::header::RETRY_AFTER, retry_after.into());
     r
 }
 
-fn authenticate(state: &PushState, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
+fn authenticate(
+    state: &PushState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), Response> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     verify(
@@ -86,7 +100,9 @@ fn parse_wait(query: Option<&str>) -> Result<Option<Duration>, String> {
     let Some(q) = query else { return Ok(None) };
     for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
         if k == "wait" {
-            let secs: u64 = v.parse().map_err(|_| "`wait` must be whole seconds, 0 to 60".to_owned())?;
+            let secs: u64 = v
+                .parse()
+                .map_err(|_| "`wait` must be whole seconds, 0 to 60".to_owned())?;
             if Duration::from_secs(secs) > MAX_WAIT {
                 return Err("`wait` must be at most 60 seconds".into());
             }
@@ -96,7 +112,14 @@ fn parse_wait(query: Option<&str>) -> Result<Option<Duration>, String> {
     Ok(None)
 }
 
-async fn post_action(State(state): State<PushState>, method: Method, uri: Uri, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+async fn post_action(
+    State(state): State<PushState>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = authenticate(&state, &method, &uri, &headers, &body) {
         return r;
     }
@@ -106,7 +129,13 @@ async fn post_action(State(state): State<PushState>, method: Method, uri: Uri, R
     };
     let value: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(_) => return error(StatusCode::BAD_REQUEST, "invalid_action", "the body is not JSON"),
+        Err(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_action",
+                "the body is not JSON",
+            );
+        }
     };
     let action = match Action::from_value(&value) {
         Ok(a) => a,
@@ -115,18 +144,39 @@ async fn post_action(State(state): State<PushState>, method: Method, uri: Uri, R
     let id = action.id.clone();
     let submitted = match state.engine.submit(action, Source::Push, None).await {
         Ok(s) => s,
-        Err(EngineError::Draining) => return unavailable("the connector is shutting down; retry against another instance", 5),
-        Err(EngineError::Full(_)) => return unavailable("the connector's queue is full; retry shortly", 1),
+        Err(EngineError::Draining) => {
+            return unavailable(
+                "the connector is shutting down; retry against another instance",
+                5,
+            );
+        }
+        Err(EngineError::Full(_)) => {
+            return unavailable("the connector's queue is full; retry shortly", 1);
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not record a pushed action");
-            return error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the action could not be recorded; retry");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the action could not be recorded; retry",
+            );
         }
     };
     match (submitted, wait) {
-        (Submitted::Done(result), Some(_)) => (StatusCode::OK, axum::Json(json!(result))).into_response(),
+        (Submitted::Done(result), Some(_)) => {
+            (StatusCode::OK, axum::Json(json!(result))).into_response()
+        }
         (Submitted::Done(result), None) => {
-            let status = if result.succeeded() { Status::Succeeded } else { Status::Failed };
-            (StatusCode::OK, axum::Json(status_body(&id, status, Some(&result)))).into_response()
+            let status = if result.succeeded() {
+                Status::Succeeded
+            } else {
+                Status::Failed
+            };
+            (
+                StatusCode::OK,
+                axum::Json(status_body(&id, status, Some(&result))),
+            )
+                .into_response()
         }
         (other, Some(wait)) => match state.engine.wait_for(&id, wait).await {
             Ok(Some(result)) => (StatusCode::OK, axum::Json(json!(result))).into_response(),
@@ -138,22 +188,47 @@ async fn post_action(State(state): State<PushState>, method: Method, uri: Uri, R
 
 fn accepted_or_known(id: &str, submitted: Submitted) -> Response {
     match submitted {
-        Submitted::Accepted => (StatusCode::ACCEPTED, axum::Json(json!({"action_id": id, "status": "accepted"}))).into_response(),
-        Submitted::InProgress(status) => (StatusCode::OK, axum::Json(status_body(id, status, None))).into_response(),
+        Submitted::Accepted => (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"action_id": id, "status": "accepted"})),
+        )
+            .into_response(),
+        Submitted::InProgress(status) => {
+            (StatusCode::OK, axum::Json(status_body(id, status, None))).into_response()
+        }
         Submitted::Done(result) => (StatusCode::OK, axum::Json(json!(result))).into_response(),
     }
 }
 
-async fn get_action(State(state): State<PushState>, Path(id): Path<String>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn get_action(
+    State(state): State<PushState>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = authenticate(&state, &method, &uri, &headers, &body) {
         return r;
     }
     match state.engine.journal().state(&id).await {
-        Ok(Some(s)) => (StatusCode::OK, axum::Json(status_body(&id, s.status, s.result.as_ref()))).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "not_found", format!("no action `{id}` is known to this connector")),
+        Ok(Some(s)) => (
+            StatusCode::OK,
+            axum::Json(status_body(&id, s.status, s.result.as_ref())),
+        )
+            .into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no action `{id}` is known to this connector"),
+        ),
         Err(e) => {
             tracing::error!(error = %e, "journal read failed");
-            error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "journal unavailable")
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "journal unavailable",
+            )
         }
     }
 }

@@ -18,14 +18,17 @@ pub enum SignatureError {
     Missing,
     #[error("X-Grantbridge-Timestamp is not unix seconds")]
     BadTimestamp,
-    #[error("X-Grantbridge-Timestamp is more than 300 s from the connector's clock (replayed, or a clock is wrong)")]
+    #[error(
+        "X-Grantbridge-Timestamp is more than 300 s from the connector's clock (replayed, or a clock is wrong)"
+    )]
     OutsideWindow,
     #[error("signature does not match")]
     Mismatch,
 }
 
 fn message(timestamp: &str, method: &str, path_and_query: &str, body: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(timestamp.len() + method.len() + path_and_query.len() + body.len() + 3);
+    let mut m =
+        Vec::with_capacity(timestamp.len() + method.len() + path_and_query.len() + body.len() + 3);
     m.extend_from_slice(timestamp.as_bytes());
     m.push(b'.');
     m.extend_from_slice(method.as_bytes());
@@ -37,9 +40,18 @@ fn message(timestamp: &str, method: &str, path_and_query: &str, body: &[u8]) -> 
 }
 
 /// The header value a sender puts on a request (for clients and tests).
-pub fn sign(secret: &str, timestamp: i64, method: &str, path_and_query: &str, body: &[u8]) -> String {
+pub fn sign(
+    secret: &str,
+    timestamp: i64,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let tag = hmac::sign(&key, &message(&timestamp.to_string(), method, path_and_query, body));
+    let tag = hmac::sign(
+        &key,
+        &message(&timestamp.to_string(), method, path_and_query, body),
+    );
     format!("v1={}", hex::encode(tag.as_ref()))
 }
 
@@ -53,7 +65,9 @@ pub fn verify(
     path_and_query: &str,
     body: &[u8],
 ) -> Result<(), SignatureError> {
-    let (Some(ts), Some(sig)) = (timestamp, signature) else { return Err(SignatureError::Missing) };
+    let (Some(ts), Some(sig)) = (timestamp, signature) else {
+        return Err(SignatureError::Missing);
+    };
     let ts = ts.trim();
     let ts_num: i64 = ts.parse().map_err(|_| SignatureError::BadTimestamp)?;
     if (now_unix - ts_num).abs() > WINDOW_SECS {
@@ -84,39 +98,134 @@ mod tests {
     use proptest::prelude::*;
 
     fn secrets(s: &[&str]) -> Vec<SecretString> {
-        s.iter().map(|s| SecretString::from(s.to_string())).collect()
+        s.iter()
+            .map(|s| SecretString::from(s.to_string()))
+            .collect()
     }
 
     #[test]
     fn a_signed_request_verifies_with_any_current_secret() {
         let body = br#"{"id":"a1"}"#;
-        let sig = sign("new-secret-0123456789", 1_000, "POST", "/v1/actions?wait=5", body);
+        let sig = sign(
+            "new-secret-0123456789",
+            1_000,
+            "POST",
+            "/v1/actions?wait=5",
+            body,
+        );
         let keys = secrets(&["old-secret-0123456789", "new-secret-0123456789"]);
-        assert_eq!(verify(&keys, Some("1000"), Some(&sig), 1_100, "POST", "/v1/actions?wait=5", body), Ok(()));
+        assert_eq!(
+            verify(
+                &keys,
+                Some("1000"),
+                Some(&sig),
+                1_100,
+                "POST",
+                "/v1/actions?wait=5",
+                body
+            ),
+            Ok(())
+        );
         // Rotation on the sender side: two signatures, one matches.
         let both = format!("v1={}, {sig}", "00".repeat(32));
-        assert_eq!(verify(&keys[1..], Some("1000"), Some(&both), 1_000, "POST", "/v1/actions?wait=5", body), Ok(()));
+        assert_eq!(
+            verify(
+                &keys[1..],
+                Some("1000"),
+                Some(&both),
+                1_000,
+                "POST",
+                "/v1/actions?wait=5",
+                body
+            ),
+            Ok(())
+        );
     }
 
     #[test]
     fn everything_signed_is_covered() {
         let keys = secrets(&["s3cret-0123456789abc"]);
         let sig = sign("s3cret-0123456789abc", 1_000, "POST", "/v1/actions", b"{}");
-        for (method, path, body) in [("GET", "/v1/actions", &b"{}"[..]), ("POST", "/v1/actions?wait=1", b"{}"), ("POST", "/v1/actions", b"{ }")] {
-            assert_eq!(verify(&keys, Some("1000"), Some(&sig), 1_000, method, path, body), Err(SignatureError::Mismatch));
+        for (method, path, body) in [
+            ("GET", "/v1/actions", &b"{}"[..]),
+            ("POST", "/v1/actions?wait=1", b"{}"),
+            ("POST", "/v1/actions", b"{ }"),
+        ] {
+            assert_eq!(
+                verify(&keys, Some("1000"), Some(&sig), 1_000, method, path, body),
+                Err(SignatureError::Mismatch)
+            );
         }
-        assert_eq!(verify(&keys, Some("1001"), Some(&sig), 1_000, "POST", "/v1/actions", b"{}"), Err(SignatureError::Mismatch));
+        assert_eq!(
+            verify(
+                &keys,
+                Some("1001"),
+                Some(&sig),
+                1_000,
+                "POST",
+                "/v1/actions",
+                b"{}"
+            ),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
     fn the_window_is_300_seconds_both_ways() {
         let keys = secrets(&["s3cret-0123456789abc"]);
         let sig = sign("s3cret-0123456789abc", 1_000, "GET", "/v1/actions/a", b"");
-        assert!(verify(&keys, Some("1000"), Some(&sig), 1_300, "GET", "/v1/actions/a", b"").is_ok());
-        assert_eq!(verify(&keys, Some("1000"), Some(&sig), 1_301, "GET", "/v1/actions/a", b""), Err(SignatureError::OutsideWindow));
-        assert_eq!(verify(&keys, Some("1000"), Some(&sig), 699, "GET", "/v1/actions/a", b""), Err(SignatureError::OutsideWindow));
-        assert_eq!(verify(&keys, None, Some(&sig), 1_000, "GET", "/v1/actions/a", b""), Err(SignatureError::Missing));
-        assert_eq!(verify(&keys, Some("soon"), Some(&sig), 1_000, "GET", "/v1/actions/a", b""), Err(SignatureError::BadTimestamp));
+        assert!(
+            verify(
+                &keys,
+                Some("1000"),
+                Some(&sig),
+                1_300,
+                "GET",
+                "/v1/actions/a",
+                b""
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            verify(
+                &keys,
+                Some("1000"),
+                Some(&sig),
+                1_301,
+                "GET",
+                "/v1/actions/a",
+                b""
+            ),
+            Err(SignatureError::OutsideWindow)
+        );
+        assert_eq!(
+            verify(
+                &keys,
+                Some("1000"),
+                Some(&sig),
+                699,
+                "GET",
+                "/v1/actions/a",
+                b""
+            ),
+            Err(SignatureError::OutsideWindow)
+        );
+        assert_eq!(
+            verify(&keys, None, Some(&sig), 1_000, "GET", "/v1/actions/a", b""),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify(
+                &keys,
+                Some("soon"),
+                Some(&sig),
+                1_000,
+                "GET",
+                "/v1/actions/a",
+                b""
+            ),
+            Err(SignatureError::BadTimestamp)
+        );
     }
 
     proptest! {

@@ -141,7 +141,12 @@ impl Engine {
 
     /// Records an action and starts it, or answers from the journal when the id
     /// is already known (redelivered leases, retried pushes).
-    pub async fn submit(self: &Arc<Self>, action: Action, source: Source, lease: Option<Lease>) -> Result<Submitted, EngineError> {
+    pub async fn submit(
+        self: &Arc<Self>,
+        action: Action,
+        source: Source,
+        lease: Option<Lease>,
+    ) -> Result<Submitted, EngineError> {
         if self.is_draining() {
             return Err(EngineError::Draining);
         }
@@ -167,9 +172,16 @@ impl Engine {
                     return Ok(Submitted::Done(result));
                 }
                 if let Some(lease) = lease {
-                    self.leases.lock().expect("leases lock").insert(action.id.clone(), lease);
+                    self.leases
+                        .lock()
+                        .expect("leases lock")
+                        .insert(action.id.clone(), lease);
                 }
-                let here = self.running.lock().expect("running lock").contains(&action.id);
+                let here = self
+                    .running
+                    .lock()
+                    .expect("running lock")
+                    .contains(&action.id);
                 if !here {
                     // Recorded by an earlier run of this process that did not finish it.
                     self.start(action, None);
@@ -181,24 +193,30 @@ impl Engine {
 
     /// Records a failed `invalid_action` result for an action that could not be
     /// parsed but has an id (so the control plane learns why).
-    pub async fn reject_invalid(self: &Arc<Self>, invalid: &InvalidAction, source: Source, lease_token: Option<&str>) -> Result<(), EngineError> {
+    pub async fn reject_invalid(
+        self: &Arc<Self>,
+        invalid: &InvalidAction,
+        source: Source,
+        lease_token: Option<&str>,
+    ) -> Result<(), EngineError> {
         let Some(id) = &invalid.id else { return Ok(()) };
-        let placeholder = Action {
-            id: id.clone(),
-            integration: String::new(),
-            event_type: String::new(),
-            params: Default::default(),
-            not_after: None,
-            created_at: None,
-        };
-        if let Recorded::Known(state) = self.journal.record(&placeholder, source, lease_token).await?
+        if let Some(state) = self.journal.state(id).await?
             && state.result.is_some()
         {
             return Ok(());
         }
         let now = self.clock.now();
-        let result = failed_result(id, ErrorCode::InvalidAction, &invalid.reason, now, now, &self.instance_id);
-        self.journal.complete(&result).await?;
+        let result = failed_result(
+            id,
+            ErrorCode::InvalidAction,
+            &invalid.reason,
+            now,
+            now,
+            &self.instance_id,
+        );
+        self.journal
+            .complete_unrecorded(&result, source, lease_token)
+            .await?;
         self.finish_bookkeeping(id);
         Ok(())
     }
@@ -210,7 +228,10 @@ impl Engine {
         let n = unfinished.len();
         for u in unfinished {
             tracing::info!(action_id = %u.action.id, was_running = u.was_running, "resuming an action left unfinished by the previous run");
-            let lease = u.lease_token.map(|token| Lease { token, expires_at: self.clock.now() });
+            let lease = u.lease_token.map(|token| Lease {
+                token,
+                expires_at: self.clock.now(),
+            });
             self.start(u.action, lease);
         }
         Ok(n)
@@ -225,9 +246,17 @@ impl Engine {
         }
         self.pending.fetch_add(1, Ordering::SeqCst);
         if let Some(lease) = lease {
-            self.leases.lock().expect("leases lock").insert(action.id.clone(), lease);
+            self.leases
+                .lock()
+                .expect("leases lock")
+                .insert(action.id.clone(), lease);
         }
-        let username = action.params.get("username").and_then(|u| u.as_str()).unwrap_or("").to_owned();
+        let username = action
+            .params
+            .get("username")
+            .and_then(|u| u.as_str())
+            .unwrap_or("")
+            .to_owned();
         let span = tracing::info_span!("action", action_id = %action.id, integration = %action.integration, event_type = %action.event_type, username = %username);
         let engine = self.clone();
         self.tracker.spawn(
@@ -261,18 +290,32 @@ impl Engine {
             }
             Ok(event) => {
                 let integration = self.semaphore(&action.integration);
-                let _local = integration.acquire_owned().await.expect("semaphores are never closed");
-                let _global = self.global.clone().acquire_owned().await.expect("semaphores are never closed");
+                let _local = integration
+                    .acquire_owned()
+                    .await
+                    .expect("semaphores are never closed");
+                let _global = self
+                    .global
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphores are never closed");
                 self.journal.mark_running(&action.id).await?;
                 self.invoke(&action, event).await?
             }
         };
         match result.outcome {
-            ResultOutcome::Succeeded => tracing::info!(attempts = result.attempts, "action succeeded"),
+            ResultOutcome::Succeeded => {
+                tracing::info!(attempts = result.attempts, "action succeeded")
+            }
             ResultOutcome::Failed => tracing::warn!(
                 attempts = result.attempts,
                 code = result.error.as_ref().map(|e| e.code.as_str()).unwrap_or(""),
-                message = result.error.as_ref().map(|e| e.message.as_str()).unwrap_or(""),
+                message = result
+                    .error
+                    .as_ref()
+                    .map(|e| e.message.as_str())
+                    .unwrap_or(""),
                 "action failed"
             ),
         }
@@ -290,14 +333,26 @@ impl Engine {
     fn validate(&self, action: &Action) -> Result<EventType, (ErrorCode, String)> {
         let config = &self.google.config;
         if !config.integrations.contains_key(&action.integration) {
-            return Err((ErrorCode::UnknownIntegration, format!("no integration named `{}` is configured in this connector", action.integration)));
+            return Err((
+                ErrorCode::UnknownIntegration,
+                format!(
+                    "no integration named `{}` is configured in this connector",
+                    action.integration
+                ),
+            ));
         }
         let event = EventType::parse(&action.event_type).ok_or_else(|| {
-            (ErrorCode::UnsupportedEventType, format!("`{}` is not a supported event type", action.event_type))
+            (
+                ErrorCode::UnsupportedEventType,
+                format!("`{}` is not a supported event type", action.event_type),
+            )
         })?;
         validate_params(event, &action.params).map_err(|m| (ErrorCode::InvalidAction, m))?;
         if action.not_after.is_some_and(|na| self.clock.now() >= na) {
-            return Err((ErrorCode::Expired, "not_after passed before the action could start".into()));
+            return Err((
+                ErrorCode::Expired,
+                "not_after passed before the action could start".into(),
+            ));
         }
         Ok(event)
     }
@@ -312,18 +367,42 @@ impl Engine {
             }
             Ok(event) => {
                 let integration = &self.google.config.integrations[&action.integration];
-                let call = Call { event_type: event, params: action.params.clone(), idempotency_key: action.id.clone(), not_after: action.not_after };
+                let call = Call {
+                    event_type: event,
+                    params: action.params.clone(),
+                    idempotency_key: action.id.clone(),
+                    not_after: action.not_after,
+                };
                 let report = self.google.invoker.invoke(integration, &call).await;
-                result::from_report(&action.id, &report, &self.instance_id, self.settings.result_body_max_bytes)
+                result::from_report(
+                    &action.id,
+                    &report,
+                    &self.instance_id,
+                    self.settings.result_body_max_bytes,
+                )
             }
         }
     }
 
-    async fn invoke(&self, action: &Action, event: EventType) -> Result<ActionResult, JournalError> {
+    async fn invoke(
+        &self,
+        action: &Action,
+        event: EventType,
+    ) -> Result<ActionResult, JournalError> {
         let integration = &self.google.config.integrations[&action.integration];
-        let call = Call { event_type: event, params: action.params.clone(), idempotency_key: action.id.clone(), not_after: action.not_after };
+        let call = Call {
+            event_type: event,
+            params: action.params.clone(),
+            idempotency_key: action.id.clone(),
+            not_after: action.not_after,
+        };
         let report = self.google.invoker.invoke(integration, &call).await;
-        let result = result::from_report(&action.id, &report, &self.instance_id, self.settings.result_body_max_bytes);
+        let result = result::from_report(
+            &action.id,
+            &report,
+            &self.instance_id,
+            self.settings.result_body_max_bytes,
+        );
         self.note_health(&action.integration, &result);
         for attempt in &report.log {
             self.journal
@@ -332,7 +411,11 @@ impl Engine {
                     action_id: action.id.clone(),
                     integration: action.integration.clone(),
                     event_type: action.event_type.clone(),
-                    username: action.params.get("username").and_then(|u| u.as_str()).map(str::to_owned),
+                    username: action
+                        .params
+                        .get("username")
+                        .and_then(|u| u.as_str())
+                        .map(str::to_owned),
                     function_url: Some(report.url.clone()),
                     http_status: attempt.status,
                     latency_ms: attempt.latency.as_millis() as u64,
@@ -347,15 +430,30 @@ impl Engine {
 
     fn note_health(&self, integration: &str, result: &ActionResult) {
         let health = match &result.error {
-            None => Health { status: "ok", detail: String::new() },
+            None => Health {
+                status: "ok",
+                detail: String::new(),
+            },
             Some(e) => match e.code {
-                ErrorCode::PermissionDenied | ErrorCode::Credentials => Health { status: "error", detail: e.message.chars().take(300).collect() },
-                ErrorCode::FunctionUnavailable => Health { status: "degraded", detail: e.message.chars().take(300).collect() },
+                ErrorCode::PermissionDenied | ErrorCode::Credentials => Health {
+                    status: "error",
+                    detail: e.message.chars().take(300).collect(),
+                },
+                ErrorCode::FunctionUnavailable => Health {
+                    status: "degraded",
+                    detail: e.message.chars().take(300).collect(),
+                },
                 // The function answered: it is reachable and authorised.
-                _ => Health { status: "ok", detail: String::new() },
+                _ => Health {
+                    status: "ok",
+                    detail: String::new(),
+                },
             },
         };
-        self.health.lock().expect("health lock").insert(integration.to_owned(), health);
+        self.health
+            .lock()
+            .expect("health lock")
+            .insert(integration.to_owned(), health);
     }
 
     /// Each configured integration's status, for heartbeats.
@@ -366,8 +464,16 @@ impl Engine {
             .integrations
             .values()
             .map(|i| {
-                let h = health.get(&i.name).cloned().unwrap_or(Health { status: "ok", detail: "no calls yet".into() });
-                IntegrationStatus { name: i.name.clone(), function_url: i.url.to_string(), status: h.status.into(), detail: h.detail }
+                let h = health.get(&i.name).cloned().unwrap_or(Health {
+                    status: "ok",
+                    detail: "no calls yet".into(),
+                });
+                IntegrationStatus {
+                    name: i.name.clone(),
+                    function_url: i.url.to_string(),
+                    status: h.status.into(),
+                    detail: h.detail,
+                }
             })
             .collect()
     }
@@ -381,7 +487,12 @@ impl Engine {
 
     /// Poll-mode leases of actions running here: (id, lease).
     pub fn leases(&self) -> Vec<(String, Lease)> {
-        self.leases.lock().expect("leases lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.leases
+            .lock()
+            .expect("leases lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     pub fn update_lease(&self, id: &str, expires_at: SystemTime) {
@@ -391,7 +502,11 @@ impl Engine {
     }
 
     /// Waits up to `timeout` for an action's result.
-    pub async fn wait_for(&self, id: &str, timeout: Duration) -> Result<Option<ActionResult>, EngineError> {
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<ActionResult>, EngineError> {
         let mut finished = self.finished.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -400,7 +515,10 @@ impl Engine {
             {
                 return Ok(Some(result));
             }
-            if tokio::time::timeout_at(deadline, finished.changed()).await.is_err() {
+            if tokio::time::timeout_at(deadline, finished.changed())
+                .await
+                .is_err()
+            {
                 return Ok(None);
             }
         }
@@ -413,9 +531,16 @@ impl Engine {
         self.draining.store(true, Ordering::SeqCst);
         self.tracker.close();
         let grace = self.settings.shutdown_grace;
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             let left = self.pending();
-            tracing::warn!(left, grace_s = grace.as_secs(), "grace period over; cancelling running actions, they resume at next start");
+            tracing::warn!(
+                left,
+                grace_s = grace.as_secs(),
+                "grace period over; cancelling running actions, they resume at next start"
+            );
             self.abort.cancel();
             self.tracker.wait().await;
             return left;
@@ -423,4 +548,3 @@ impl Engine {
         0
     }
 }
-

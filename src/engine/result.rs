@@ -14,11 +14,22 @@ use crate::function::{Outcome, Report};
 pub const CONNECTOR_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A failed result for an action that never reached a function.
-pub fn failed_result(id: &str, code: ErrorCode, message: &str, started: SystemTime, finished: SystemTime, instance_id: &str) -> ActionResult {
+pub fn failed_result(
+    id: &str,
+    code: ErrorCode,
+    message: &str,
+    started: SystemTime,
+    finished: SystemTime,
+    instance_id: &str,
+) -> ActionResult {
     ActionResult {
         action_id: id.to_owned(),
         outcome: ResultOutcome::Failed,
-        error: Some(ResultError { code, message: message.to_owned(), retryable: false }),
+        error: Some(ResultError {
+            code,
+            message: message.to_owned(),
+            retryable: false,
+        }),
         function: None,
         attempts: 0,
         started_at: rfc3339(started),
@@ -29,16 +40,34 @@ pub fn failed_result(id: &str, code: ErrorCode, message: &str, started: SystemTi
 }
 
 /// The result of an invocation.
-pub(crate) fn from_report(id: &str, report: &Report, instance_id: &str, body_cap: usize) -> ActionResult {
+pub(crate) fn from_report(
+    id: &str,
+    report: &Report,
+    instance_id: &str,
+    body_cap: usize,
+) -> ActionResult {
     let (outcome, error) = match &report.outcome {
         Outcome::Succeeded => (ResultOutcome::Succeeded, None),
-        Outcome::Failed { code, message, retryable } => {
-            (ResultOutcome::Failed, Some(ResultError { code: *code, message: message.clone(), retryable: *retryable }))
-        }
+        Outcome::Failed {
+            code,
+            message,
+            retryable,
+        } => (
+            ResultOutcome::Failed,
+            Some(ResultError {
+                code: *code,
+                message: message.clone(),
+                retryable: *retryable,
+            }),
+        ),
     };
     // A function call happened when an HTTP request went out: an answer came
     // back, or the function did not answer in time.
-    let called = report.status.is_some() || report.log.iter().any(|a| a.outcome == ErrorCode::FunctionUnavailable.as_str());
+    let called = report.status.is_some()
+        || report
+            .log
+            .iter()
+            .any(|a| a.outcome == ErrorCode::FunctionUnavailable.as_str());
     let function = called.then(|| FunctionCall {
         url: report.url.clone(),
         status: report.status,
@@ -72,7 +101,11 @@ pub fn cap_body(body: &Body, cap: usize) -> Value {
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    Value::String(format!("{}…[truncated: {} bytes in all]", &text[..end], text.len()))
+    Value::String(format!(
+        "{}…[truncated: {} bytes in all]",
+        &text[..end],
+        text.len()
+    ))
 }
 
 #[cfg(test)]
@@ -86,6 +119,9 @@ mod tests {
         assert_eq!(cap_body(&body, 1024), json!({"status": "ok"}));
         let big = Body::Text("é".repeat(100));
         let capped = cap_body(&big, 11).as_str().unwrap().to_owned();
-        assert!(capped.starts_with("ééééé…[truncated: 200 bytes"), "{capped}");
+        assert!(
+            capped.starts_with("ééééé…[truncated: 200 bytes"),
+            "{capped}"
+        );
     }
 }

@@ -165,7 +165,9 @@ impl Invoker {
                 latency: last.latency,
                 outcome: match &verdict {
                     Verdict::Success => "succeeded".to_owned(),
-                    Verdict::Retry { code, .. } | Verdict::Fail { code, .. } => code.as_str().to_owned(),
+                    Verdict::Retry { code, .. } | Verdict::Fail { code, .. } => {
+                        code.as_str().to_owned()
+                    }
                 },
             });
             let (code, message, retry_after) = match verdict {

@@ -338,6 +338,13 @@ impl Journal {
         self.write(Op::MarkReported(ids.to_vec())).await.map(drop)
     }
 
+    /// Puts an action's result back in the outbox, at its completion position:
+    /// the control plane handed the action out again, so it does not have it.
+    /// Ids without a result are ignored.
+    pub async fn requeue_result(&self, id: &str) -> Result<(), JournalError> {
+        self.write(Op::Requeue(id.to_owned())).await.map(drop)
+    }
+
     /// How many results wait in the outbox.
     pub async fn outbox_depth(&self) -> Result<u64, JournalError> {
         self.read(read::outbox_depth).await

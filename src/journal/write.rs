@@ -54,6 +54,8 @@ pub(crate) enum Op {
     },
     Attempt(Box<AuditEntry>),
     MarkReported(Vec<String>),
+    /// Puts a reported result back in the outbox (the control plane asked again).
+    Requeue(String),
     Prune {
         /// Unix ms: rows older than this go.
         cutoff: i64,
@@ -354,6 +356,13 @@ fn apply(conn: &Connection, request: &Request, seq: &mut SeqCounter) -> Result<D
             for id in ids {
                 stmt.execute(params![id, at])?;
             }
+            Ok(Done::Unit)
+        }
+        Op::Requeue(id) => {
+            conn.prepare_cached(
+                "UPDATE actions SET reported_at = NULL WHERE id = ?1 AND result IS NOT NULL",
+            )?
+            .execute([id])?;
             Ok(Done::Unit)
         }
         Op::Prune { cutoff } => {
