@@ -214,8 +214,8 @@ pub async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
 
     println!(
-        "{:<7} {:<10} {:<15} {:<20} {:>8} {:>6} {:>7}  {}",
-        "ACTION", "INTEGR.", "EVENT", "RESULT", "ATTEMPTS", "HTTP", "MS", "WHAT"
+        "{:<7} {:<10} {:<15} {:<20} {:>8} {:>6} {:>7}  WHAT",
+        "ACTION", "INTEGR.", "EVENT", "RESULT", "ATTEMPTS", "HTTP", "MS"
     );
     let mut wrong = Vec::new();
     let mut row = |id: &str,

@@ -65,7 +65,7 @@ fn authenticate(
     uri: &Uri,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     verify(
@@ -79,7 +79,7 @@ fn authenticate(
     )
     .map_err(|e| {
         tracing::warn!(reason = %e, path = uri.path(), "rejected an unsigned or badly signed push request");
-        error(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
+        Box::new(error(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))
     })
 }
 
@@ -121,7 +121,7 @@ async fn post_action(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authenticate(&state, &method, &uri, &headers, &body) {
-        return r;
+        return *r;
     }
     let wait = match parse_wait(query.as_deref()) {
         Ok(w) => w,
@@ -196,7 +196,7 @@ fn accepted_or_known(id: &str, submitted: Submitted) -> Response {
         Submitted::InProgress(status) => {
             (StatusCode::OK, axum::Json(status_body(id, status, None))).into_response()
         }
-        Submitted::Done(result) => (StatusCode::OK, axum::Json(json!(result))).into_response(),
+        Submitted::Done(result) => (StatusCode::OK, axum::Json(json!(*result))).into_response(),
     }
 }
 
@@ -209,7 +209,7 @@ async fn get_action(
     body: Bytes,
 ) -> Response {
     if let Err(r) = authenticate(&state, &method, &uri, &headers, &body) {
-        return r;
+        return *r;
     }
     match state.engine.journal().state(&id).await {
         Ok(Some(s)) => (

@@ -49,7 +49,7 @@ pub enum Submitted {
     /// Known and still queued or running.
     InProgress(Status),
     /// Known and finished: its result, from the journal.
-    Done(ActionResult),
+    Done(Box<ActionResult>),
 }
 
 /// A poll-mode lease the engine keeps alive while the action runs.
@@ -79,6 +79,8 @@ pub struct Engine {
     running: Mutex<HashSet<String>>,
     leases: Mutex<HashMap<String, Lease>>,
     health: Mutex<HashMap<String, Health>>,
+    /// Counts of actions started and finished by this engine, for waiters.
+    accepted: watch::Sender<u64>,
     finished: watch::Sender<u64>,
     outbox: Arc<Notify>,
     draining: AtomicBool,
@@ -103,6 +105,7 @@ impl Engine {
             running: Mutex::default(),
             leases: Mutex::default(),
             health: Mutex::default(),
+            accepted: watch::channel(0).0,
             finished: watch::channel(0).0,
             outbox: Arc::new(Notify::new()),
             draining: AtomicBool::new(false),
@@ -169,7 +172,7 @@ impl Engine {
                         self.journal.requeue_result(&action.id).await?;
                         self.outbox.notify_one();
                     }
-                    return Ok(Submitted::Done(result));
+                    return Ok(Submitted::Done(Box::new(result)));
                 }
                 if let Some(lease) = lease {
                     self.leases
@@ -245,6 +248,7 @@ impl Engine {
             }
         }
         self.pending.fetch_add(1, Ordering::SeqCst);
+        self.accepted.send_modify(|n| *n += 1);
         if let Some(lease) = lease {
             self.leases
                 .lock()
@@ -499,6 +503,19 @@ impl Engine {
         if let Some(l) = self.leases.lock().expect("leases lock").get_mut(id) {
             l.expires_at = expires_at;
         }
+    }
+
+    /// Waits until this engine has started `n` actions since it started.
+    pub async fn wait_accepted(&self, n: u64) {
+        let mut accepted = self.accepted.subscribe();
+        let _ = accepted.wait_for(|&done| done >= n).await;
+    }
+
+    /// Waits until this engine has finished `n` actions since it started
+    /// (results stored in the journal's outbox).
+    pub async fn wait_finished(&self, n: u64) {
+        let mut finished = self.finished.subscribe();
+        let _ = finished.wait_for(|&done| done >= n).await;
     }
 
     /// Waits up to `timeout` for an action's result.

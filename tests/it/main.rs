@@ -4,6 +4,7 @@
 
 mod cli;
 mod credentials;
+mod daemon;
 mod helpers;
 mod interop;
 mod invoke;
