@@ -3,21 +3,31 @@
 //!
 //! # Map
 //! - [`config`]: the TOML file (+ `GRANTBRIDGE__*` env overrides) parsed once into
-//!   validated types: connections (credentials) and integrations (functions).
+//!   validated types: connections, integrations, control plane, push, journal, engine.
 //! - [`google`]: credentials (service-account key, metadata server, impersonation,
 //!   ADC) that mint Google-signed ID tokens, and the per-audience token cache.
 //! - [`function`]: invokes a Cloud Function per the function contract and
-//!   classifies the outcome, with retries.
-//! - [`sandbox`]: Google on 127.0.0.1 (token endpoint, certs, metadata server, IAM
-//!   Credentials, a Cloud Functions front end with sample functions).
-//! - [`clock`], [`http`], [`env`]: injected time, the shared HTTP clients, and the
-//!   process environment behind a trait.
+//!   classifies the outcome, with retries; [`contract`] holds its vocabulary.
+//! - [`action`]: actions and results as the protocol writes them.
+//! - [`engine`]: runs actions: validation, bounded concurrency, journaling.
+//! - [`journal`]: the SQLite journal: actions, outbox, audit trail, group commit.
+//! - [`control_plane`]: the client for leases, results and heartbeats.
+//! - [`daemon`]: the loops (poll, lease keeping, reporting, heartbeat), the signed
+//!   push endpoint, graceful shutdown.
+//! - [`sandbox`]: Google and a control plane on 127.0.0.1, for tests, the demo and
+//!   local function development; [`demo`] plays the README's scenario on it.
+//! - [`clock`], [`http`], [`env`], [`retry`], [`metrics`], [`telemetry`]: injected
+//!   time, the shared HTTP clients and URL policy, the environment behind a trait,
+//!   backoff schedules, Prometheus metrics, logging.
 //!
 //! # How an action flows
-//! config names the integration → [`function::Invoker`] asks the
-//! [`google::TokenCache`] for an ID token whose audience is the function URL →
-//! the connection's credentials mint one when needed → the function is POSTed the
-//! contract payload → the response is classified into an outcome.
+//! [`daemon`] leases it from the control plane (or receives it signed on the push
+//! endpoint) → [`engine::Engine::submit`] records it in the [`journal`] (answering
+//! from the journal if the id is known) → validation against the [`config`] → the
+//! [`function::Invoker`] asks the [`google::TokenCache`] for an ID token whose
+//! audience is the function URL, POSTs the contract payload and classifies the
+//! answer, retrying what is retryable → the result is stored in the journal's
+//! outbox → the reporter delivers it to the control plane, which accepts it once.
 #![forbid(unsafe_code)]
 
 pub mod action;

@@ -64,6 +64,7 @@ pub struct ControlPlaneSettings {
     pub lease: Duration,
     pub heartbeat_interval: Duration,
     pub report_batch: u32,
+    pub unauthorized_retry: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -465,7 +466,14 @@ impl Validator {
         if !(1..=1000).contains(&report_batch) {
             self.problem("control_plane.report_batch", "must be between 1 and 1000");
         }
+        let unauthorized_retry = self
+            .duration(
+                "control_plane.unauthorized_retry",
+                cp.unauthorized_retry.as_deref(),
+            )
+            .unwrap_or(Duration::from_secs(30));
         Some(ControlPlaneSettings {
+            unauthorized_retry,
             url: url?,
             token: token?,
             poll: cp.poll.unwrap_or(true),

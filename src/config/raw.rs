@@ -55,6 +55,8 @@ pub(crate) struct RawControlPlane {
     pub heartbeat_interval: Option<String>,
     /// Results per report call (default 100).
     pub report_batch: Option<u32>,
+    /// After the control plane refuses the connector token, retry this slowly (default "30s").
+    pub unauthorized_retry: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

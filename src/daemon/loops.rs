@@ -19,9 +19,6 @@ use crate::engine::{Engine, EngineError, Lease};
 use crate::journal::Source;
 use crate::retry::Backoff;
 
-/// After a refused connector token, retry this slowly.
-const UNAUTHORIZED_RETRY: Duration = Duration::from_secs(30);
-
 /// Sleeps unless cancelled first; false when cancelled.
 async fn pause(d: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
@@ -46,10 +43,16 @@ fn note(status: &Status, result: &Result<(), &CpError>) {
     }
 }
 
-/// How long to wait after a control-plane failure.
-fn failure_delay(e: &CpError, failures: u32, backoff: &Backoff) -> Duration {
+/// How long to wait after a control-plane failure: slowly after a refused
+/// token (`unauthorized`), else backoff with jitter honouring `Retry-After`.
+fn failure_delay(
+    e: &CpError,
+    failures: u32,
+    backoff: &Backoff,
+    unauthorized: Duration,
+) -> Duration {
     match e {
-        CpError::Unauthorized { .. } => UNAUTHORIZED_RETRY,
+        CpError::Unauthorized { .. } => unauthorized,
         other => backoff.delay(failures, other.retry_after()),
     }
 }
@@ -91,7 +94,7 @@ pub(super) async fn poll(
             }
             Err(e) => {
                 failures += 1;
-                let delay = failure_delay(&e, failures, &backoff);
+                let delay = failure_delay(&e, failures, &backoff, settings.unauthorized_retry);
                 match &e {
                     CpError::Unauthorized { .. } => {
                         tracing::error!(error = %e, retry_in_s = delay.as_secs(), "cannot lease actions")
@@ -235,6 +238,7 @@ pub(super) async fn report(
     engine: Arc<Engine>,
     cp: Option<ControlPlaneClient>,
     batch: u32,
+    unauthorized: Duration,
     status: Arc<Status>,
     stop: CancellationToken,
 ) {
@@ -261,7 +265,7 @@ pub(super) async fn report(
             Err(e) => {
                 note(&status, &Err(&e));
                 failures += 1;
-                let delay = failure_delay(&e, failures, &backoff);
+                let delay = failure_delay(&e, failures, &backoff, unauthorized);
                 tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "could not report results; they stay in the outbox");
                 if !pause(delay, &stop).await {
                     break;

@@ -166,6 +166,10 @@ impl Daemon {
                 .control_plane
                 .as_ref()
                 .map_or(100, |c| c.report_batch),
+            config
+                .control_plane
+                .as_ref()
+                .map_or(std::time::Duration::from_secs(30), |c| c.unauthorized_retry),
             self.status.clone(),
             background.clone(),
         ));

@@ -181,11 +181,15 @@ async fn the_standalone_sandbox_writes_a_config_grantbridge_can_use() {
 }
 
 #[test]
-fn the_example_config_is_valid_apart_from_its_key_file() {
+fn the_example_config_is_valid_apart_from_its_secret_files() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grantbridge.example.toml");
     let err =
         grantbridge::config::Config::load(&path, &grantbridge::env::MapEnv::new()).unwrap_err();
     let keys: Vec<&str> = err.problems().iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(keys, ["connections.prod.key_file"], "{err}");
+    assert_eq!(
+        keys,
+        ["connections.prod.key_file", "control_plane.token_file"],
+        "{err}"
+    );
 }

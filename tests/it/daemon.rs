@@ -625,3 +625,80 @@ async fn audit_command_reads_the_journal() {
             .ends_with("/grant-db")
     );
 }
+
+#[tokio::test]
+async fn a_refused_connector_token_means_not_ready_and_slow_retries_until_it_is_fixed() {
+    use std::sync::atomic::Ordering;
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    cp.revoke_token(crate::helpers::CP_TOKEN);
+    let spec = DaemonSpec {
+        control_plane: "unauthorized_retry = \"1s\"",
+        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
+    };
+    let daemon = start_daemon(&env, &env.daemon_toml(&cp, &spec)).await;
+    cp.enqueue(action("auth-1", "orders-db"));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    // The daemon is told no, says so, and keeps asking slowly.
+    while cp.calls().unauthorized() < 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !daemon.status.control_plane_auth_ok.load(Ordering::SeqCst),
+        "not ready while the token is refused"
+    );
+    assert!(env.sandbox.invocations("grant-db").is_empty());
+    // Fixed (e.g. the Secret was updated): work resumes.
+    cp.add_token(crate::helpers::CP_TOKEN);
+    let results = cp.wait_for_results(1, WAIT).await;
+    assert!(results["auth-1"].parsed.succeeded());
+    assert!(daemon.status.control_plane_auth_ok.load(Ordering::SeqCst));
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn control_plane_retry_after_is_honoured() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    cp.fail_next(1, 429, Some(2));
+    cp.enqueue(action("ra-1", "orders-db"));
+    let started = std::time::Instant::now();
+    let daemon = start_daemon(
+        &env,
+        &env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")])),
+    )
+    .await;
+    cp.wait_for_results(1, WAIT).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "leased again only after Retry-After: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(cp.calls().with_status(429), 1);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn list_resources_answers_reach_the_control_plane_intact() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let daemon = start_daemon(
+        &env,
+        &env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")])),
+    )
+    .await;
+    cp.enqueue(json!({"id": "list-1", "integration": "orders-db", "event_type": "list-resources", "params": {"resource_type": "db"}}));
+    let results = cp.wait_for_results(1, WAIT).await;
+    let f = results["list-1"].parsed.function.clone().unwrap();
+    let direct = env.sandbox.invocations("grant-db");
+    assert_eq!(direct.len(), 1);
+    let body = f.body.unwrap();
+    assert_eq!(body["resources"][0]["type"], "db");
+    assert_eq!(body["permissions"].as_array().unwrap().len(), 2);
+    assert!(f.latency_ms < 60_000 && f.url.ends_with("/grant-db"));
+    daemon.stop().await;
+}

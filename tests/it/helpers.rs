@@ -153,6 +153,8 @@ pub struct DaemonSpec<'a> {
     pub instance_id: &'a str,
     /// Extra `[engine]` keys.
     pub engine: &'a str,
+    /// Extra `[control_plane]` keys.
+    pub control_plane: &'a str,
 }
 
 impl<'a> DaemonSpec<'a> {
@@ -166,6 +168,7 @@ impl<'a> DaemonSpec<'a> {
             journal: env.dir.path().join("journal.db"),
             instance_id: "it-0/0001",
             engine: "",
+            control_plane: "",
         }
     }
 }
@@ -181,10 +184,11 @@ impl TestEnv {
             self.config_toml(spec.integrations, spec.integration_extra)
         );
         toml.push_str(&format!(
-            "\n[control_plane]\nurl = \"{}\"\ntoken_env = \"CP_TOKEN\"\npoll = {}\nwait = \"1s\"\nlease = \"{}\"\nheartbeat_interval = \"1s\"\n",
+            "\n[control_plane]\nurl = \"{}\"\ntoken_env = \"CP_TOKEN\"\npoll = {}\nwait = \"1s\"\nlease = \"{}\"\nheartbeat_interval = \"1s\"\n{}\n",
             cp.url(),
             spec.poll,
-            spec.lease
+            spec.lease,
+            spec.control_plane
         ));
         if spec.push {
             toml.push_str(&format!("\n[push]\nlisten = \"127.0.0.1:0\"\nsecret_files = [\"{}\"]\nmax_body_bytes = 4096\n", secret.display()));
@@ -210,6 +214,7 @@ pub struct RunningDaemon {
     pub handle: tokio::task::JoinHandle<RunSummary>,
     pub push_addr: Option<std::net::SocketAddr>,
     pub engine: Arc<Engine>,
+    pub status: Arc<grantbridge::daemon::Status>,
 }
 
 impl RunningDaemon {
@@ -232,6 +237,7 @@ pub async fn start_daemon(env: &TestEnv, toml: &str) -> RunningDaemon {
     let daemon = Daemon::build(config, &menv, Clock::system(), Arc::new(Metrics::new()))
         .expect("daemon builds");
     let engine = daemon.engine().clone();
+    let status = daemon.status().clone();
     let (listener, push_addr) = if push {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = l.local_addr().unwrap();
@@ -249,6 +255,7 @@ pub async fn start_daemon(env: &TestEnv, toml: &str) -> RunningDaemon {
         handle,
         push_addr,
         engine,
+        status,
     }
 }
 
