@@ -250,8 +250,9 @@ pub(super) async fn report(
     let mut failures = 0;
     loop {
         match flush_outbox(&engine, cp.as_ref(), batch).await {
-            Ok(_) => {
-                if cp.is_some() {
+                        Ok(sent) => {
+                // Only a call that happened says anything about the control plane.
+                if sent > 0 && cp.is_some() {
                     note(&status, &Ok(()));
                 }
                 failures = 0;
