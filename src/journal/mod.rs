@@ -178,7 +178,8 @@ pub struct Unfinished {
 pub struct JournalStats {
     /// Transactions committed (each one fsync of the WAL).
     pub transactions: u64,
-    /// Writes committed.
+    /// Write calls answered from committed transactions (a call refused on
+    /// its own, such as completing an unrecorded id, counts too).
     pub writes: u64,
 }
 
@@ -189,7 +190,8 @@ struct Counters {
 }
 
 /// The durable journal. Cheap to clone; every clone shares one writer thread
-/// and one reader connection.
+/// and one read-only connection (reads take turns on it, on tokio's blocking
+/// pool; they never wait for the writer).
 #[derive(Clone)]
 pub struct Journal {
     inner: Arc<Inner>,
