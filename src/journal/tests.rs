@@ -764,3 +764,167 @@ fn kill9_keeps_every_acknowledged_write() {
         j.close().await;
     });
 }
+
+// ---- model-based: any sequence of calls matches a simple in-memory model ----
+
+mod model {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Call {
+        Record(u8, Option<u8>),
+        Running(u8),
+        Complete(u8, bool),
+        Report(Vec<u8>),
+        Reopen,
+    }
+
+    fn call() -> impl Strategy<Value = Call> {
+        let id = 0u8..6;
+        prop_oneof![
+            3 => (id.clone(), proptest::option::of(0u8..3)).prop_map(|(i, l)| Call::Record(i, l)),
+            1 => id.clone().prop_map(Call::Running),
+            3 => (id.clone(), any::<bool>()).prop_map(|(i, ok)| Call::Complete(i, ok)),
+            1 => proptest::collection::vec(id, 0..4).prop_map(Call::Report),
+            1 => Just(Call::Reopen),
+        ]
+    }
+
+    #[derive(Debug, Default)]
+    struct Expected {
+        status: Option<Status>,
+        lease: Option<String>,
+        result_ok: Option<bool>,
+        reported: bool,
+    }
+
+    async fn check(calls: Vec<Call>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let mut j = open(&path);
+        let mut model: BTreeMap<u8, Expected> = BTreeMap::new();
+        let mut recorded_order: Vec<u8> = Vec::new();
+        let mut completed_order: Vec<u8> = Vec::new();
+        let name = |i: u8| format!("act-{i}");
+        for call in calls {
+            match call {
+                Call::Record(i, lease) => {
+                    let lease = lease.map(|l| format!("lease-{l}"));
+                    let answer = j
+                        .record(&action(&name(i)), Source::Poll, lease.as_deref())
+                        .await
+                        .unwrap();
+                    let known = model.contains_key(&i);
+                    let e = model.entry(i).or_default();
+                    if lease.is_some() || !known {
+                        e.lease = lease;
+                    }
+                    match answer {
+                        Recorded::New => {
+                            assert!(!known, "{i} recorded twice as New");
+                            e.status = Some(Status::Queued);
+                            recorded_order.push(i);
+                        }
+                        Recorded::Known(state) => {
+                            assert!(known, "{i} Known before it was recorded");
+                            assert_eq!(Some(state.status), e.status);
+                            assert_eq!(state.lease_token, e.lease);
+                        }
+                    }
+                }
+                Call::Running(i) => {
+                    let answer = j.mark_running(&name(i)).await;
+                    match model.get_mut(&i) {
+                        None => assert!(matches!(answer, Err(JournalError::NotRecorded { .. }))),
+                        Some(e) => {
+                            answer.unwrap();
+                            if e.status == Some(Status::Queued) {
+                                e.status = Some(Status::Running);
+                            }
+                        }
+                    }
+                }
+                Call::Complete(i, ok) => {
+                    let answer = j.complete(&result(&name(i), ok)).await;
+                    match model.get_mut(&i) {
+                        None => assert!(matches!(answer, Err(JournalError::NotRecorded { .. }))),
+                        Some(e) => {
+                            answer.unwrap();
+                            if e.result_ok.is_none() {
+                                e.result_ok = Some(ok);
+                                e.status = Some(if ok {
+                                    Status::Succeeded
+                                } else {
+                                    Status::Failed
+                                });
+                                completed_order.push(i);
+                            }
+                        }
+                    }
+                }
+                Call::Report(ids) => {
+                    let names: Vec<String> = ids.iter().map(|&i| name(i)).collect();
+                    j.mark_reported(&names).await.unwrap();
+                    for i in ids {
+                        if let Some(e) = model.get_mut(&i)
+                            && e.result_ok.is_some()
+                        {
+                            e.reported = true;
+                        }
+                    }
+                }
+                Call::Reopen => {
+                    drop(j);
+                    j = open(&path);
+                }
+            }
+        }
+        for (i, e) in &model {
+            let state = j.state(&name(*i)).await.unwrap().unwrap();
+            assert_eq!(Some(state.status), e.status, "status of {i}");
+            assert_eq!(state.lease_token, e.lease, "lease of {i}");
+            assert_eq!(
+                state.result.map(|r| r.succeeded()),
+                e.result_ok,
+                "result of {i}"
+            );
+        }
+        let want_outbox: Vec<String> = completed_order
+            .iter()
+            .filter(|i| !model[i].reported)
+            .map(|&i| name(i))
+            .collect();
+        let outbox = j.outbox(0).await.unwrap();
+        assert_eq!(ids(&outbox), want_outbox);
+        assert_eq!(j.outbox_depth().await.unwrap(), want_outbox.len() as u64);
+        let want_unfinished: Vec<(String, bool)> = recorded_order
+            .iter()
+            .filter(|i| model[i].result_ok.is_none())
+            .map(|&i| (name(i), model[&i].status == Some(Status::Running)))
+            .collect();
+        let unfinished: Vec<(String, bool)> = j
+            .unfinished()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.action.id, u.was_running))
+            .collect();
+        assert_eq!(unfinished, want_unfinished);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn any_call_sequence_matches_the_model(calls in proptest::collection::vec(call(), 1..30)) {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(check(calls));
+        }
+    }
+}
