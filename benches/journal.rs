@@ -6,7 +6,8 @@
 //! It must stay under a minute or two on 2 cores: the baseline stops after
 //! 20 s and reports the rate it reached. `JOURNAL_BENCH_N` changes N.
 //! Files go under Cargo's target tmp dir (a real disk, so fsync costs what it
-//! costs in production), never /tmp, which may be memory-backed.
+//! costs there), not /tmp, which may be memory-backed; `JOURNAL_BENCH_DIR`
+//! points it at another disk, e.g. the one the journal will live on.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5_000);
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let base = std::env::var_os("JOURNAL_BENCH_DIR").map_or_else(
+        || env!("CARGO_TARGET_TMPDIR").into(),
+        std::path::PathBuf::from,
+    );
+    let dir = tempfile::tempdir_in(base).expect("temp dir");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -7,7 +7,32 @@
 //! Writes go through one writer thread that commits everything queued in one
 //! transaction (group commit: one fsync for many writes); a caller's future
 //! resolves only once its write is durable. Reads use a separate read-only
-//! connection on the blocking pool.
+//! connection on the blocking pool. Dropping a call's future after it was
+//! sent does not cancel the write.
+//!
+//! ```no_run
+//! # use grantbridge::action::{Action, ActionResult};
+//! # use grantbridge::clock::Clock;
+//! # use grantbridge::journal::*;
+//! # async fn flow(action: Action, result: ActionResult) -> Result<(), JournalError> {
+//! let journal = Journal::open(JournalOptions::new("/var/lib/grantbridge/journal.db"), Clock::system())?;
+//! // On restart: resume what a crash interrupted (same Idempotency-Key: the id).
+//! for u in journal.unfinished().await? { /* run u.action again */ }
+//! match journal.record(&action, Source::Poll, Some("lease-token")).await? {
+//!     Recorded::Known(state) => { /* already seen: answer from state, do not run */ }
+//!     Recorded::New => {
+//!         journal.mark_running(&action.id).await?;
+//!         // ... call the function, journal.record_attempt(..) per attempt ...
+//!         journal.complete(&result).await?; // durable before it is reported
+//!     }
+//! }
+//! // The reporter: send the outbox, then take out what the control plane accepted.
+//! let batch = journal.outbox(100).await?;
+//! let accepted: Vec<String> = batch.iter().map(|i| i.result.action_id.clone()).collect();
+//! journal.mark_reported(&accepted).await?;
+//! journal.close().await;
+//! # Ok(()) }
+//! ```
 //!
 //! It must not decide anything (what to run, retry or report is the engine's
 //! job), call the network, or read the clock other than through [`Clock`].
@@ -178,7 +203,8 @@ pub struct Unfinished {
 pub struct JournalStats {
     /// Transactions committed (each one fsync of the WAL).
     pub transactions: u64,
-    /// Writes committed.
+    /// Write calls answered from committed transactions (a call refused on
+    /// its own, such as completing an unrecorded id, counts too).
     pub writes: u64,
 }
 
@@ -189,7 +215,8 @@ struct Counters {
 }
 
 /// The durable journal. Cheap to clone; every clone shares one writer thread
-/// and one reader connection.
+/// and one read-only connection (reads take turns on it, on tokio's blocking
+/// pool; they never wait for the writer).
 #[derive(Clone)]
 pub struct Journal {
     inner: Arc<Inner>,

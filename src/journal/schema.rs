@@ -102,6 +102,9 @@ pub(crate) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connect
     // power loss, not just a crash of the process.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(fail)?;
+    // After a checkpoint, shrink a WAL that a burst grew back to this size.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .map_err(fail)?;
     conn.set_prepared_statement_cache_capacity(32);
     migrate(path, &mut conn)?;
     Ok(conn)

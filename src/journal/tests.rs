@@ -207,6 +207,14 @@ async fn unknown_ids_are_refused_and_unparsed_actions_still_reach_the_outbox() {
     assert_eq!(ids(&outbox), ["bad-1"]);
     assert_eq!(outbox[0].lease_token.as_deref(), Some("t"));
     assert!(j.unfinished().await.unwrap().is_empty());
+    let Recorded::Known(state) = j
+        .record(&action("bad-1"), Source::Poll, None)
+        .await
+        .unwrap()
+    else {
+        panic!("an id with a result is Known");
+    };
+    assert_eq!(state.status, Status::Failed);
     // For a recorded id it behaves as complete, first result kept.
     j.record(&action("ok-1"), Source::Push, None).await.unwrap();
     j.complete_unrecorded(&result("ok-1", true), Source::Push, None)
@@ -475,6 +483,8 @@ async fn concurrent_writes_share_transactions() {
         "group commit should batch writes: {stats:?}"
     );
     let outbox = j.outbox(0).await.unwrap();
+    assert_eq!(outbox.len(), DEFAULT_OUTBOX_LIMIT);
+    let outbox = j.outbox(N).await.unwrap();
     assert_eq!(outbox.len(), N);
     assert!(
         outbox
@@ -483,6 +493,62 @@ async fn concurrent_writes_share_transactions() {
     );
     let distinct: HashSet<&str> = ids(&outbox).into_iter().collect();
     assert_eq!(distinct.len(), N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_never_exceed_max_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = JournalOptions {
+        max_batch: 1,
+        ..JournalOptions::new(dir.path().join("j.db"))
+    };
+    let j = Journal::open(opts, Clock::system()).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let j = j.clone();
+        tasks.spawn(async move {
+            j.record(&action(&format!("a{i}")), Source::Push, None)
+                .await
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.unwrap().unwrap();
+    }
+    assert_eq!(
+        j.stats(),
+        JournalStats {
+            transactions: 50,
+            writes: 50
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_write_blocked_by_another_process_fails_retryably_and_the_journal_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db");
+    let j = Journal::open_with(
+        JournalOptions::new(&path),
+        Clock::system(),
+        Duration::from_millis(20),
+    )
+    .unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let err = j
+        .record(&action("a"), Source::Push, None)
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("only one grantbridge"), "{err}");
+    // Reads do not wait for writers.
+    assert!(j.state("a").await.unwrap().is_none());
+    other.execute_batch("ROLLBACK").unwrap();
+    assert!(matches!(
+        j.record(&action("a"), Source::Push, None).await.unwrap(),
+        Recorded::New
+    ));
+    assert_eq!(j.stats().transactions, 1, "the failed batch did not commit");
 }
 
 #[test]
@@ -537,7 +603,8 @@ const CRASH_CHILD_ENV: &str = "GRANTBRIDGE_JOURNAL_CRASH_CHILD";
 
 /// The child half of [`kill9_keeps_every_acknowledged_write`]: writes through
 /// the journal from several tasks and prints `ACK <kind> <id>` after each
-/// write's future resolved, until it is killed (or, as a bound, after 60 s or
+/// write's future resolved (and `ACK reporting <id>` before asking to mark
+/// it reported), until it is killed (or, as a bound, after 60 s or
 /// 20,000 actions per task).
 #[test]
 #[ignore = "child process of kill9_keeps_every_acknowledged_write, which runs it"]
@@ -581,6 +648,8 @@ fn crash_child() {
                     j.complete(&result(&id, i % 3 == 0)).await.unwrap();
                     ack("completed", &id);
                     if i % 4 == 0 {
+                        // Said before the call: from here on it may be reported.
+                        ack("reporting", &id);
                         j.mark_reported(std::slice::from_ref(&id)).await.unwrap();
                         ack("reported", &id);
                     }
@@ -633,6 +702,11 @@ fn kill9_keeps_every_acknowledged_write() {
         "the child exited ({status}) before it was killed; see its stderr"
     );
     let recorded = &acked["recorded"];
+    assert!(
+        recorded.len() >= 400,
+        "killed mid-stream, after {} records",
+        recorded.len()
+    );
     let completed = &acked["completed"];
     let reported = &acked["reported"];
 
@@ -663,7 +737,7 @@ fn kill9_keeps_every_acknowledged_write() {
                 .all(|w| w[0].completed_seq < w[1].completed_seq)
         );
         let in_outbox: HashSet<&str> = ids(&outbox).into_iter().collect();
-        for id in completed.difference(reported) {
+        for id in completed.difference(&acked["reporting"]) {
             assert!(
                 in_outbox.contains(id.as_str()),
                 "{id} left the outbox unreported"
@@ -689,4 +763,168 @@ fn kill9_keeps_every_acknowledged_write() {
         assert!(unfinished.iter().any(|u| !u.was_running));
         j.close().await;
     });
+}
+
+// ---- model-based: any sequence of calls matches a simple in-memory model ----
+
+mod model {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Call {
+        Record(u8, Option<u8>),
+        Running(u8),
+        Complete(u8, bool),
+        Report(Vec<u8>),
+        Reopen,
+    }
+
+    fn call() -> impl Strategy<Value = Call> {
+        let id = 0u8..6;
+        prop_oneof![
+            3 => (id.clone(), proptest::option::of(0u8..3)).prop_map(|(i, l)| Call::Record(i, l)),
+            1 => id.clone().prop_map(Call::Running),
+            3 => (id.clone(), any::<bool>()).prop_map(|(i, ok)| Call::Complete(i, ok)),
+            1 => proptest::collection::vec(id, 0..4).prop_map(Call::Report),
+            1 => Just(Call::Reopen),
+        ]
+    }
+
+    #[derive(Debug, Default)]
+    struct Expected {
+        status: Option<Status>,
+        lease: Option<String>,
+        result_ok: Option<bool>,
+        reported: bool,
+    }
+
+    async fn check(calls: Vec<Call>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let mut j = open(&path);
+        let mut model: BTreeMap<u8, Expected> = BTreeMap::new();
+        let mut recorded_order: Vec<u8> = Vec::new();
+        let mut completed_order: Vec<u8> = Vec::new();
+        let name = |i: u8| format!("act-{i}");
+        for call in calls {
+            match call {
+                Call::Record(i, lease) => {
+                    let lease = lease.map(|l| format!("lease-{l}"));
+                    let answer = j
+                        .record(&action(&name(i)), Source::Poll, lease.as_deref())
+                        .await
+                        .unwrap();
+                    let known = model.contains_key(&i);
+                    let e = model.entry(i).or_default();
+                    if lease.is_some() || !known {
+                        e.lease = lease;
+                    }
+                    match answer {
+                        Recorded::New => {
+                            assert!(!known, "{i} recorded twice as New");
+                            e.status = Some(Status::Queued);
+                            recorded_order.push(i);
+                        }
+                        Recorded::Known(state) => {
+                            assert!(known, "{i} Known before it was recorded");
+                            assert_eq!(Some(state.status), e.status);
+                            assert_eq!(state.lease_token, e.lease);
+                        }
+                    }
+                }
+                Call::Running(i) => {
+                    let answer = j.mark_running(&name(i)).await;
+                    match model.get_mut(&i) {
+                        None => assert!(matches!(answer, Err(JournalError::NotRecorded { .. }))),
+                        Some(e) => {
+                            answer.unwrap();
+                            if e.status == Some(Status::Queued) {
+                                e.status = Some(Status::Running);
+                            }
+                        }
+                    }
+                }
+                Call::Complete(i, ok) => {
+                    let answer = j.complete(&result(&name(i), ok)).await;
+                    match model.get_mut(&i) {
+                        None => assert!(matches!(answer, Err(JournalError::NotRecorded { .. }))),
+                        Some(e) => {
+                            answer.unwrap();
+                            if e.result_ok.is_none() {
+                                e.result_ok = Some(ok);
+                                e.status = Some(if ok {
+                                    Status::Succeeded
+                                } else {
+                                    Status::Failed
+                                });
+                                completed_order.push(i);
+                            }
+                        }
+                    }
+                }
+                Call::Report(ids) => {
+                    let names: Vec<String> = ids.iter().map(|&i| name(i)).collect();
+                    j.mark_reported(&names).await.unwrap();
+                    for i in ids {
+                        if let Some(e) = model.get_mut(&i)
+                            && e.result_ok.is_some()
+                        {
+                            e.reported = true;
+                        }
+                    }
+                }
+                Call::Reopen => {
+                    drop(j);
+                    j = open(&path);
+                }
+            }
+        }
+        for (i, e) in &model {
+            let state = j.state(&name(*i)).await.unwrap().unwrap();
+            assert_eq!(Some(state.status), e.status, "status of {i}");
+            assert_eq!(state.lease_token, e.lease, "lease of {i}");
+            assert_eq!(
+                state.result.map(|r| r.succeeded()),
+                e.result_ok,
+                "result of {i}"
+            );
+        }
+        let want_outbox: Vec<String> = completed_order
+            .iter()
+            .filter(|i| !model[i].reported)
+            .map(|&i| name(i))
+            .collect();
+        let outbox = j.outbox(0).await.unwrap();
+        assert_eq!(ids(&outbox), want_outbox);
+        assert_eq!(j.outbox_depth().await.unwrap(), want_outbox.len() as u64);
+        let want_unfinished: Vec<(String, bool)> = recorded_order
+            .iter()
+            .filter(|i| model[i].result_ok.is_none())
+            .map(|&i| (name(i), model[&i].status == Some(Status::Running)))
+            .collect();
+        let unfinished: Vec<(String, bool)> = j
+            .unfinished()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.action.id, u.was_running))
+            .collect();
+        assert_eq!(unfinished, want_unfinished);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn any_call_sequence_matches_the_model(calls in proptest::collection::vec(call(), 1..30)) {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(check(calls));
+        }
+    }
 }
