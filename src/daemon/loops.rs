@@ -109,26 +109,24 @@ pub(super) async fn poll(
                 continue;
             }
         };
-        for l in leased {
-            let submitted = match l.action {
-                Ok(action) => engine
-                    .submit(
-                        action,
-                        Source::Poll,
-                        Some(Lease {
-                            token: l.lease_token,
-                            expires_at: l.expires_at,
-                        }),
-                    )
-                    .await
-                    .map(|_| ()),
-                Err(invalid) => {
-                    tracing::warn!(error = %invalid, "invalid action from the control plane; reporting it failed");
-                    engine
-                        .reject_invalid(&invalid, Source::Poll, Some(&l.lease_token))
-                        .await
+        // Submitted together, so their journal records share group commits
+        // (one fsync for the batch instead of one per action).
+        let submissions = leased.into_iter().map(|l| {
+            let engine = engine.clone();
+            async move {
+                match l.action {
+                    Ok(action) => {
+                        let lease = Lease { token: l.lease_token, expires_at: l.expires_at };
+                        engine.submit(action, Source::Poll, Some(lease)).await.map(|_| ())
+                    }
+                    Err(invalid) => {
+                        tracing::warn!(error = %invalid, "invalid action from the control plane; reporting it failed");
+                        engine.reject_invalid(&invalid, Source::Poll, Some(&l.lease_token)).await
+                    }
                 }
-            };
+            }
+        });
+        for submitted in futures_util::future::join_all(submissions).await {
             match submitted {
                 Ok(()) => {}
                 Err(EngineError::Draining) => break,
@@ -250,7 +248,7 @@ pub(super) async fn report(
     let mut failures = 0;
     loop {
         match flush_outbox(&engine, cp.as_ref(), batch).await {
-                        Ok(sent) => {
+            Ok(sent) => {
                 // Only a call that happened says anything about the control plane.
                 if sent > 0 && cp.is_some() {
                     note(&status, &Ok(()));

@@ -408,27 +408,28 @@ impl Engine {
             self.settings.result_body_max_bytes,
         );
         self.note_health(&action.integration, &result);
-        for attempt in &report.log {
-            self.journal
-                .record_attempt(AuditEntry {
-                    at: attempt.at,
-                    action_id: action.id.clone(),
-                    integration: action.integration.clone(),
-                    event_type: action.event_type.clone(),
-                    username: action
-                        .params
-                        .get("username")
-                        .and_then(|u| u.as_str())
-                        .map(str::to_owned),
-                    function_url: Some(report.url.clone()),
-                    http_status: attempt.status,
-                    latency_ms: attempt.latency.as_millis() as u64,
-                    outcome: attempt.outcome.clone(),
-                    attempt: attempt.number,
-                    instance_id: self.instance_id.clone(),
-                })
-                .await?;
-        }
+        // Written together: they share one group commit.
+        let username = action
+            .params
+            .get("username")
+            .and_then(|u| u.as_str())
+            .map(str::to_owned);
+        let entries = report.log.iter().map(|attempt| {
+            self.journal.record_attempt(AuditEntry {
+                at: attempt.at,
+                action_id: action.id.clone(),
+                integration: action.integration.clone(),
+                event_type: action.event_type.clone(),
+                username: username.clone(),
+                function_url: Some(report.url.clone()),
+                http_status: attempt.status,
+                latency_ms: attempt.latency.as_millis() as u64,
+                outcome: attempt.outcome.clone(),
+                attempt: attempt.number,
+                instance_id: self.instance_id.clone(),
+            })
+        });
+        futures_util::future::try_join_all(entries).await?;
         Ok(result)
     }
 
