@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::action::{Action, ActionResult, InvalidAction, ResultOutcome};
+use crate::action::{Action, ActionResult, InvalidAction};
 use crate::app::GoogleSide;
 use crate::clock::Clock;
 use crate::config::{Config, EngineSettings};
@@ -287,10 +287,13 @@ impl Engine {
 
     async fn run(&self, action: Action) -> Result<(), JournalError> {
         // Validation first: an invalid action never waits for a permit or reaches a function.
-        let result = match self.validate(&action) {
+        let (result, audit) = match self.validate(&action) {
             Err((code, message)) => {
                 let now = self.clock.now();
-                failed_result(&action.id, code, &message, now, now, &self.instance_id)
+                (
+                    failed_result(&action.id, code, &message, now, now, &self.instance_id),
+                    Vec::new(),
+                )
             }
             Ok(event) => {
                 let integration = self.semaphore(&action.integration);
@@ -304,26 +307,24 @@ impl Engine {
                     .acquire_owned()
                     .await
                     .expect("semaphores are never closed");
-                self.journal.mark_running(&action.id).await?;
-                self.invoke(&action, event).await?
+                // Informational ("running" in status answers): not worth an fsync
+                // on the critical path; a no-op if the result lands first.
+                let (journal, id) = (self.journal.clone(), action.id.clone());
+                tokio::spawn(async move { journal.mark_running(&id).await });
+                self.invoke(&action, event).await
             }
         };
-        match result.outcome {
-            ResultOutcome::Succeeded => {
-                tracing::info!(attempts = result.attempts, "action succeeded")
+        match &result.error {
+            None => tracing::info!(attempts = result.attempts, "action succeeded"),
+            Some(e) => {
+                tracing::warn!(attempts = result.attempts, code = e.code.as_str(), message = %e.message, "action failed")
             }
-            ResultOutcome::Failed => tracing::warn!(
-                attempts = result.attempts,
-                code = result.error.as_ref().map(|e| e.code.as_str()).unwrap_or(""),
-                message = result
-                    .error
-                    .as_ref()
-                    .map(|e| e.message.as_str())
-                    .unwrap_or(""),
-                "action failed"
-            ),
         }
-        self.journal.complete(&result).await?;
+        // The audit entries and the result share one group commit.
+        let entries = futures_util::future::try_join_all(
+            audit.into_iter().map(|e| self.journal.record_attempt(e)),
+        );
+        futures_util::future::try_join(entries, self.journal.complete(&result)).await?;
         self.finish_bookkeeping(&action.id);
         Ok(())
     }
@@ -388,11 +389,8 @@ impl Engine {
         }
     }
 
-    async fn invoke(
-        &self,
-        action: &Action,
-        event: EventType,
-    ) -> Result<ActionResult, JournalError> {
+    /// Calls the function; returns the result and the audit entry of every attempt.
+    async fn invoke(&self, action: &Action, event: EventType) -> (ActionResult, Vec<AuditEntry>) {
         let integration = &self.google.config.integrations[&action.integration];
         let call = Call {
             event_type: event,
@@ -408,14 +406,15 @@ impl Engine {
             self.settings.result_body_max_bytes,
         );
         self.note_health(&action.integration, &result);
-        // Written together: they share one group commit.
         let username = action
             .params
             .get("username")
             .and_then(|u| u.as_str())
             .map(str::to_owned);
-        let entries = report.log.iter().map(|attempt| {
-            self.journal.record_attempt(AuditEntry {
+        let audit = report
+            .log
+            .iter()
+            .map(|attempt| AuditEntry {
                 at: attempt.at,
                 action_id: action.id.clone(),
                 integration: action.integration.clone(),
@@ -428,9 +427,8 @@ impl Engine {
                 attempt: attempt.number,
                 instance_id: self.instance_id.clone(),
             })
-        });
-        futures_util::future::try_join_all(entries).await?;
-        Ok(result)
+            .collect();
+        (result, audit)
     }
 
     fn note_health(&self, integration: &str, result: &ActionResult) {
