@@ -156,7 +156,7 @@ async fn main() {
 
     let shutdown = CancellationToken::new();
     let started = Instant::now();
-    let running = tokio::spawn(daemon.run(None, shutdown.clone()));
+    let running = tokio::spawn(daemon.run(Default::default(), shutdown.clone()));
     let results = cp.wait_for_results(n, Duration::from_secs(600)).await;
     let through = started.elapsed();
     shutdown.cancel();

@@ -36,9 +36,9 @@ pub struct Cli {
         default_value = "/etc/grantbridge/grantbridge.toml"
     )]
     pub config: PathBuf,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
+    /// Log format on stderr (default: `[log] format` for `run`, else human).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Log level or filter (e.g. info, grantbridge=debug); RUST_LOG wins when set.
     /// Default: info for `run`, error for `demo`, warn otherwise.
     #[arg(long, global = true)]
@@ -70,6 +70,16 @@ pub enum Command {
     Audit(AuditArgs),
     /// Play a scenario against the embedded sandbox (Google + control plane) and print the results.
     Demo,
+    /// Exit 0 when the daemon's /healthz answers 200 (for container HEALTHCHECKs without curl).
+    Health {
+        /// The health endpoint.
+        #[arg(
+            long,
+            env = "GRANTBRIDGE_HEALTH_URL",
+            default_value = "http://127.0.0.1:9090/healthz"
+        )]
+        url: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +165,15 @@ impl Cli {
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> {
+    if let Command::Run = cli.command {
+        // Logging waits for the configuration, which may set its level and format.
+        return run_daemon(&cli, env).await;
+    }
+    crate::telemetry::init(
+        cli.log_format.unwrap_or_default(),
+        cli.log_level(),
+        cli.log_level.is_some(),
+    );
     match cli.command {
         Command::Token {
             connection,
@@ -163,12 +182,39 @@ pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> 
         Command::Invoke(args) => invoke(&cli.config, env, args).await,
         Command::Check => check(&cli.config, env).await,
         Command::Sandbox(args) => sandbox(args).await,
-        Command::Run => run_daemon(&cli.config, env).await,
         Command::Audit(args) => audit(&cli.config, env, args).await,
         Command::Demo => crate::demo::run()
             .await
             .map(|()| ExitCode::SUCCESS)
             .map_err(CliError::Demo),
+        Command::Health { url } => health(&url).await,
+        Command::Run => unreachable!("handled above"),
+    }
+}
+
+async fn health(url: &str) -> Result<ExitCode, CliError> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    match client.get(url).send().await {
+        Ok(r) if r.status().is_success() => Ok(ExitCode::SUCCESS),
+        Ok(r) => {
+            eprintln!("unhealthy: {url} answered HTTP {}", r.status().as_u16());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!(
+                "unhealthy: {url}: {}",
+                if e.is_connect() {
+                    "could not connect"
+                } else {
+                    "no answer"
+                }
+            );
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
@@ -346,29 +392,58 @@ async fn termination() {
     }
 }
 
-async fn run_daemon(path: &std::path::Path, env: &dyn Environment) -> Result<ExitCode, CliError> {
-    let config = Config::load(path, env)?;
+async fn run_daemon(cli: &Cli, env: &dyn Environment) -> Result<ExitCode, CliError> {
+    let config = Config::load(&cli.config, env)?;
+    let format = cli.log_format.unwrap_or(if config.log.json {
+        LogFormat::Json
+    } else {
+        LogFormat::Human
+    });
+    let level = cli
+        .log_level
+        .clone()
+        .unwrap_or_else(|| config.log.level.clone());
+    let log = crate::telemetry::init(format, &level, cli.log_level.is_some());
     let push_addr = config.push.as_ref().map(|p| p.listen);
+    let admin_addr = config.admin;
     let daemon =
         crate::daemon::Daemon::build(config, env, Clock::system(), Arc::new(Metrics::new()))?;
-    let listener = match push_addr {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(crate::daemon::DaemonError::Listen)?,
-        ),
-        None => None,
+    let bind = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| crate::daemon::DaemonError::Listen(format!("{addr}: {e}")))
     };
-    if let Some(l) = &listener {
-        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "push endpoint listening");
-    }
+    let listeners = crate::daemon::Listeners {
+        push: match push_addr {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        },
+        admin: match admin_addr {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        },
+    };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
         termination().await;
         trigger.cancel();
     });
-    daemon.run(listener, shutdown).await?;
+    #[cfg(unix)]
+    {
+        let reloader = daemon.reloader(cli.config.clone(), log);
+        let env_snapshot = crate::env::MapEnv::from_pairs(env.vars());
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let _ = reloader.reload(&env_snapshot);
+            }
+        });
+    }
+    daemon.run(listeners, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 

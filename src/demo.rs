@@ -177,7 +177,11 @@ pub async fn run() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let push_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let shutdown = CancellationToken::new();
-    let running = tokio::spawn(daemon.run(Some(listener), shutdown.clone()));
+    let listeners = crate::daemon::Listeners {
+        push: Some(listener),
+        admin: None,
+    };
+    let running = tokio::spawn(daemon.run(listeners, shutdown.clone()));
 
     println!("grantbridge demo: Google sandbox, control plane and daemon on 127.0.0.1\n");
     let steps = scenario();

@@ -34,6 +34,11 @@ impl MapEnv {
     pub fn new() -> Self {
         Self::default()
     }
+    /// A snapshot of another environment's variables.
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        Self(pairs.into_iter().collect())
+    }
+
     pub fn with(mut self, name: &str, value: impl Into<String>) -> Self {
         self.0.insert(name.to_owned(), value.into());
         self

@@ -8,7 +8,7 @@ use grantbridge::cli::{Cli, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    grantbridge::telemetry::init(cli.log_format, cli.log_level());
+
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

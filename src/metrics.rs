@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -29,11 +30,39 @@ pub struct IntegrationLabel {
     pub integration: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub integration: String,
+    pub event_type: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControlPlaneLabels {
+    pub call: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     token_mints: Family<MintLabels, Counter>,
     function_calls: Family<CallLabels, Counter>,
     function_latency: Family<IntegrationLabel, Histogram>,
+    actions: Family<ActionLabels, Counter>,
+    control_plane_errors: Family<ControlPlaneLabels, Counter>,
+    config_reloads: Family<ResultLabel, Counter>,
+    outbox_depth: Gauge,
+    in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -65,11 +94,49 @@ impl Metrics {
             "Function call latency per attempt",
             function_latency.clone(),
         );
+        let actions = Family::<ActionLabels, Counter>::default();
+        registry.register("actions", "Actions finished, by integration, event type and outcome (succeeded or the error code)", actions.clone());
+        let control_plane_errors = Family::<ControlPlaneLabels, Counter>::default();
+        registry.register("control_plane_errors", "Failed control plane calls, by call (lease, extend, results, heartbeat) and kind (unauthorized, unavailable, lease_lost, protocol)", control_plane_errors.clone());
+        let config_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Configuration reloads (SIGHUP), by result (ok/rejected)",
+            config_reloads.clone(),
+        );
+        let outbox_depth = Gauge::default();
+        registry.register(
+            "outbox_depth",
+            "Results waiting to be accepted by the control plane",
+            outbox_depth.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_actions",
+            "Actions accepted and not finished (queued or running)",
+            in_flight.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        registry.register(
+            "build_info",
+            "Always 1; the version label says which build runs",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
         Self {
             registry: Mutex::new(registry),
             token_mints,
             function_calls,
             function_latency,
+            actions,
+            control_plane_errors,
+            config_reloads,
+            outbox_depth,
+            in_flight,
         }
     }
 
@@ -97,6 +164,49 @@ impl Metrics {
                 integration: integration.into(),
             })
             .observe(seconds);
+    }
+
+    pub fn action_finished(&self, integration: &str, event_type: &str, outcome: &str) {
+        self.actions
+            .get_or_create(&ActionLabels {
+                integration: integration.into(),
+                event_type: event_type.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn actions(&self, integration: &str, event_type: &str, outcome: &str) -> u64 {
+        self.actions
+            .get_or_create(&ActionLabels {
+                integration: integration.into(),
+                event_type: event_type.into(),
+                outcome: outcome.into(),
+            })
+            .get()
+    }
+
+    pub fn control_plane_error(&self, call: &str, kind: &str) {
+        self.control_plane_errors
+            .get_or_create(&ControlPlaneLabels {
+                call: call.into(),
+                kind: kind.into(),
+            })
+            .inc();
+    }
+
+    pub fn config_reloaded(&self, ok: bool) {
+        self.config_reloads
+            .get_or_create(&ResultLabel {
+                result: if ok { "ok" } else { "rejected" }.into(),
+            })
+            .inc();
+    }
+
+    /// Gauges read at scrape time.
+    pub fn set_queue(&self, outbox_depth: u64, in_flight: u64) {
+        self.outbox_depth.set(outbox_depth as i64);
+        self.in_flight.set(in_flight as i64);
     }
 
     /// The Prometheus text exposition.

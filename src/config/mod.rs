@@ -52,7 +52,18 @@ pub struct Config {
     pub push: Option<PushSettings>,
     pub journal: JournalSettings,
     pub engine: EngineSettings,
+    /// The admin listener (health, readiness, metrics); None: disabled.
+    pub admin: Option<std::net::SocketAddr>,
+    pub log: LogSettings,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub level: String,
+    pub json: bool,
+}
+
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 
 #[derive(Debug, Clone)]
 pub struct ControlPlaneSettings {
@@ -335,6 +346,8 @@ impl Validator {
         let push = raw.push.and_then(|p| self.push(p, env));
         let journal = self.journal(raw.journal);
         let engine = self.engine(raw.engine);
+        let admin = self.admin(raw.admin);
+        let log = self.log(raw.log);
 
         if self.problems.is_empty() {
             Ok(Config {
@@ -349,6 +362,8 @@ impl Validator {
                 push,
                 journal,
                 engine,
+                admin,
+                log,
             })
         } else {
             Err(ConfigError::Invalid {
@@ -536,6 +551,41 @@ impl Validator {
             secrets,
             max_body_bytes,
         })
+    }
+
+    fn admin(&mut self, a: raw::RawAdmin) -> Option<std::net::SocketAddr> {
+        if a.enabled == Some(false) {
+            return None;
+        }
+        let listen = a.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+        listen
+            .parse()
+            .map_err(|_| {
+                self.problem(
+                    "admin.listen",
+                    format!("`{listen}` is not an address; expected e.g. \"127.0.0.1:9090\""),
+                )
+            })
+            .ok()
+    }
+
+    fn log(&mut self, l: raw::RawLog) -> LogSettings {
+        let level = l.level.unwrap_or_else(|| "info".to_owned());
+        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+            self.problem("log.level", format!("`{level}` is not a level or filter; expected e.g. \"info\" or \"grantbridge=debug,info\""));
+        }
+        let json = match l.format.as_deref() {
+            None | Some("human") => false,
+            Some("json") => true,
+            Some(other) => {
+                self.problem(
+                    "log.format",
+                    format!("`{other}` is not a log format; expected \"human\" or \"json\""),
+                );
+                false
+            }
+        };
+        LogSettings { level, json }
     }
 
     fn journal(&mut self, j: RawJournal) -> JournalSettings {

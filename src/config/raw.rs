@@ -32,6 +32,28 @@ pub(crate) struct RawConfig {
     pub journal: RawJournal,
     #[serde(default)]
     pub engine: RawEngine,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    /// Health, readiness and metrics listener (default "127.0.0.1:9090"; "0.0.0.0:9090" in containers).
+    pub listen: Option<String>,
+    /// Serve the admin endpoints at all (default true).
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    /// Level or filter, e.g. "info" or "grantbridge=debug,info" (default "info"); reloaded on SIGHUP.
+    pub level: Option<String>,
+    /// "human" (default) or "json".
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,6 +43,16 @@ pub enum CpError {
 }
 
 impl CpError {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::Unavailable { .. } => "unavailable",
+            Self::LeaseLost(_) => "lease_lost",
+            Self::Protocol(_) => "protocol",
+        }
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Unavailable { retry_after, .. } => *retry_after,
@@ -108,7 +118,8 @@ pub struct ControlPlaneClient {
     http: reqwest::Client,
     base: Url,
     connector_id: String,
-    token: SecretString,
+    /// Swappable: a rotated token takes effect on reload (SIGHUP).
+    token: std::sync::Arc<std::sync::RwLock<SecretString>>,
 }
 
 impl std::fmt::Debug for ControlPlaneClient {
@@ -136,8 +147,13 @@ impl ControlPlaneClient {
             http,
             base,
             connector_id,
-            token,
+            token: std::sync::Arc::new(std::sync::RwLock::new(token)),
         }
+    }
+
+    /// Uses `token` from now on (every clone of this client).
+    pub fn set_token(&self, token: SecretString) {
+        *self.token.write().expect("token lock") = token;
     }
 
     fn url(&self, tail: &[&str]) -> Url {
@@ -156,11 +172,13 @@ impl ControlPlaneClient {
         body: &T,
         timeout: Duration,
     ) -> Result<(u16, Vec<u8>), CpError> {
+        // A copy, so no lock is held across the request.
+        let token: SecretString = self.token.read().expect("token lock").clone();
         let resp = self
             .http
             .post(url.clone())
             .timeout(timeout)
-            .bearer_auth(self.token.expose_secret())
+            .bearer_auth(token.expose_secret())
             .json(body)
             .send()
             .await

@@ -74,7 +74,7 @@ pub(super) async fn poll(
         if stop.is_cancelled() {
             break;
         }
-        let room = engine.free_capacity().min(settings.max_actions as usize);
+        let room = engine.lease_room().min(settings.max_actions as usize);
         if room == 0 {
             // Full: let running actions finish before leasing more.
             if !pause(Duration::from_millis(200), &stop).await {

@@ -6,9 +6,13 @@
 //! real daemon on port 0 and stop it with a token. It must not lose a result:
 //! the outbox is only drained by the control plane's acceptance.
 
+pub mod admin;
 mod loops;
 pub mod push;
+mod reload;
 pub mod signature;
+
+pub use reload::Reloader;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,8 +43,8 @@ pub enum DaemonError {
     NoIntake(String),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
-    #[error("push listener: {0}")]
-    Listen(std::io::Error),
+    #[error("cannot listen on {0}")]
+    Listen(String),
 }
 
 /// State shared by the loops and (later) readiness checks.
@@ -52,8 +56,18 @@ pub struct Status {
     pub control_plane_reachable: AtomicBool,
 }
 
+/// The sockets the daemon serves, bound by the caller (port 0 in tests).
+#[derive(Default)]
+pub struct Listeners {
+    /// Push mode endpoint (`[push]`).
+    pub push: Option<tokio::net::TcpListener>,
+    /// Health, readiness and metrics (`[admin]`).
+    pub admin: Option<tokio::net::TcpListener>,
+}
+
 pub struct Daemon {
     engine: Arc<Engine>,
+    clock: Clock,
     control_plane: Option<ControlPlaneClient>,
     status: Arc<Status>,
     started_at: SystemTime,
@@ -97,7 +111,8 @@ impl Daemon {
         let google = GoogleSide::build(config, env, clock.clone(), metrics)?;
         let started_at = clock.now();
         Ok(Self {
-            engine: Engine::new(google, journal, clock),
+            engine: Engine::new(google, journal, clock.clone()),
+            clock,
             control_plane,
             status: Arc::default(),
             started_at,
@@ -112,12 +127,27 @@ impl Daemon {
         &self.status
     }
 
+    /// What SIGHUP calls: reloads `path` into the running daemon.
+    pub fn reloader(&self, path: std::path::PathBuf, log: crate::telemetry::LogHandle) -> Reloader {
+        Reloader {
+            path,
+            engine: self.engine.clone(),
+            control_plane: self.control_plane.clone(),
+            clock: self.clock.clone(),
+            log,
+        }
+    }
+
     /// Runs until `shutdown` is cancelled, then stops gracefully.
     pub async fn run(
         self,
-        push_listener: Option<tokio::net::TcpListener>,
+        listeners: Listeners,
         shutdown: CancellationToken,
     ) -> Result<RunSummary, DaemonError> {
+        let Listeners {
+            push: push_listener,
+            admin: admin_listener,
+        } = listeners;
         let config = self.engine.config().clone();
         let resumed = self.engine.resume_unfinished().await?;
         let outbox = self.engine.journal().outbox_depth().await?;
@@ -189,6 +219,22 @@ impl Daemon {
             })
         });
 
+        // The admin endpoints stay up until the very end: /readyz says "draining".
+        let admin_stop = CancellationToken::new();
+        let admin_server = admin_listener.map(|listener| {
+            let app = admin::router(
+                self.engine.clone(),
+                self.status.clone(),
+                self.control_plane.is_some(),
+            );
+            let stop = admin_stop.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            })
+        });
+
         shutdown.cancelled().await;
         tracing::info!("shutdown requested: no new actions; finishing in-flight work");
         intake.cancel();
@@ -218,6 +264,10 @@ impl Daemon {
         tasks.close();
         tasks.wait().await;
         if let Some(server) = push_server {
+            let _ = server.await;
+        }
+        admin_stop.cancel();
+        if let Some(server) = admin_server {
             let _ = server.await;
         }
         let outbox_left = self.engine.journal().outbox_depth().await?;

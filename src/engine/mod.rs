@@ -67,7 +67,8 @@ struct Health {
 }
 
 pub struct Engine {
-    google: GoogleSide,
+    /// Configuration, credentials and invoker; swapped whole on reload.
+    google: std::sync::RwLock<Arc<GoogleSide>>,
     journal: Journal,
     clock: Clock,
     instance_id: String,
@@ -97,7 +98,7 @@ impl Engine {
             instance_id: config.instance_id.clone(),
             global: Arc::new(Semaphore::new(settings.max_concurrency)),
             settings,
-            google,
+            google: std::sync::RwLock::new(Arc::new(google)),
             journal,
             clock,
             per_integration: Mutex::default(),
@@ -117,8 +118,20 @@ impl Engine {
     pub fn journal(&self) -> &Journal {
         &self.journal
     }
-    pub fn config(&self) -> &Arc<Config> {
-        &self.google.config
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<Config> {
+        self.google().config.clone()
+    }
+
+    /// Configuration, credentials and invoker in force now.
+    pub fn google(&self) -> Arc<GoogleSide> {
+        self.google.read().expect("google lock").clone()
+    }
+
+    /// Puts a reloaded configuration in force. Running actions finish with
+    /// the one they started with.
+    pub fn replace_google(&self, google: GoogleSide) {
+        *self.google.write().expect("google lock") = Arc::new(google);
     }
     pub fn instance_id(&self) -> &str {
         &self.instance_id
@@ -137,6 +150,15 @@ impl Engine {
     /// Room left before intake must pause.
     pub fn free_capacity(&self) -> usize {
         self.settings.queue_capacity.saturating_sub(self.pending())
+    }
+
+    /// How many actions to lease now: enough to keep every slot busy with one
+    /// batch in reserve, no more. Leasing what cannot start soon would hide it
+    /// from the other instances sharing the connector id.
+    pub fn lease_room(&self) -> usize {
+        let busy_and_next = 2 * self.settings.max_concurrency;
+        self.free_capacity()
+            .min(busy_and_next.saturating_sub(self.pending()))
     }
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
@@ -287,7 +309,9 @@ impl Engine {
 
     async fn run(&self, action: Action) -> Result<(), JournalError> {
         // Validation first: an invalid action never waits for a permit or reaches a function.
-        let (result, audit) = match self.validate(&action) {
+        // One configuration for the whole action, even if a reload lands meanwhile.
+        let google = self.google();
+        let (result, audit) = match self.validate(&google, &action) {
             Err((code, message)) => {
                 let now = self.clock.now();
                 (
@@ -311,9 +335,22 @@ impl Engine {
                 // on the critical path; a no-op if the result lands first.
                 let (journal, id) = (self.journal.clone(), action.id.clone());
                 tokio::spawn(async move { journal.mark_running(&id).await });
-                self.invoke(&action, event).await
+                self.invoke(&google, &action, event).await
             }
         };
+        // Labels only from the configuration and the protocol's vocabulary:
+        // names sent by the control plane could otherwise grow the series without bound.
+        let integration = if google.config.integrations.contains_key(&action.integration) {
+            action.integration.as_str()
+        } else {
+            "(unknown)"
+        };
+        let event = EventType::parse(&action.event_type).map_or("(unsupported)", EventType::as_str);
+        let outcome = result
+            .error
+            .as_ref()
+            .map_or("succeeded", |e| e.code.as_str());
+        google.metrics.action_finished(integration, event, outcome);
         match &result.error {
             None => tracing::info!(attempts = result.attempts, "action succeeded"),
             Some(e) => {
@@ -335,8 +372,12 @@ impl Engine {
     }
 
     /// PROTOCOL.md §2 validation: integration, event type, params, not_after.
-    fn validate(&self, action: &Action) -> Result<EventType, (ErrorCode, String)> {
-        let config = &self.google.config;
+    fn validate(
+        &self,
+        google: &GoogleSide,
+        action: &Action,
+    ) -> Result<EventType, (ErrorCode, String)> {
+        let config = &google.config;
         if !config.integrations.contains_key(&action.integration) {
             return Err((
                 ErrorCode::UnknownIntegration,
@@ -365,40 +406,31 @@ impl Engine {
     /// One step: validate, invoke, build the result. No journal, no permits:
     /// what the daemon does per action, callable directly.
     pub async fn process(&self, action: &Action) -> ActionResult {
-        match self.validate(action) {
+        let google = self.google();
+        match self.validate(&google, action) {
             Err((code, message)) => {
                 let now = self.clock.now();
                 failed_result(&action.id, code, &message, now, now, &self.instance_id)
             }
-            Ok(event) => {
-                let integration = &self.google.config.integrations[&action.integration];
-                let call = Call {
-                    event_type: event,
-                    params: action.params.clone(),
-                    idempotency_key: action.id.clone(),
-                    not_after: action.not_after,
-                };
-                let report = self.google.invoker.invoke(integration, &call).await;
-                result::from_report(
-                    &action.id,
-                    &report,
-                    &self.instance_id,
-                    self.settings.result_body_max_bytes,
-                )
-            }
+            Ok(event) => self.invoke(&google, action, event).await.0,
         }
     }
 
     /// Calls the function; returns the result and the audit entry of every attempt.
-    async fn invoke(&self, action: &Action, event: EventType) -> (ActionResult, Vec<AuditEntry>) {
-        let integration = &self.google.config.integrations[&action.integration];
+    async fn invoke(
+        &self,
+        google: &GoogleSide,
+        action: &Action,
+        event: EventType,
+    ) -> (ActionResult, Vec<AuditEntry>) {
+        let integration = &google.config.integrations[&action.integration];
         let call = Call {
             event_type: event,
             params: action.params.clone(),
             idempotency_key: action.id.clone(),
             not_after: action.not_after,
         };
-        let report = self.google.invoker.invoke(integration, &call).await;
+        let report = google.invoker.invoke(integration, &call).await;
         let result = result::from_report(
             &action.id,
             &report,
@@ -461,8 +493,9 @@ impl Engine {
 
     /// Each configured integration's status, for heartbeats.
     pub fn integration_statuses(&self) -> Vec<IntegrationStatus> {
+        let google = self.google();
         let health = self.health.lock().expect("health lock");
-        self.google
+        google
             .config
             .integrations
             .values()

@@ -542,14 +542,14 @@ async fn two_instances_share_a_connector_and_survive_losing_one() {
         lease: "2s",
         instance_id: "gb-a/1",
         journal: env.dir.path().join("a.db"),
-        engine: "per_integration_concurrency = 4",
+        engine: "per_integration_concurrency = 4\nmax_concurrency = 4",
         ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
     };
     let b = DaemonSpec {
         lease: "2s",
         instance_id: "gb-b/1",
         journal: env.dir.path().join("b.db"),
-        engine: "per_integration_concurrency = 4",
+        engine: "per_integration_concurrency = 4\nmax_concurrency = 4",
         ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
     };
     const N: usize = 80;
@@ -578,7 +578,10 @@ async fn two_instances_share_a_connector_and_survive_losing_one() {
     println!(
         "two instances, one SIGKILLed: results by instance {by:?}, {repeated} repeated invocation(s)"
     );
-    assert!(repeated <= 4);
+    // Repeats: calls in flight on the killed instance (at most its 4 slots), plus
+    // results it had finished but not yet reported, which the survivor runs again
+    // once their leases expire (at-least-once; the Idempotency-Key is the same).
+    assert!(repeated <= 8, "{repeated} repeated invocations");
 }
 
 #[tokio::test]

@@ -194,10 +194,7 @@ impl TestEnv {
             toml.push_str(&format!("\n[push]\nlisten = \"127.0.0.1:0\"\nsecret_files = [\"{}\"]\nmax_body_bytes = 4096\n", secret.display()));
         }
         toml.push_str(&format!(
-            "\n[journal]\npath = \"{}\"\n\n[engine]\nshutdown_grace = \"5s\"\n{}\n",
-            spec.journal.display(),
-            spec.engine
-        ));
+            "\n[journal]\npath = \"{}\"\n\n[engine]\nshutdown_grace = \"5s\"\n{}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n", spec.journal.display(), spec.engine));
         toml
     }
 
@@ -213,6 +210,7 @@ pub struct RunningDaemon {
     pub shutdown: CancellationToken,
     pub handle: tokio::task::JoinHandle<RunSummary>,
     pub push_addr: Option<std::net::SocketAddr>,
+    pub admin_addr: std::net::SocketAddr,
     pub engine: Arc<Engine>,
     pub status: Arc<grantbridge::daemon::Status>,
 }
@@ -245,15 +243,22 @@ pub async fn start_daemon(env: &TestEnv, toml: &str) -> RunningDaemon {
     } else {
         (None, None)
     };
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn({
         let shutdown = shutdown.clone();
-        async move { daemon.run(listener, shutdown).await.expect("daemon runs") }
+        let listeners = grantbridge::daemon::Listeners {
+            push: listener,
+            admin: Some(admin),
+        };
+        async move { daemon.run(listeners, shutdown).await.expect("daemon runs") }
     });
     RunningDaemon {
         shutdown,
         handle,
         push_addr,
+        admin_addr,
         engine,
         status,
     }

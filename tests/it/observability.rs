@@ -1,0 +1,292 @@
+//! Running it like infrastructure: health, readiness and metrics endpoints,
+//! SIGHUP reload, and logs that never carry a secret.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    CP_TOKEN, DaemonSpec, PUSH_SECRET, SA, action, spawn_control_plane, spawn_daemon_process,
+    spawn_env, start_daemon,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn check<'a>(body: &'a Value, name: &str) -> &'a Value {
+    body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {body}"))
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let daemon = start_daemon(
+        &env,
+        &env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")])),
+    )
+    .await;
+    assert_eq!(get(daemon.admin_addr, "/healthz").await.0, 200);
+    cp.enqueue(action("obs-1", "orders-db"));
+    cp.enqueue(action("obs-2", "payroll"));
+    cp.wait_for_results(2, WAIT).await;
+
+    let (status, body) = get(daemon.admin_addr, "/readyz").await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ready"], true);
+    for name in ["config", "journal", "credentials:prod", "control_plane"] {
+        assert_eq!(check(&body, name)["ok"], true, "{name}: {body}");
+    }
+    assert!(
+        check(&body, "credentials:prod")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ID token valid")
+    );
+
+    let (status, metrics) = get(daemon.admin_addr, "/metrics").await;
+    assert_eq!(status, 200);
+    for line in [
+        r#"grantbridge_actions_total{integration="orders-db",event_type="revoke-access",outcome="succeeded"} 1"#,
+        r#"grantbridge_actions_total{integration="(unknown)",event_type="revoke-access",outcome="unknown_integration"} 1"#,
+        r#"grantbridge_token_mints_total{connection="prod",result="ok"} 1"#,
+        r#"grantbridge_function_attempts_total{integration="orders-db",outcome="succeeded"} 1"#,
+        "grantbridge_outbox_depth 0",
+        "grantbridge_in_flight_actions 0",
+        r#"grantbridge_build_info{version=""#,
+        "grantbridge_function_latency_seconds_bucket",
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in:\n{metrics}");
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn readiness_names_the_failing_check() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    // A deleted key: the connection cannot mint. A revoked token: the control plane refuses it.
+    env.sandbox.delete_key(SA, &env.key_id);
+    cp.revoke_token(CP_TOKEN);
+    let spec = DaemonSpec {
+        control_plane: "unauthorized_retry = \"1s\"",
+        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
+    };
+    let daemon = start_daemon(&env, &env.daemon_toml(&cp, &spec)).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while cp.calls().unauthorized() == 0 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = get(daemon.admin_addr, "/readyz").await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["ready"], false);
+    let creds = check(&body, "credentials:prod");
+    assert_eq!(creds["ok"], false);
+    assert!(
+        creds["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid JWT Signature"),
+        "{creds}"
+    );
+    let cpc = check(&body, "control_plane");
+    assert_eq!(cpc["ok"], false);
+    assert!(
+        cpc["detail"]
+            .as_str()
+            .unwrap()
+            .contains("refuses the connector token"),
+        "{cpc}"
+    );
+    assert_eq!(check(&body, "journal")["ok"], true);
+    // The process itself is healthy: liveness must not restart it for this.
+    assert_eq!(get(daemon.admin_addr, "/healthz").await.0, 200);
+    daemon.stop().await;
+}
+
+async fn hup(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        tokio::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
+}
+
+/// Waits until the child's log has `needle` `count` times.
+async fn wait_for_log(path: &std::path::Path, needle: &str, count: usize) -> String {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.matches(needle).count() >= count {
+            return log;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "`{needle}` never appeared in the log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_integrations_and_refuses_a_broken_configuration() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    env.deploy("grant-crm");
+    let cp = spawn_control_plane().await;
+    let before = env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")]));
+    let mut child = spawn_daemon_process(&env, &before, "reload");
+    let config = env.dir.path().join("reload.toml");
+    let log = env.dir.path().join("reload.log");
+    cp.enqueue(action("before-1", "orders-db"));
+    cp.wait_for_results(1, WAIT).await;
+
+    // A new integration and new custom parameters, then SIGHUP.
+    let after = env
+        .daemon_toml(
+            &cp,
+            &DaemonSpec::new(&env, &[("orders-db", "grant-db"), ("crm", "grant-crm")]),
+        )
+        .replace("param1 = \"x\"", "param1 = \"reloaded\"");
+    std::fs::write(&config, &after).unwrap();
+    hup(&child).await;
+    wait_for_log(&log, "configuration reloaded", 1).await;
+    cp.enqueue(action("after-1", "crm"));
+    let results = cp.wait_for_results(2, WAIT).await;
+    assert!(
+        results["after-1"].parsed.succeeded(),
+        "{:?}",
+        results["after-1"].parsed
+    );
+    let crm = env.sandbox.invocations("grant-crm");
+    assert_eq!(
+        crm[0].body["params"]["custom_parameters"]["param1"],
+        "reloaded"
+    );
+
+    // A broken file is refused; the running configuration keeps working.
+    std::fs::write(
+        &config,
+        after.replace(
+            "[integrations.crm]",
+            "[integrations.crm]\nregion = \"mars-north1\"\nbogus = 1",
+        ),
+    )
+    .unwrap();
+    hup(&child).await;
+    let text = wait_for_log(&log, "configuration reload refused", 1).await;
+    assert!(text.contains("bogus"), "the refusal says why");
+    cp.enqueue(action("after-2", "crm"));
+    let results = cp.wait_for_results(3, WAIT).await;
+    assert!(results["after-2"].parsed.succeeded());
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn debug_logs_carry_action_context_and_no_secret() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let spec = DaemonSpec {
+        push: true,
+        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
+    };
+    let toml = env.daemon_toml(&cp, &spec);
+    let path = env.dir.path().join("secrets.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let log_path = env.dir.path().join("secrets.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--log-format", "json", "--log-level", "trace", "run"])
+        .env("CP_TOKEN", CP_TOKEN)
+        .env("HOME", env.dir.path())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    cp.enqueue(json!({"id": "cred-1", "integration": "orders-db", "event_type": "create-credentials",
+        "params": {"username": "mallory@example.com", "resource_type": "db", "resources": ["orders"]}}));
+    cp.enqueue(action("plain-1", "orders-db"));
+    let results = cp.wait_for_results(2, WAIT).await;
+    let password = results["cred-1"]
+        .parsed
+        .function
+        .as_ref()
+        .unwrap()
+        .body
+        .as_ref()
+        .unwrap()["credentials"]["password"]
+        .as_str()
+        .expect("the sample function returns a password")
+        .to_owned();
+    let pid = child.id().unwrap().to_string();
+    tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    child.wait().await.unwrap();
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let key = std::fs::read_to_string(&env.key_file).unwrap();
+    let key: Value = serde_json::from_str(&key).unwrap();
+    let pem_line = key["private_key"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    for (what, secret) in [
+        ("the password a function returned", password.as_str()),
+        ("the connector token", CP_TOKEN),
+        ("the push HMAC secret", PUSH_SECRET),
+        ("the service-account private key", pem_line.as_str()),
+        ("a JWT (ID token or assertion)", "eyJ"),
+        ("an access token", "ya29."),
+    ] {
+        assert!(!log.contains(secret), "{what} leaked into the logs");
+    }
+    // Structured lines with the action's context.
+    let finished: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "action succeeded")
+        .collect();
+    assert_eq!(finished.len(), 2, "one line per finished action");
+    let span = &finished
+        .iter()
+        .find(|v| v["span"]["action_id"] == "plain-1")
+        .expect("span fields")["span"];
+    assert_eq!(
+        (
+            span["integration"].as_str(),
+            span["event_type"].as_str(),
+            span["username"].as_str()
+        ),
+        (
+            Some("orders-db"),
+            Some("revoke-access"),
+            Some("plain-1@example.com")
+        )
+    );
+}
