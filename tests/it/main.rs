@@ -5,6 +5,7 @@
 mod cli;
 mod credentials;
 mod daemon;
+mod examples;
 mod helpers;
 mod interop;
 mod invoke;
