@@ -32,6 +32,18 @@ pub(crate) struct RawConfig {
     pub journal: RawJournal,
     #[serde(default)]
     pub engine: RawEngine,
+    /// Google APIs grantbridge reads (for `grantbridge check --online` and
+    /// `grantbridge functions list`); function calls never go through them.
+    #[serde(default)]
+    pub google: RawGoogle,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGoogle {
+    /// Cloud Functions API base URL (v1); default `https://cloudfunctions.googleapis.com`.
+    /// Read with each connection's access token to check functions online.
+    pub cloudfunctions_api: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

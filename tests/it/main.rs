@@ -8,3 +8,4 @@ mod daemon;
 mod helpers;
 mod interop;
 mod invoke;
+mod online;
