@@ -117,11 +117,15 @@ impl Verdict {
     pub fn detail(&self) -> String {
         let count = |s: Severity| self.findings.iter().filter(|f| f.severity == s).count();
         let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
+        // The first of the most severe findings.
         let worst = self
             .findings
             .iter()
             .filter(|f| f.severity > Severity::Info)
-            .max_by_key(|f| f.severity);
+            .fold(None::<&Finding>, |best, f| match best {
+                Some(b) if b.severity >= f.severity => Some(b),
+                _ => Some(f),
+            });
         let line = match worst {
             None => "ok: checked online with the Cloud Functions API".to_owned(),
             Some(f) => format!(
@@ -319,23 +323,17 @@ async fn check_with_token(
                     return v;
                 }
                 Some(ApiErrorKind::NotFound) => {
-                    v.error(
-                        "not_found",
-                        format!(
-                            "function {} does not exist in region {} of project {} (the Cloud Functions API answered 404): deploy it, or fix integrations.{}.function / region / project_id (`grantbridge functions list --connection {}` lists what exists)",
-                            name.function,
-                            name.region,
-                            name.project,
-                            integration.name,
-                            integration.connection
-                        ),
-                    );
+                    not_found(&mut v, integration, &name);
                     return v;
                 }
                 // Without read access the invoke permission can still be tested.
-                Some(ApiErrorKind::PermissionDenied) => {
-                    v.error("no_viewer", format!("{who} may not read the function: {e}"))
-                }
+                Some(ApiErrorKind::PermissionDenied) => v.error(
+                    "no_viewer",
+                    format!(
+                        "{who} may not read the function (cloudfunctions.functions.get: HTTP 403). {}",
+                        e.advice().unwrap_or_default()
+                    ),
+                ),
                 _ => {
                     v.error("api", format!("reading the function: {e}"));
                     return v;
@@ -344,7 +342,19 @@ async fn check_with_token(
         }
     }
 
-    check_invoke_permission(&mut v, api, &token, &name, &who, account.as_deref()).await;
+    let exists = check_invoke_permission(
+        &mut v,
+        integration,
+        api,
+        &token,
+        &name,
+        &who,
+        account.as_deref(),
+    )
+    .await;
+    if !exists {
+        return v;
+    }
     check_policy(&mut v, api, &token, &name, account.as_deref()).await;
     v
 }
@@ -472,14 +482,16 @@ fn check_function(v: &mut Verdict, integration: &Integration, f: &CloudFunction)
     true
 }
 
+/// Returns false when the function turned out not to exist.
 async fn check_invoke_permission(
     v: &mut Verdict,
+    integration: &Integration,
     api: &CloudFunctionsApi,
     token: &AccessToken,
     name: &FunctionName,
     who: &str,
     account: Option<&str>,
-) {
+) -> bool {
     match api
         .test_iam_permissions(token, name, &[INVOKE_PERMISSION])
         .await
@@ -500,6 +512,11 @@ async fn check_invoke_permission(
                 ),
             );
         }
+        // testIamPermissions needs no role, so it can reveal what `get` could not.
+        Err(e) if e.kind() == Some(ApiErrorKind::NotFound) => {
+            not_found(v, integration, name);
+            return false;
+        }
         Err(e) => v.warning(
             "invoke_permission_unknown",
             format!(
@@ -508,6 +525,17 @@ async fn check_invoke_permission(
             ),
         ),
     }
+    true
+}
+
+fn not_found(v: &mut Verdict, integration: &Integration, name: &FunctionName) {
+    v.error(
+        "not_found",
+        format!(
+            "function {} does not exist in region {} of project {} (the Cloud Functions API answered 404): deploy it, or fix integrations.{}.function / region / project_id (`grantbridge functions list --connection {}` lists what exists)",
+            name.function, name.region, name.project, integration.name, integration.connection
+        ),
+    );
 }
 
 async fn check_policy(
@@ -521,19 +549,26 @@ async fn check_policy(
         Ok(policy) => {
             for (m, role) in policy.public_invokers() {
                 let who = if m == "allUsers" {
-                    "anyone on the internet, without a token,"
+                    "anyone can call it without a token"
                 } else {
-                    "anyone with a Google account"
+                    "anyone with a Google account can call it"
                 };
                 v.warning(
                     "public_invoker",
                     format!(
-                        "PUBLIC FUNCTION: {m} holds {role}, so {who} can call it: anyone on the internet can grant access. Remove it now: gcloud functions remove-iam-policy-binding {} --member={m} --role={role}",
+                        "PUBLIC FUNCTION: {m} holds {role}; {who}, so anyone on the internet can grant access. Remove it now: gcloud functions remove-iam-policy-binding {} --member={m} --role={role}",
                         name.gcloud_args()
                     ),
                 );
             }
         }
+        Err(e) if e.kind() == Some(ApiErrorKind::PermissionDenied) => v.warning(
+            "policy_unknown",
+            format!(
+                "public access (allUsers / allAuthenticatedUsers) was not checked: reading the IAM policy was refused (HTTP 403). {}",
+                e.for_account(account).advice().unwrap_or_default()
+            ),
+        ),
         Err(e) => v.warning(
             "policy_unknown",
             format!(

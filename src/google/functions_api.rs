@@ -352,6 +352,20 @@ impl FunctionsApiError {
         }
     }
 
+    /// What to do next, for `Api` errors (also part of the message).
+    pub fn advice(&self) -> Option<String> {
+        match self {
+            Self::Api {
+                kind,
+                method,
+                resource,
+                account,
+                ..
+            } => Some(advice(*kind, method, resource, account.as_deref())),
+            _ => None,
+        }
+    }
+
     /// Names the account the token spoke for, so the advice can name it too.
     pub fn for_account(mut self, email: Option<&str>) -> Self {
         if let Self::Api { account, .. } = &mut self {
@@ -631,7 +645,15 @@ impl CloudFunctionsApi {
             return Ok(body);
         }
         let (google_status, message) = match serde_json::from_slice::<GoogleError>(&body) {
-            Ok(e) => (e.error.status, e.error.message.chars().take(300).collect()),
+            Ok(e) => (
+                e.error.status,
+                e.error
+                    .message
+                    .trim_end_matches('.')
+                    .chars()
+                    .take(300)
+                    .collect(),
+            ),
             Err(_) => (String::new(), snippet(&body)),
         };
         let kind = match status {

@@ -647,3 +647,13 @@ async fn functions_list_prints_a_table_of_the_connections_project() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no connection named `nope`"));
 }
+
+#[tokio::test]
+async fn without_the_viewer_role_a_missing_function_is_still_found_missing() {
+    let env = spawn_env().await;
+    // No read grant at all, and no such function: testIamPermissions (which
+    // needs no role) tells what `get` could not.
+    let v = check_one(&env, &default_url_toml(&env, "hr", "grant-hr")).await;
+    assert_eq!(codes(&v), ["no_viewer", "not_found"]);
+    assert_eq!(v.status, Status::Error);
+}
