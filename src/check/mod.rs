@@ -241,7 +241,7 @@ pub async fn check_integration(
 }
 
 /// True for `https://REGION-PROJECT.cloudfunctions.net/...`, the 1st gen front end.
-pub fn is_cloudfunctions_net(url: &url::Url) -> bool {
+fn is_cloudfunctions_net(url: &url::Url) -> bool {
     url.host_str()
         .is_some_and(|h| h.ends_with(".cloudfunctions.net"))
 }

@@ -21,7 +21,7 @@ use crate::retry::Backoff;
 const MAX_RESPONSE: usize = 4 * 1024 * 1024;
 /// Functions asked for per list page.
 const PAGE_SIZE: u32 = 100;
-/// Pages followed before `list_functions` gives up (a bound, not a expectation).
+/// Pages followed before `list_functions` gives up (a bound against a runaway token, not an expectation).
 const MAX_PAGES: usize = 100;
 /// Per-request timeout: these are small metadata reads.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -493,7 +493,7 @@ struct RawList {
 }
 
 /// Parses a protobuf JSON `Duration` ("60s", "1.5s").
-pub fn parse_google_duration(s: &str) -> Option<Duration> {
+fn parse_google_duration(s: &str) -> Option<Duration> {
     let secs = s.strip_suffix('s')?;
     let (whole, frac) = secs.split_once('.').unwrap_or((secs, ""));
     if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {

@@ -725,8 +725,18 @@ mod tests {
         sb.set_invokers(FN, &["allAuthenticatedUsers"]);
         sb.grant_viewer(FN, SA);
         sb.grant_iam_policy_viewer("projects/sandbox-project", SA);
-        let (_, v) = test_iam(&sb, FN, &token, all).await;
+        let (_, v) = test_iam(&sb, FN, &token, all.clone()).await;
         assert_eq!(v["permissions"].as_array().unwrap().len(), 3);
+        sb.revoke_read_grants(FN, SA);
+        let (_, v) = test_iam(&sb, FN, &token, all).await;
+        assert_eq!(
+            v["permissions"],
+            json!([
+                "cloudfunctions.functions.invoke",
+                "cloudfunctions.functions.getIamPolicy"
+            ]),
+            "the project-level grant stays"
+        );
 
         let (status, v) = test_iam(&sb, FN, &token, json!(["storage.buckets.get"])).await;
         assert_eq!(status, 400);
