@@ -1,4 +1,4 @@
-//! The command line: `token`, `invoke`, `check`, `sandbox`. Each command is a
+//! The command line: `token`, `invoke`, `check` (`--online`), `functions list`, `sandbox`. Each command is a
 //! function of its arguments that prints for a person and returns an exit code.
 //!
 //! It must not print secrets except where the command exists to (`token`
@@ -60,8 +60,12 @@ pub enum Command {
     },
     /// Call an integration's function once and print the answer (like `gcloud functions call`).
     Invoke(InvokeArgs),
-    /// Validate the configuration and mint a token for every integration.
-    Check,
+    /// Validate the configuration and mint a token for every integration;
+    /// `--online` also checks every function through the Cloud Functions API.
+    Check(CheckArgs),
+    /// Read the Cloud Functions API with a connection's credentials.
+    #[command(subcommand)]
+    Functions(FunctionsCommand),
     /// Run Google on 127.0.0.1 (token endpoint, metadata server, IAM, functions) for local development.
     Sandbox(SandboxArgs),
     /// Run the daemon: receive actions (poll and/or push), invoke, report. SIGTERM/SIGINT stop it gracefully.
@@ -80,6 +84,36 @@ pub enum Command {
         )]
         url: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also check each integration's function through the Cloud Functions API
+    /// (exists, ACTIVE, 1st gen HTTPS at the configured URL, timeout, invoke
+    /// permission, not public). Exits non-zero on any error; warnings are printed.
+    #[arg(long)]
+    pub online: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FunctionsCommand {
+    /// List the functions in a project (name, region, status, generation,
+    /// trigger URL, runtime, timeout, ingress).
+    List(FunctionsListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FunctionsListArgs {
+    /// The connection whose credentials read the API.
+    #[arg(long)]
+    pub connection: String,
+    /// The region; default every region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The project; default the projects of the integrations using the
+    /// connection, else the project of the connection's key file.
+    #[arg(long)]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -149,6 +183,10 @@ pub enum CliError {
     Journal(#[from] crate::journal::JournalError),
     #[error("demo: {0}")]
     Demo(String),
+    #[error("{0}")]
+    Online(String),
+    #[error(transparent)]
+    FunctionsApi(#[from] crate::google::FunctionsApiError),
 }
 
 impl Cli {
@@ -180,7 +218,10 @@ pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> 
             audience,
         } => token(&cli.config, env, &connection, &audience).await,
         Command::Invoke(args) => invoke(&cli.config, env, args).await,
-        Command::Check => check(&cli.config, env).await,
+        Command::Check(args) => check(&cli.config, env, args.online).await,
+        Command::Functions(FunctionsCommand::List(args)) => {
+            functions_list(&cli.config, env, args).await
+        }
         Command::Sandbox(args) => sandbox(args).await,
         Command::Audit(args) => audit(&cli.config, env, args).await,
         Command::Demo => crate::demo::run()
@@ -332,7 +373,11 @@ async fn invoke(
     }
 }
 
-async fn check(path: &std::path::Path, env: &dyn Environment) -> Result<ExitCode, CliError> {
+async fn check(
+    path: &std::path::Path,
+    env: &dyn Environment,
+    online: bool,
+) -> Result<ExitCode, CliError> {
     let google = build(path, env)?;
     println!(
         "configuration {}: valid ({} connection(s), {} integration(s))",
@@ -362,11 +407,84 @@ async fn check(path: &std::path::Path, env: &dyn Environment) -> Result<ExitCode
             }
         }
     }
+    if online {
+        failed |= !check_online(&google).await;
+    }
     Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Prints a verdict block per integration; false when any has an error.
+async fn check_online(google: &GoogleSide) -> bool {
+    println!(
+        "online checks (Cloud Functions API at {}):",
+        google.config.google.cloudfunctions_api
+    );
+    let verdicts = crate::check::check_all(google).await;
+    print!("{}", crate::check::render_verdicts(&verdicts));
+    let public = verdicts
+        .iter()
+        .filter(|v| v.finding("public_invoker").is_some())
+        .count();
+    if public > 0 {
+        eprintln!(
+            "WARNING: {public} integration(s) call a function anyone can invoke: anyone on the internet can grant access. See above."
+        );
+    }
+    !verdicts
+        .iter()
+        .any(|v| v.status == crate::check::Status::Error)
+}
+
+/// `grantbridge functions list`: the functions in the connection's project(s).
+async fn functions_list(
+    path: &std::path::Path,
+    env: &dyn Environment,
+    args: FunctionsListArgs,
+) -> Result<ExitCode, CliError> {
+    let google = build(path, env)?;
+    let Some(creds) = google.credentials.get(&args.connection) else {
+        let known: Vec<_> = google.credentials.keys().cloned().collect();
+        return Err(CliError::Usage(format!(
+            "no connection named `{}` (configured: {})",
+            args.connection,
+            known.join(", ")
+        )));
+    };
+    let projects = match args.project {
+        Some(p) => vec![p],
+        None => crate::check::projects_for_connection(&google.config, &args.connection),
+    };
+    if projects.is_empty() {
+        return Err(CliError::Usage(format!(
+            "which project? No integration uses connection `{}` and its credentials name no project: pass --project PROJECT_ID",
+            args.connection
+        )));
+    }
+    let region = args.region.unwrap_or_else(|| "-".to_owned());
+    let api = crate::check::api(&google.config).map_err(BuildError::Http)?;
+    let token = crate::check::access_token(&google, &args.connection)
+        .await
+        .map_err(CliError::Online)?;
+    let mut functions = Vec::new();
+    for project in &projects {
+        let found = api
+            .list_functions(&token, project, &region)
+            .await
+            .map_err(|e| e.for_account(creds.email()))?;
+        functions.extend(found);
+    }
+    print!("{}", crate::check::render_functions(&functions));
+    let region = if region == "-" { "any region" } else { &region };
+    eprintln!(
+        "{} function(s) in project(s) {} ({region})",
+        functions.len(),
+        projects.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -9,6 +9,9 @@
 //! - [`function`]: invokes a Cloud Function per the function contract and
 //!   classifies the outcome, with retries; [`contract`] holds its vocabulary.
 //! - [`action`]: actions and results as the protocol writes them.
+//! - [`check`]: online checks of each integration's function through the Cloud
+//!   Functions API (exists, ACTIVE, 1st gen HTTPS at the configured URL, timeout,
+//!   invoke permission, not public), as per-integration verdicts.
 //! - [`engine`]: runs actions: validation, bounded concurrency, journaling.
 //! - [`journal`]: the SQLite journal: actions, outbox, audit trail, group commit.
 //! - [`control_plane`]: the client for leases, results and heartbeats.
@@ -32,6 +35,7 @@
 
 pub mod action;
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -19,7 +19,8 @@ use url::Url;
 
 pub use gcp::{DEFAULT_REGION, FIRST_GEN_REGIONS, first_gen_url};
 use raw::{
-    RawConfig, RawConnection, RawControlPlane, RawEngine, RawIntegration, RawJournal, RawPush,
+    RawConfig, RawConnection, RawControlPlane, RawEngine, RawGoogle, RawIntegration, RawJournal,
+    RawPush,
 };
 
 use crate::env::Environment;
@@ -28,6 +29,7 @@ use crate::http::checked_url;
 
 pub const ENV_PREFIX: &str = "GRANTBRIDGE";
 pub const DEFAULT_IAM_CREDENTIALS_URL: &str = "https://iamcredentials.googleapis.com";
+pub const DEFAULT_CLOUDFUNCTIONS_API_URL: &str = "https://cloudfunctions.googleapis.com";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(540);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
@@ -55,6 +57,15 @@ pub struct Config {
     /// The admin listener (health, readiness, metrics); None: disabled.
     pub admin: Option<std::net::SocketAddr>,
     pub log: LogSettings,
+    /// Google APIs read by the online checks.
+    pub google: GoogleSettings,
+}
+
+/// The `[google]` section: Google APIs grantbridge reads (never calls functions through).
+#[derive(Debug, Clone)]
+pub struct GoogleSettings {
+    /// Cloud Functions API (v1) base URL, e.g. `https://cloudfunctions.googleapis.com`.
+    pub cloudfunctions_api: Url,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,8 +359,10 @@ impl Validator {
         let engine = self.engine(raw.engine);
         let admin = self.admin(raw.admin);
         let log = self.log(raw.log);
+        let google = self.google(raw.google, &http);
 
-        if self.problems.is_empty() {
+        // `google` is None only when a problem about it was recorded.
+        if let (true, Some(google)) = (self.problems.is_empty(), google) {
             Ok(Config {
                 source: origin.to_path_buf(),
                 connector_id,
@@ -364,6 +377,7 @@ impl Validator {
                 engine,
                 admin,
                 log,
+                google,
             })
         } else {
             Err(ConfigError::Invalid {
@@ -586,6 +600,26 @@ impl Validator {
             }
         };
         LogSettings { level, json }
+    }
+
+    fn google(&mut self, g: RawGoogle, http: &HttpSettings) -> Option<GoogleSettings> {
+        let raw = g
+            .cloudfunctions_api
+            .as_deref()
+            .unwrap_or(DEFAULT_CLOUDFUNCTIONS_API_URL);
+        let url = checked_url(raw, http.allow_insecure_loopback)
+            .map_err(|e| self.problem("google.cloudfunctions_api", e.to_string()))
+            .ok()?;
+        if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+            self.problem(
+                "google.cloudfunctions_api",
+                format!("`{raw}` must be a base URL without a path, e.g. \"{DEFAULT_CLOUDFUNCTIONS_API_URL}\""),
+            );
+            return None;
+        }
+        Some(GoogleSettings {
+            cloudfunctions_api: url,
+        })
     }
 
     fn journal(&mut self, j: RawJournal) -> JournalSettings {

@@ -36,6 +36,10 @@ pub(crate) struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub log: RawLog,
+    /// Google APIs grantbridge reads (for `grantbridge check --online` and
+    /// `grantbridge functions list`); function calls never go through them.
+    #[serde(default)]
+    pub google: RawGoogle,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +58,14 @@ pub(crate) struct RawLog {
     pub level: Option<String>,
     /// "human" (default) or "json".
     pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGoogle {
+    /// Cloud Functions API base URL (v1); default `https://cloudfunctions.googleapis.com`.
+    /// Read with each connection's access token to check functions online.
+    pub cloudfunctions_api: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -303,3 +303,66 @@ fn a_default_instance_id_is_host_and_a_random_suffix() {
         c.instance_id
     );
 }
+
+#[test]
+fn google_section_defaults_to_the_cloud_functions_api() {
+    let d = Dir::new();
+    let c = d.load(GOOD).unwrap();
+    assert_eq!(
+        c.google.cloudfunctions_api.as_str(),
+        "https://cloudfunctions.googleapis.com/"
+    );
+    let c = d
+        .load(&format!(
+            "{GOOD}\n[google]\ncloudfunctions_api = \"https://cloudfunctions.example.com\"\n"
+        ))
+        .unwrap();
+    assert_eq!(
+        c.google.cloudfunctions_api.as_str(),
+        "https://cloudfunctions.example.com/"
+    );
+}
+
+#[test]
+fn google_cloudfunctions_api_follows_the_tls_rule_and_is_a_base_url() {
+    let d = Dir::new();
+    let with = |url: &str, allow: bool| {
+        format!(
+            "{GOOD}\n[http]\nallow_insecure_loopback = {allow}\n[google]\ncloudfunctions_api = \"{url}\"\n"
+        )
+    };
+    assert!(d.load(&with("http://127.0.0.1:9000", true)).is_ok());
+    let err = d.load(&with("http://127.0.0.1:9000", false)).unwrap_err();
+    assert_eq!(problem_keys(&err), ["google.cloudfunctions_api"]);
+    let err = d
+        .load(&with("http://cloudfunctions.example.com", true))
+        .unwrap_err();
+    assert!(err.to_string().contains("https"), "{err}");
+    let err = d
+        .load(&with("https://cloudfunctions.googleapis.com/v1", false))
+        .unwrap_err();
+    assert_eq!(problem_keys(&err), ["google.cloudfunctions_api"]);
+    assert!(err.to_string().contains("without a path"), "{err}");
+    let err = d
+        .load(&format!("{GOOD}\n[google]\ncloudfunction_api = \"x\"\n"))
+        .unwrap_err();
+    assert!(err.to_string().contains("cloudfunction_api"), "{err}");
+}
+
+#[test]
+fn google_cloudfunctions_api_can_be_overridden_from_the_environment() {
+    let d = Dir::new();
+    let c = d
+        .load_env(
+            GOOD,
+            MapEnv::new().with(
+                "GRANTBRIDGE__GOOGLE__CLOUDFUNCTIONS_API",
+                "https://cf.example.com",
+            ),
+        )
+        .unwrap();
+    assert_eq!(
+        c.google.cloudfunctions_api.as_str(),
+        "https://cf.example.com/"
+    );
+}

@@ -1,5 +1,6 @@
 //! Google identity: credentials that mint Google-signed ID tokens, and the
-//! per-audience token cache. The flows are written here (not taken from the
+//! per-audience token cache; and the read-only Cloud Functions API client the
+//! online checks use. The flows are written here (not taken from the
 //! google-cloud-auth crate) because that crate hard-codes Google's endpoints and
 //! these must be pointed at the sandbox in tests.
 //!
@@ -9,6 +10,7 @@ mod adc;
 mod cache;
 mod credentials;
 mod error;
+pub mod functions_api;
 mod iam;
 pub mod key;
 mod metadata;
@@ -19,6 +21,7 @@ pub use adc::{Adc, well_known_file};
 pub use cache::{MIN_REMAINING, TokenCache, TokenError};
 pub use credentials::{Credentials, IdTokenSource};
 pub use error::CredentialsError;
+pub use functions_api::{CloudFunctionsApi, FunctionsApiError};
 pub use iam::IamCredentials;
 pub use key::{CredentialsFile, KeyFileError, ServiceAccountKey};
 pub use metadata::{DEFAULT_METADATA_HOST, MetadataServer};

@@ -90,6 +90,12 @@ pub(crate) struct Function {
     /// Sample functions: first answer per `Idempotency-Key`.
     seen: HashMap<String, (u16, Value)>,
     pub(crate) duplicates: u64,
+    /// What the Cloud Functions API reports about it.
+    pub(crate) meta: super::FunctionMeta,
+    /// `versionId`, bumped by every metadata change.
+    pub(crate) version: u64,
+    /// `updateTime` (Unix seconds, sandbox clock).
+    pub(crate) updated_at: i64,
 }
 
 impl Function {
@@ -101,6 +107,9 @@ impl Function {
             invocations: Vec::new(),
             seen: HashMap::new(),
             duplicates: 0,
+            meta: super::FunctionMeta::default(),
+            version: 1,
+            updated_at: 0,
         }
     }
 }

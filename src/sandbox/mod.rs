@@ -1,8 +1,9 @@
 //! The sandbox: Google on 127.0.0.1. One listener per Google service, as Google
 //! uses one host per service: the OAuth token endpoint and signing certs
 //! ([`oauth`]), the GCE metadata server ([`metadata`]), IAM Credentials
-//! ([`iam`]) and the Cloud Functions front end with sample and proxied
-//! functions ([`functions`]); [`standalone`] runs it all for `grantbridge sandbox`.
+//! ([`iam`]), the Cloud Functions front end with sample and proxied
+//! functions ([`functions`]) and the Cloud Functions API that describes them
+//! ([`functions_api`]); [`standalone`] runs it all for `grantbridge sandbox`.
 //!
 //! Everything binds port 0 and is started in-process by tests, the demo and
 //! `grantbridge sandbox`. It must never be reachable from production code paths,
@@ -12,6 +13,7 @@
 
 pub mod control_plane;
 mod functions;
+mod functions_api;
 mod iam;
 mod keys;
 mod metadata;
@@ -32,6 +34,7 @@ use crate::clock::Clock;
 
 pub use control_plane::{CallCounts, ControlPlane, ControlPlaneOptions, Outage, ResultRecord};
 pub use functions::{Faults, FunctionImpl, Invocation};
+pub use functions_api::FunctionMeta;
 pub use keys::KeyError;
 pub use standalone::{StandaloneArgs, StandaloneInfo, run_standalone, start_standalone};
 
@@ -155,11 +158,13 @@ impl Sandbox {
         let metadata_l = bind("metadata").await?;
         let iam_l = bind("iam credentials").await?;
         let functions_l = bind("cloud functions").await?;
+        let functions_api_l = bind("cloud functions api").await?;
         let urls = Urls {
             oauth: local_addr(&oauth_l, "oauth")?,
             metadata: local_addr(&metadata_l, "metadata")?,
             iam: local_addr(&iam_l, "iam credentials")?,
             functions: local_addr(&functions_l, "cloud functions")?,
+            functions_api: local_addr(&functions_api_l, "cloud functions api")?,
         };
         let http = reqwest::Client::builder()
             .no_proxy()
@@ -189,6 +194,11 @@ impl Sandbox {
             serve(
                 functions_l,
                 functions::router(state.clone()),
+                state.cancel.clone(),
+            ),
+            serve(
+                functions_api_l,
+                functions_api::router(state.clone()),
                 state.cancel.clone(),
             ),
         ];
@@ -344,10 +354,12 @@ impl Sandbox {
     /// Deploy (or redeploy) a function; returns its URL. `invokers` are emails
     /// or `allUsers` / `allAuthenticatedUsers`.
     pub fn deploy_function(&self, name: &str, imp: FunctionImpl, invokers: &[&str]) -> String {
-        self.state.lock().functions.insert(
-            name.to_owned(),
-            Function::new(imp, invokers.iter().map(|s| (*s).to_owned()).collect()),
-        );
+        let mut function = Function::new(imp, invokers.iter().map(|s| (*s).to_owned()).collect());
+        function.updated_at = self.state.now();
+        self.state
+            .lock()
+            .functions
+            .insert(name.to_owned(), function);
         self.function_url(name)
     }
 
@@ -492,6 +504,7 @@ pub(crate) struct Urls {
     pub(crate) metadata: SocketAddr,
     pub(crate) iam: SocketAddr,
     pub(crate) functions: SocketAddr,
+    pub(crate) functions_api: SocketAddr,
 }
 
 impl Urls {
@@ -523,6 +536,8 @@ pub(crate) struct Inner {
     pub(crate) access_tokens: HashMap<String, AccessGrant>,
     pub(crate) metadata_account: Option<String>,
     pub(crate) functions: HashMap<String, Function>,
+    /// Cloud Functions API read grants (viewer, IAM-policy viewer).
+    pub(crate) cf_grants: HashSet<functions_api::Grant>,
     pub(crate) id_minted: HashMap<String, u64>,
     pub(crate) access_minted: HashMap<String, u64>,
 }

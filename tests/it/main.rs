@@ -10,3 +10,4 @@ mod helpers;
 mod interop;
 mod invoke;
 mod observability;
+mod online;

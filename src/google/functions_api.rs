@@ -1,0 +1,995 @@
+//! Cloud Functions API (v1) client: read a function, list a project's
+//! functions, `testIamPermissions` and `getIamPolicy`, authenticated with a
+//! connection's access token. Answers are parsed into typed values once, here;
+//! Google's JSON error shape is classified (401, 403, 404, retryable) and every
+//! error says what to do next.
+//!
+//! It must only read: it never deploys, changes or calls a function, and never
+//! sets an IAM policy. It must only call the configured API base URL, read
+//! bounded bodies, and never put a token in an error.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::error::{retryable_status, snippet};
+use super::token::AccessToken;
+use crate::retry::Backoff;
+
+/// Largest answer read from the API (one function, one policy, or one list page).
+const MAX_RESPONSE: usize = 4 * 1024 * 1024;
+/// Functions asked for per list page.
+const PAGE_SIZE: u32 = 100;
+/// Pages followed before `list_functions` gives up (a bound against a runaway token, not an expectation).
+const MAX_PAGES: usize = 100;
+/// Per-request timeout: these are small metadata reads.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts per call for transient failures (5xx, 429, network).
+const ATTEMPTS: u32 = 3;
+
+/// The permission to invoke a 1st gen HTTP function (in `roles/cloudfunctions.invoker`).
+pub const INVOKE_PERMISSION: &str = "cloudfunctions.functions.invoke";
+/// The role that holds [`INVOKE_PERMISSION`].
+pub const INVOKER_ROLE: &str = "roles/cloudfunctions.invoker";
+/// Read-only access to functions (get, list); it does not include `getIamPolicy`.
+pub const VIEWER_ROLE: &str = "roles/cloudfunctions.viewer";
+/// The permission `getIamPolicy` needs (not in [`VIEWER_ROLE`]).
+pub const GET_IAM_POLICY_PERMISSION: &str = "cloudfunctions.functions.getIamPolicy";
+
+/// The Cloud Functions API v1 at a base URL (`https://cloudfunctions.googleapis.com`).
+#[derive(Debug, Clone)]
+pub struct CloudFunctionsApi {
+    http: reqwest::Client,
+    base: Url,
+    backoff: Backoff,
+}
+
+/// A function's resource name: `projects/{project}/locations/{region}/functions/{function}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct FunctionName {
+    pub project: String,
+    pub region: String,
+    pub function: String,
+}
+
+impl FunctionName {
+    pub fn new(
+        project: impl Into<String>,
+        region: impl Into<String>,
+        function: impl Into<String>,
+    ) -> Self {
+        Self {
+            project: project.into(),
+            region: region.into(),
+            function: function.into(),
+        }
+    }
+
+    /// Parses `projects/P/locations/R/functions/F`.
+    pub fn parse(name: &str) -> Option<Self> {
+        let mut parts = name.split('/');
+        match (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
+            (
+                Some("projects"),
+                Some(p),
+                Some("locations"),
+                Some(r),
+                Some("functions"),
+                Some(f),
+                None,
+            ) if !p.is_empty() && !r.is_empty() && !f.is_empty() => Some(Self::new(p, r, f)),
+            _ => None,
+        }
+    }
+
+    /// `gcloud` flags naming this function: `F --project=P --region=R`.
+    pub fn gcloud_args(&self) -> String {
+        format!(
+            "{} --project={} --region={}",
+            self.function, self.project, self.region
+        )
+    }
+}
+
+impl std::fmt::Display for FunctionName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "projects/{}/locations/{}/functions/{}",
+            self.project, self.region, self.function
+        )
+    }
+}
+
+/// `status` of a function (`CloudFunctionStatus`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum FunctionStatus {
+    Active,
+    Offline,
+    DeployInProgress,
+    DeleteInProgress,
+    Unknown,
+    /// A value this version does not know, kept as Google wrote it.
+    Other(String),
+}
+
+impl FunctionStatus {
+    fn parse(s: &str) -> Self {
+        match s {
+            "ACTIVE" => Self::Active,
+            "OFFLINE" => Self::Offline,
+            "DEPLOY_IN_PROGRESS" => Self::DeployInProgress,
+            "DELETE_IN_PROGRESS" => Self::DeleteInProgress,
+            "UNKNOWN" => Self::Unknown,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Active => "ACTIVE",
+            Self::Offline => "OFFLINE",
+            Self::DeployInProgress => "DEPLOY_IN_PROGRESS",
+            Self::DeleteInProgress => "DELETE_IN_PROGRESS",
+            Self::Unknown => "UNKNOWN",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+/// `ingressSettings`: which networks may reach the function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Ingress {
+    AllowAll,
+    AllowInternalOnly,
+    AllowInternalAndGclb,
+    Other(String),
+}
+
+impl Ingress {
+    fn parse(s: &str) -> Self {
+        match s {
+            "ALLOW_ALL" => Self::AllowAll,
+            "ALLOW_INTERNAL_ONLY" => Self::AllowInternalOnly,
+            "ALLOW_INTERNAL_AND_GCLB" => Self::AllowInternalAndGclb,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::AllowAll => "ALLOW_ALL",
+            Self::AllowInternalOnly => "ALLOW_INTERNAL_ONLY",
+            Self::AllowInternalAndGclb => "ALLOW_INTERNAL_AND_GCLB",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+/// 1st gen (Cloud Functions) or 2nd gen (Cloud Run functions), from `environment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Generation {
+    Gen1,
+    Gen2,
+}
+
+impl Generation {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Gen1 => "GEN_1",
+            Self::Gen2 => "GEN_2",
+        }
+    }
+}
+
+/// `httpsTrigger`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpsTrigger {
+    pub url: String,
+    /// `SECURE_ALWAYS` or `SECURE_OPTIONAL`, when reported.
+    pub security_level: Option<String>,
+}
+
+/// A function as the v1 API describes it (the fields grantbridge uses).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CloudFunction {
+    pub name: FunctionName,
+    pub status: FunctionStatus,
+    pub generation: Generation,
+    pub https_trigger: Option<HttpsTrigger>,
+    /// `eventTrigger.eventType` of an event-driven function.
+    pub event_type: Option<String>,
+    /// `timeout` (Google's default, 60s, when not reported).
+    pub timeout: Option<Duration>,
+    /// `ingressSettings` (Google's default, `ALLOW_ALL`, when not reported).
+    pub ingress: Ingress,
+    pub runtime: Option<String>,
+    pub entry_point: Option<String>,
+    pub available_memory_mb: Option<u32>,
+    pub service_account_email: Option<String>,
+    pub update_time: Option<String>,
+    pub version_id: Option<String>,
+}
+
+/// The function's IAM policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct IamPolicy {
+    #[serde(default)]
+    pub version: i32,
+    #[serde(default)]
+    pub etag: String,
+    #[serde(default)]
+    pub bindings: Vec<Binding>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Binding {
+    pub role: String,
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// Members that mean "anyone".
+pub const PUBLIC_MEMBERS: [&str; 2] = ["allUsers", "allAuthenticatedUsers"];
+
+impl IamPolicy {
+    /// Members holding `role` (unconditionally or not: a condition is still a grant).
+    pub fn members_of(&self, role: &str) -> Vec<&str> {
+        self.bindings
+            .iter()
+            .filter(|b| b.role == role)
+            .flat_map(|b| b.members.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// `allUsers` / `allAuthenticatedUsers` holding a role that can invoke the
+    /// function (the invoker role, or the broad roles that contain `invoke`).
+    pub fn public_invokers(&self) -> Vec<(&str, &str)> {
+        const INVOKING_ROLES: [&str; 4] = [
+            INVOKER_ROLE,
+            "roles/cloudfunctions.admin",
+            "roles/owner",
+            "roles/editor",
+        ];
+        let mut out: Vec<(&str, &str)> = self
+            .bindings
+            .iter()
+            .filter(|b| INVOKING_ROLES.contains(&b.role.as_str()))
+            .flat_map(|b| {
+                b.members
+                    .iter()
+                    .filter(|m| PUBLIC_MEMBERS.contains(&m.as_str()))
+                    .map(move |m| (m.as_str(), b.role.as_str()))
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
+/// What kind of refusal Google answered, for callers that act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiErrorKind {
+    /// 401: the access token was not accepted.
+    Unauthenticated,
+    /// 403: the account lacks the permission (or the API is disabled).
+    PermissionDenied,
+    /// 404: no such function (or project/region).
+    NotFound,
+    /// 408/429/5xx: transient; try again.
+    Unavailable,
+    /// Any other refusal (400, ...).
+    Rejected,
+}
+
+/// Why a Cloud Functions API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FunctionsApiError {
+    /// Google answered with an error status.
+    #[error(
+        "Cloud Functions API {method} {resource} answered HTTP {status}{}: {message}. {}",
+        if google_status.is_empty() { String::new() } else { format!(" {google_status}") },
+        advice(*kind, method, resource, account.as_deref())
+    )]
+    Api {
+        kind: ApiErrorKind,
+        method: &'static str,
+        resource: String,
+        status: u16,
+        google_status: String,
+        message: String,
+        /// The account the token speaks for, when the caller knows it (for advice).
+        account: Option<String>,
+    },
+    /// No answer (connect, timeout, TLS).
+    #[error(
+        "Cloud Functions API {method} {url}: {reason}. Check network access to the Cloud Functions API ([google] cloudfunctions_api)"
+    )]
+    Transport {
+        method: &'static str,
+        url: String,
+        reason: String,
+    },
+    /// A 2xx answer that is not what the API promises.
+    #[error("Cloud Functions API {method} {url} returned an unexpected answer: {reason}")]
+    BadResponse {
+        method: &'static str,
+        url: String,
+        reason: String,
+    },
+    /// `list` kept returning pages.
+    #[error(
+        "Cloud Functions API list {parent}: more than {MAX_PAGES} pages; list one region at a time (--region)"
+    )]
+    TooManyPages { parent: String },
+}
+
+impl FunctionsApiError {
+    /// Worth trying again (transient Google errors and the network).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Api { kind, .. } => *kind == ApiErrorKind::Unavailable,
+            Self::Transport { .. } => true,
+            Self::BadResponse { .. } | Self::TooManyPages { .. } => false,
+        }
+    }
+
+    /// The kind of refusal, for `Api` errors.
+    pub fn kind(&self) -> Option<ApiErrorKind> {
+        match self {
+            Self::Api { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+
+    /// What to do next, for `Api` errors (also part of the message).
+    pub fn advice(&self) -> Option<String> {
+        match self {
+            Self::Api {
+                kind,
+                method,
+                resource,
+                account,
+                ..
+            } => Some(advice(*kind, method, resource, account.as_deref())),
+            _ => None,
+        }
+    }
+
+    /// Names the account the token spoke for, so the advice can name it too.
+    pub fn for_account(mut self, email: Option<&str>) -> Self {
+        if let Self::Api { account, .. } = &mut self {
+            *account = email.map(str::to_owned);
+        }
+        self
+    }
+}
+
+/// `serviceAccount:EMAIL` (or `user:EMAIL`) for gcloud `--member`.
+pub fn member(email: &str) -> String {
+    if email.ends_with(".gserviceaccount.com") {
+        format!("serviceAccount:{email}")
+    } else {
+        format!("user:{email}")
+    }
+}
+
+/// What to do next, per status and method.
+fn advice(kind: ApiErrorKind, method: &str, resource: &str, account: Option<&str>) -> String {
+    let who = account.map(member);
+    let who = who.as_deref().unwrap_or("serviceAccount:ACCOUNT_EMAIL");
+    let name = FunctionName::parse(resource);
+    match kind {
+        ApiErrorKind::Unauthenticated => "The connection's access token was not accepted: check the connection's credentials (grantbridge check) and that the token is for the cloud-platform scope".to_owned(),
+        ApiErrorKind::PermissionDenied => match (method, name) {
+            ("getIamPolicy", Some(n)) => format!(
+                "Reading a function's IAM policy needs {GET_IAM_POLICY_PERMISSION}, which {VIEWER_ROLE} does not include: grant a role that has it, e.g. a custom role (gcloud iam roles create grantbridgeChecker --project={p} --permissions=cloudfunctions.functions.get,cloudfunctions.functions.list,{GET_IAM_POLICY_PERMISSION}) bound with gcloud functions add-iam-policy-binding {args} --member={who} --role=projects/{p}/roles/grantbridgeChecker, or roles/iam.securityReviewer on the project. Also check that the Cloud Functions API is enabled in project {p}",
+                p = n.project,
+                args = n.gcloud_args()
+            ),
+            (_, Some(n)) => format!(
+                "Grant {who} {VIEWER_ROLE} on the function (gcloud functions add-iam-policy-binding {args} --member={who} --role={VIEWER_ROLE}) or on the project; also check that the Cloud Functions API is enabled in project {p} (gcloud services enable cloudfunctions.googleapis.com --project={p})",
+                args = n.gcloud_args(),
+                p = n.project
+            ),
+            _ => {
+                let project = resource
+                    .strip_prefix("projects/")
+                    .and_then(|r| r.split('/').next())
+                    .unwrap_or("PROJECT");
+                format!(
+                    "Listing functions needs {VIEWER_ROLE} on the project: gcloud projects add-iam-policy-binding {project} --member={who} --role={VIEWER_ROLE}; also check that the Cloud Functions API is enabled in project {project}"
+                )
+            }
+        },
+        ApiErrorKind::NotFound => match name {
+            Some(n) => format!(
+                "No function {} in region {} of project {}: check integrations.*.function, region and project_id (grantbridge functions list shows what exists)",
+                n.function, n.region, n.project
+            ),
+            None => "Check the project id and region".to_owned(),
+        },
+        ApiErrorKind::Unavailable => "A transient Google error; try again".to_owned(),
+        ApiErrorKind::Rejected => "Google refused the request; check the project, region and function names".to_owned(),
+    }
+}
+
+#[derive(Deserialize)]
+struct GoogleError {
+    error: GoogleErrorBody,
+}
+#[derive(Deserialize)]
+struct GoogleErrorBody {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    status: String,
+}
+
+/// The v1 `CloudFunction` JSON, as written (unknown fields ignored: Google adds fields).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawFunction {
+    name: String,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    entry_point: Option<String>,
+    #[serde(default)]
+    runtime: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    available_memory_mb: Option<u32>,
+    #[serde(default)]
+    service_account_email: Option<String>,
+    #[serde(default)]
+    https_trigger: Option<RawHttpsTrigger>,
+    #[serde(default)]
+    event_trigger: Option<RawEventTrigger>,
+    #[serde(default)]
+    ingress_settings: Option<String>,
+    #[serde(default)]
+    environment: Option<String>,
+    #[serde(default)]
+    update_time: Option<String>,
+    #[serde(default)]
+    version_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawHttpsTrigger {
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    security_level: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEventTrigger {
+    #[serde(default)]
+    event_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawList {
+    #[serde(default)]
+    functions: Vec<RawFunction>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+/// Parses a protobuf JSON `Duration` ("60s", "1.5s").
+fn parse_google_duration(s: &str) -> Option<Duration> {
+    let secs = s.strip_suffix('s')?;
+    let (whole, frac) = secs.split_once('.').unwrap_or((secs, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let whole: u64 = whole.parse().ok()?;
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().ok()?
+    };
+    Some(Duration::new(whole, nanos))
+}
+
+impl TryFrom<RawFunction> for CloudFunction {
+    type Error = String;
+
+    fn try_from(r: RawFunction) -> Result<Self, String> {
+        let name = FunctionName::parse(&r.name).ok_or_else(|| {
+            format!(
+                "`name` {:?} is not projects/P/locations/R/functions/F",
+                r.name
+            )
+        })?;
+        let generation = match r.environment.as_deref() {
+            Some("GEN_2") => Generation::Gen2,
+            _ => Generation::Gen1,
+        };
+        Ok(Self {
+            name,
+            status: FunctionStatus::parse(r.status.as_deref().unwrap_or("UNKNOWN")),
+            generation,
+            https_trigger: r.https_trigger.map(|t| HttpsTrigger {
+                url: t.url,
+                security_level: t.security_level,
+            }),
+            event_type: r.event_trigger.and_then(|t| t.event_type),
+            timeout: r.timeout.as_deref().and_then(parse_google_duration),
+            ingress: Ingress::parse(r.ingress_settings.as_deref().unwrap_or("ALLOW_ALL")),
+            runtime: r.runtime,
+            entry_point: r.entry_point,
+            available_memory_mb: r.available_memory_mb,
+            service_account_email: r.service_account_email,
+            update_time: r.update_time,
+            version_id: r.version_id,
+        })
+    }
+}
+
+impl CloudFunctionsApi {
+    /// `base` is the API's origin (`https://cloudfunctions.googleapis.com`), already
+    /// checked against the URL policy by the configuration.
+    pub fn new(http: reqwest::Client, base: Url) -> Self {
+        Self {
+            http,
+            base,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// Shortens retry pauses (tests).
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// `BASE/v1/{segments...}` with the last segment percent-encoded as a path segment.
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .expect("http(s) base URL")
+            .pop_if_empty()
+            .push("v1")
+            .extend(segments);
+        url
+    }
+
+    fn function_url(&self, name: &FunctionName, verb: Option<&str>) -> Url {
+        let last = match verb {
+            Some(v) => format!("{}:{v}", name.function),
+            None => name.function.clone(),
+        };
+        self.url(&[
+            "projects",
+            &name.project,
+            "locations",
+            &name.region,
+            "functions",
+            &last,
+        ])
+    }
+
+    /// One call with retries for transient failures; returns the 2xx body.
+    async fn call(
+        &self,
+        method: &'static str,
+        resource: &str,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, FunctionsApiError> {
+        let mut attempt = 1;
+        loop {
+            match self.call_once(method, resource, request()).await {
+                Err(e) if e.is_retryable() && attempt < ATTEMPTS => {
+                    let delay = self.backoff.delay(attempt, None);
+                    tracing::warn!(error = %e, attempt, delay_ms = delay.as_millis() as u64, "Cloud Functions API call failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once(
+        &self,
+        method: &'static str,
+        resource: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, FunctionsApiError> {
+        let request = request.timeout(REQUEST_TIMEOUT).build().map_err(|e| {
+            FunctionsApiError::BadResponse {
+                method,
+                url: resource.to_owned(),
+                reason: format!("building the request: {e}"),
+            }
+        })?;
+        let shown = request.url().to_string();
+        let resp = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| FunctionsApiError::Transport {
+                method,
+                url: shown.clone(),
+                reason: transport_reason(&e),
+            })?;
+        let status = resp.status().as_u16();
+        let body = crate::http::read_limited(resp, MAX_RESPONSE)
+            .await
+            .map_err(|e| FunctionsApiError::BadResponse {
+                method,
+                url: shown.clone(),
+                reason: e.to_string(),
+            })?;
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let (google_status, message) = match serde_json::from_slice::<GoogleError>(&body) {
+            Ok(e) => (
+                e.error.status,
+                e.error
+                    .message
+                    .trim_end_matches('.')
+                    .chars()
+                    .take(300)
+                    .collect(),
+            ),
+            Err(_) => (String::new(), snippet(&body)),
+        };
+        let kind = match status {
+            401 => ApiErrorKind::Unauthenticated,
+            403 => ApiErrorKind::PermissionDenied,
+            404 => ApiErrorKind::NotFound,
+            s if retryable_status(s) => ApiErrorKind::Unavailable,
+            _ => ApiErrorKind::Rejected,
+        };
+        Err(FunctionsApiError::Api {
+            kind,
+            method,
+            resource: resource.to_owned(),
+            status,
+            google_status,
+            message,
+            account: None,
+        })
+    }
+
+    fn parse<T: for<'de> Deserialize<'de>>(
+        method: &'static str,
+        url: &Url,
+        body: &[u8],
+    ) -> Result<T, FunctionsApiError> {
+        serde_json::from_slice(body).map_err(|e| FunctionsApiError::BadResponse {
+            method,
+            url: url.to_string(),
+            reason: format!("not the JSON the API documents: {e}"),
+        })
+    }
+
+    /// `GET /v1/projects/P/locations/R/functions/F`.
+    pub async fn get_function(
+        &self,
+        token: &AccessToken,
+        name: &FunctionName,
+    ) -> Result<CloudFunction, FunctionsApiError> {
+        let url = self.function_url(name, None);
+        let body = self
+            .call("get", &name.to_string(), || {
+                self.http.get(url.clone()).bearer_auth(token.expose())
+            })
+            .await?;
+        let raw: RawFunction = Self::parse("get", &url, &body)?;
+        CloudFunction::try_from(raw).map_err(|reason| FunctionsApiError::BadResponse {
+            method: "get",
+            url: url.to_string(),
+            reason,
+        })
+    }
+
+    /// Every function in `project` and `region` (`"-"`: all regions), following
+    /// `nextPageToken` up to a bound. Sorted as Google returns them.
+    pub async fn list_functions(
+        &self,
+        token: &AccessToken,
+        project: &str,
+        region: &str,
+    ) -> Result<Vec<CloudFunction>, FunctionsApiError> {
+        let parent = format!("projects/{project}/locations/{region}");
+        let base = self.url(&["projects", project, "locations", region, "functions"]);
+        let mut out = Vec::new();
+        let mut page_token: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut url = base.clone();
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("pageSize", &PAGE_SIZE.to_string());
+                if let Some(t) = &page_token {
+                    q.append_pair("pageToken", t);
+                }
+            }
+            let body = self
+                .call("list", &parent, || {
+                    self.http.get(url.clone()).bearer_auth(token.expose())
+                })
+                .await?;
+            let page: RawList = Self::parse("list", &url, &body)?;
+            for raw in page.functions {
+                out.push(CloudFunction::try_from(raw).map_err(|reason| {
+                    FunctionsApiError::BadResponse {
+                        method: "list",
+                        url: url.to_string(),
+                        reason,
+                    }
+                })?);
+            }
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(t) if Some(&t) == page_token.as_ref() => {
+                    return Err(FunctionsApiError::BadResponse {
+                        method: "list",
+                        url: url.to_string(),
+                        reason: "nextPageToken repeats the page just read".into(),
+                    });
+                }
+                Some(t) => page_token = Some(t),
+                None => return Ok(out),
+            }
+        }
+        Err(FunctionsApiError::TooManyPages { parent })
+    }
+
+    /// `POST /v1/{name}:testIamPermissions`: which of `permissions` the token's
+    /// account holds on the function (needs no extra permission).
+    pub async fn test_iam_permissions(
+        &self,
+        token: &AccessToken,
+        name: &FunctionName,
+        permissions: &[&str],
+    ) -> Result<Vec<String>, FunctionsApiError> {
+        #[derive(Serialize)]
+        struct Req<'a> {
+            permissions: &'a [&'a str],
+        }
+        #[derive(Deserialize)]
+        struct Reply {
+            // Google omits the field when none is held.
+            #[serde(default)]
+            permissions: Vec<String>,
+        }
+        let url = self.function_url(name, Some("testIamPermissions"));
+        let req = Req { permissions };
+        let body = self
+            .call("testIamPermissions", &name.to_string(), || {
+                self.http
+                    .post(url.clone())
+                    .bearer_auth(token.expose())
+                    .json(&req)
+            })
+            .await?;
+        let reply: Reply = Self::parse("testIamPermissions", &url, &body)?;
+        Ok(reply.permissions)
+    }
+
+    /// `GET /v1/{name}:getIamPolicy` (needs `cloudfunctions.functions.getIamPolicy`).
+    pub async fn get_iam_policy(
+        &self,
+        token: &AccessToken,
+        name: &FunctionName,
+    ) -> Result<IamPolicy, FunctionsApiError> {
+        let url = self.function_url(name, Some("getIamPolicy"));
+        let body = self
+            .call("getIamPolicy", &name.to_string(), || {
+                self.http.get(url.clone()).bearer_auth(token.expose())
+            })
+            .await?;
+        Self::parse("getIamPolicy", &url, &body)
+    }
+}
+
+fn transport_reason(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        "timed out".to_owned()
+    } else if err.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        let mut source: &dyn std::error::Error = err;
+        while let Some(next) = source.source() {
+            source = next;
+        }
+        source.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn api() -> CloudFunctionsApi {
+        CloudFunctionsApi::new(
+            reqwest::Client::new(),
+            Url::parse("https://cloudfunctions.googleapis.com").unwrap(),
+        )
+    }
+
+    #[test]
+    fn urls_follow_the_v1_resource_names() {
+        let n = FunctionName::new("acme-prod", "us-central1", "grant-db");
+        assert_eq!(
+            api().function_url(&n, None).as_str(),
+            "https://cloudfunctions.googleapis.com/v1/projects/acme-prod/locations/us-central1/functions/grant-db"
+        );
+        assert_eq!(
+            api().function_url(&n, Some("getIamPolicy")).as_str(),
+            "https://cloudfunctions.googleapis.com/v1/projects/acme-prod/locations/us-central1/functions/grant-db:getIamPolicy"
+        );
+        // A hostile name cannot escape its path segment.
+        let evil = FunctionName::new("p/../../x", "r", "f?x=1");
+        let u = api().function_url(&evil, None);
+        assert!(u.path().starts_with("/v1/projects/p%2F"), "{u}");
+        assert_eq!(u.query(), None);
+    }
+
+    #[test]
+    fn names_parse_and_print() {
+        let n = FunctionName::parse("projects/p/locations/r/functions/f").unwrap();
+        assert_eq!(n, FunctionName::new("p", "r", "f"));
+        assert_eq!(n.to_string(), "projects/p/locations/r/functions/f");
+        assert!(FunctionName::parse("projects/p/locations/r/functions").is_none());
+        assert!(FunctionName::parse("projects/p/locations/r/functions/f/x").is_none());
+        assert!(FunctionName::parse("projects//locations/r/functions/f").is_none());
+    }
+
+    #[test]
+    fn durations_parse_like_protobuf_json() {
+        assert_eq!(parse_google_duration("60s"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            parse_google_duration("1.5s"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_google_duration("60"), None);
+        assert_eq!(parse_google_duration("-1s"), None);
+        assert_eq!(parse_google_duration("s"), None);
+        assert_eq!(parse_google_duration("1.0000000001s"), None);
+    }
+
+    #[test]
+    fn a_function_parses_with_googles_defaults() {
+        let raw: RawFunction = serde_json::from_value(serde_json::json!({
+            "name": "projects/p/locations/us-central1/functions/f",
+            "status": "ACTIVE",
+            "httpsTrigger": {"url": "https://us-central1-p.cloudfunctions.net/f", "securityLevel": "SECURE_ALWAYS"},
+            "timeout": "120s",
+            "somethingNew": {"x": 1}
+        }))
+        .unwrap();
+        let f = CloudFunction::try_from(raw).unwrap();
+        assert_eq!(f.status, FunctionStatus::Active);
+        assert_eq!(f.generation, Generation::Gen1);
+        assert_eq!(f.ingress, Ingress::AllowAll);
+        assert_eq!(f.timeout, Some(Duration::from_secs(120)));
+        assert_eq!(
+            f.https_trigger.unwrap().url,
+            "https://us-central1-p.cloudfunctions.net/f"
+        );
+
+        let raw: RawFunction = serde_json::from_value(serde_json::json!({
+            "name": "projects/p/locations/r/functions/g",
+            "status": "SOMETHING_ELSE",
+            "environment": "GEN_2",
+            "ingressSettings": "ALLOW_INTERNAL_ONLY",
+            "eventTrigger": {"eventType": "google.pubsub.topic.publish"}
+        }))
+        .unwrap();
+        let g = CloudFunction::try_from(raw).unwrap();
+        assert_eq!(g.status, FunctionStatus::Other("SOMETHING_ELSE".into()));
+        assert_eq!(g.generation, Generation::Gen2);
+        assert_eq!(g.ingress, Ingress::AllowInternalOnly);
+        assert!(g.https_trigger.is_none());
+        assert_eq!(g.event_type.as_deref(), Some("google.pubsub.topic.publish"));
+
+        let raw: RawFunction = serde_json::from_value(serde_json::json!({"name": "f"})).unwrap();
+        assert!(CloudFunction::try_from(raw).is_err());
+    }
+
+    #[test]
+    fn public_invokers_are_found_in_any_invoking_role() {
+        let policy: IamPolicy = serde_json::from_value(serde_json::json!({
+            "version": 1, "etag": "BwX=",
+            "bindings": [
+                {"role": "roles/cloudfunctions.invoker", "members": ["serviceAccount:a@p.iam.gserviceaccount.com", "allUsers"]},
+                {"role": "roles/cloudfunctions.viewer", "members": ["allAuthenticatedUsers"]},
+                {"role": "roles/cloudfunctions.admin", "members": ["allAuthenticatedUsers"]}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(
+            policy.public_invokers(),
+            vec![
+                ("allAuthenticatedUsers", "roles/cloudfunctions.admin"),
+                ("allUsers", INVOKER_ROLE)
+            ]
+        );
+        assert_eq!(
+            policy.members_of(INVOKER_ROLE),
+            vec!["serviceAccount:a@p.iam.gserviceaccount.com", "allUsers"]
+        );
+        assert!(IamPolicy::default().public_invokers().is_empty());
+    }
+
+    #[test]
+    fn errors_say_what_to_do_next() {
+        let e = FunctionsApiError::Api {
+            kind: ApiErrorKind::PermissionDenied,
+            method: "get",
+            resource: "projects/p/locations/r/functions/f".into(),
+            status: 403,
+            google_status: "PERMISSION_DENIED".into(),
+            message: "Permission 'cloudfunctions.functions.get' denied".into(),
+            account: None,
+        }
+        .for_account(Some("gb@p.iam.gserviceaccount.com"));
+        let text = e.to_string();
+        assert!(text.contains("HTTP 403 PERMISSION_DENIED"), "{text}");
+        assert!(text.contains("gcloud functions add-iam-policy-binding f --project=p --region=r --member=serviceAccount:gb@p.iam.gserviceaccount.com --role=roles/cloudfunctions.viewer"), "{text}");
+        assert!(!e.is_retryable());
+
+        let e = FunctionsApiError::Api {
+            kind: ApiErrorKind::PermissionDenied,
+            method: "getIamPolicy",
+            resource: "projects/p/locations/r/functions/f".into(),
+            status: 403,
+            google_status: String::new(),
+            message: String::new(),
+            account: None,
+        };
+        assert!(e.to_string().contains(GET_IAM_POLICY_PERMISSION));
+        assert!(e.to_string().contains("ACCOUNT_EMAIL"));
+
+        let e = FunctionsApiError::Api {
+            kind: ApiErrorKind::Unavailable,
+            method: "list",
+            resource: "projects/p/locations/-".into(),
+            status: 503,
+            google_status: "UNAVAILABLE".into(),
+            message: "try later".into(),
+            account: None,
+        };
+        assert!(e.is_retryable());
+        assert_eq!(
+            member("alice@example.com"),
+            "user:alice@example.com".to_owned()
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn duration_parsing_never_panics(s in ".{0,30}") {
+            let _ = parse_google_duration(&s);
+        }
+
+        #[test]
+        fn whole_seconds_round_trip(n in 0u64..1_000_000) {
+            prop_assert_eq!(parse_google_duration(&format!("{n}s")), Some(Duration::from_secs(n)));
+        }
+    }
+}
