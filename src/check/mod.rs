@@ -217,13 +217,16 @@ pub async fn check_all(google: &GoogleSide) -> Vec<Verdict> {
     }
     let api = &api;
     let tokens = &tokens;
-    futures_util::stream::iter(google.config.integrations.values())
+    // Owned items: a closure over borrowed ones trips rustc's higher-ranked
+    // lifetime inference when the daemon spawns this future.
+    let integrations: Vec<Integration> = google.config.integrations.values().cloned().collect();
+    futures_util::stream::iter(integrations)
         .map(|i| async move {
             let token = tokens
                 .get(&i.connection)
                 .cloned()
                 .unwrap_or_else(|| Err("no access token".to_owned()));
-            check_with_token(google, api, i, token).await
+            check_with_token(google, api, &i, token).await
         })
         .buffered(CONCURRENCY)
         .collect()

@@ -59,6 +59,8 @@ pub struct Config {
     pub log: LogSettings,
     /// Google APIs read by the online checks.
     pub google: GoogleSettings,
+    /// Periodic online checks in the daemon; None: off.
+    pub online_checks: Option<Duration>,
 }
 
 /// The `[google]` section: Google APIs grantbridge reads (never calls functions through).
@@ -359,6 +361,7 @@ impl Validator {
         let engine = self.engine(raw.engine);
         let admin = self.admin(raw.admin);
         let log = self.log(raw.log);
+        let online_checks = self.online_checks(raw.checks);
         let google = self.google(raw.google, &http);
 
         // `google` is None only when a problem about it was recorded.
@@ -377,6 +380,7 @@ impl Validator {
                 engine,
                 admin,
                 log,
+                online_checks,
                 google,
             })
         } else {
@@ -620,6 +624,16 @@ impl Validator {
         Some(GoogleSettings {
             cloudfunctions_api: url,
         })
+    }
+
+    fn online_checks(&mut self, c: raw::RawChecks) -> Option<Duration> {
+        let interval = self
+            .duration("checks.interval", c.interval.as_deref())
+            .unwrap_or(Duration::from_secs(900));
+        if interval < Duration::from_secs(10) {
+            self.problem("checks.interval", "must be at least 10s (each round calls the Cloud Functions API once per integration)");
+        }
+        c.online.unwrap_or(false).then_some(interval)
     }
 
     fn journal(&mut self, j: RawJournal) -> JournalSettings {

@@ -40,6 +40,18 @@ pub(crate) struct RawConfig {
     /// `grantbridge functions list`); function calls never go through them.
     #[serde(default)]
     pub google: RawGoogle,
+    #[serde(default)]
+    pub checks: RawChecks,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawChecks {
+    /// Run the online checks (`grantbridge check --online`) periodically in the daemon and
+    /// report their verdicts in heartbeats and /readyz (default false; needs the viewer role).
+    pub online: Option<bool>,
+    /// How often (default "15m").
+    pub interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -304,6 +304,28 @@ pub(super) async fn heartbeat(
     }
 }
 
+/// Runs the online checks every `interval`; verdicts feed heartbeats and /readyz.
+pub(super) async fn online_checks(
+    engine: Arc<Engine>,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let google = engine.google();
+        let verdicts = tokio::select! {
+            v = crate::check::check_all(&google) => v,
+            () = stop.cancelled() => break,
+        };
+        for v in verdicts.iter().filter(|v| v.heartbeat_status() != "ok") {
+            tracing::warn!(integration = %v.integration, status = v.heartbeat_status(), detail = %v.detail(), "online check");
+        }
+        engine.set_verdicts(&verdicts);
+        if !pause(interval, &stop).await {
+            break;
+        }
+    }
+}
+
 /// Applies the retention setting hourly.
 pub(super) async fn prune(engine: Arc<Engine>, stop: CancellationToken) {
     loop {

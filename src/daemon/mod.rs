@@ -204,6 +204,13 @@ impl Daemon {
             background.clone(),
         ));
         tasks.spawn(loops::prune(self.engine.clone(), background.clone()));
+        if let Some(interval) = config.online_checks {
+            tasks.spawn(loops::online_checks(
+                self.engine.clone(),
+                interval,
+                background.clone(),
+            ));
+        }
 
         let push_server = push_listener.map(|listener| {
             let settings = config

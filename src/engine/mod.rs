@@ -80,6 +80,8 @@ pub struct Engine {
     running: Mutex<HashSet<String>>,
     leases: Mutex<HashMap<String, Lease>>,
     health: Mutex<HashMap<String, Health>>,
+    /// The last online-check verdict per integration (periodic checks).
+    verdicts: Mutex<HashMap<String, Health>>,
     /// Counts of actions started and finished by this engine, for waiters.
     accepted: watch::Sender<u64>,
     finished: watch::Sender<u64>,
@@ -106,6 +108,7 @@ impl Engine {
             running: Mutex::default(),
             leases: Mutex::default(),
             health: Mutex::default(),
+            verdicts: Mutex::default(),
             accepted: watch::channel(0).0,
             finished: watch::channel(0).0,
             outbox: Arc::new(Notify::new()),
@@ -491,24 +494,63 @@ impl Engine {
             .insert(integration.to_owned(), health);
     }
 
-    /// Each configured integration's status, for heartbeats.
+    /// Records the latest online-check verdicts (they join call health in heartbeats and /readyz).
+    pub fn set_verdicts(&self, verdicts: &[crate::check::Verdict]) {
+        let mut map = self.verdicts.lock().expect("verdicts lock");
+        map.clear();
+        for v in verdicts {
+            map.insert(
+                v.integration.clone(),
+                Health {
+                    status: v.heartbeat_status(),
+                    detail: v.detail(),
+                },
+            );
+        }
+    }
+
+    /// Each configured integration's status, for heartbeats: the worse of the
+    /// last call's outcome and the last online check.
     pub fn integration_statuses(&self) -> Vec<IntegrationStatus> {
         let google = self.google();
         let health = self.health.lock().expect("health lock");
+        let verdicts = self.verdicts.lock().expect("verdicts lock");
+        let rank = |s: &str| match s {
+            "error" => 2,
+            "degraded" => 1,
+            _ => 0,
+        };
         google
             .config
             .integrations
             .values()
             .map(|i| {
-                let h = health.get(&i.name).cloned().unwrap_or(Health {
+                let call = health.get(&i.name).cloned().unwrap_or(Health {
                     status: "ok",
                     detail: "no calls yet".into(),
                 });
+                let (status, detail) = match verdicts.get(&i.name) {
+                    None => (call.status, call.detail),
+                    Some(v) => {
+                        let status = if rank(v.status) > rank(call.status) {
+                            v.status
+                        } else {
+                            call.status
+                        };
+                        let detail = [call.detail.as_str(), v.detail.as_str()]
+                            .iter()
+                            .filter(|d| !d.is_empty())
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join("; online check: ");
+                        (status, detail)
+                    }
+                };
                 IntegrationStatus {
                     name: i.name.clone(),
                     function_url: i.url.to_string(),
-                    status: h.status.into(),
-                    detail: h.detail,
+                    status: status.into(),
+                    detail,
                 }
             })
             .collect()

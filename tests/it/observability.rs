@@ -290,3 +290,50 @@ async fn debug_logs_carry_action_context_and_no_secret() {
         )
     );
 }
+
+#[tokio::test]
+async fn online_check_verdicts_reach_heartbeats_and_readiness() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    env.sandbox.grant_viewer("grant-db", SA);
+    env.sandbox.grant_iam_policy_viewer("grant-db", SA);
+    // A public grant function: anyone on the internet could call it.
+    env.sandbox.set_invokers("grant-db", &[SA, "allUsers"]);
+    let cp = spawn_control_plane().await;
+    let toml = format!(
+        "{}\n[checks]\nonline = true\ninterval = \"10s\"\n\n[google]\ncloudfunctions_api = \"{}\"\n",
+        env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")])),
+        env.sandbox.cloudfunctions_api_url()
+    );
+    let daemon = start_daemon(&env, &toml).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let integration = loop {
+        let hb = cp.heartbeats().remove("it-0/0001").map(|(hb, _)| hb);
+        if let Some(i) = hb
+            .map(|hb| hb["integrations"][0].clone())
+            .filter(|i| i["status"] == "degraded")
+        {
+            break i;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no degraded heartbeat"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let detail = integration["detail"].as_str().unwrap();
+    assert!(detail.contains("allUsers"), "{detail}");
+    let (status, body) = get(daemon.admin_addr, "/readyz").await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        status, 200,
+        "a public function is a loud warning, not an outage: {body}"
+    );
+    assert!(
+        check(&body, "integration:orders-db")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("allUsers")
+    );
+    daemon.stop().await;
+}
