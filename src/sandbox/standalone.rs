@@ -73,11 +73,15 @@ pub async fn start_standalone(
     for (name, upstream) in wanted {
         let imp = upstream.map_or(FunctionImpl::Sample, FunctionImpl::Proxy);
         let url = sandbox.deploy_function(&name, imp, &[sa]);
+        // What the GCP setup guide grants, so `grantbridge check --online` passes here too.
+        sandbox.grant_viewer(&name, sa);
+        sandbox.grant_iam_policy_viewer(&name, sa);
         functions.push((name, url));
     }
 
     let config_file = dir.join("grantbridge.toml");
-    let config = render_config(&key_file, sandbox.project_id(), &functions);
+    let mut config = render_config(&key_file, sandbox.project_id(), &functions);
+    config.push_str(&format!("\n# The sandbox's Cloud Functions API, for `grantbridge check --online`.\n[google]\ncloudfunctions_api = \"{}\"\n", sandbox.cloudfunctions_api_url()));
     std::fs::write(&config_file, config).map_err(write_err(&config_file))?;
 
     Ok((

@@ -177,6 +177,18 @@ async fn the_standalone_sandbox_writes_a_config_grantbridge_can_use() {
         "{}",
         text(&out.stdout)
     );
+    // The online checks pass against it too.
+    let out = run(
+        &env,
+        &["--config", config.to_str().unwrap(), "check", "--online"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     sandbox.kill().await.unwrap();
 }
 
@@ -192,4 +204,46 @@ fn the_example_config_is_valid_apart_from_its_secret_files() {
         ["connections.prod.key_file", "control_plane.token_file"],
         "{err}"
     );
+}
+
+/// The `grantbridge.toml: |` block of a ConfigMap, dedented.
+fn configmap_toml(path: &str) -> String {
+    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap();
+    let lines = text
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("grantbridge.toml: |"))
+        .skip(1);
+    let first = lines.clone().find(|l| !l.trim().is_empty()).unwrap();
+    let indent = first.len() - first.trim_start().len();
+    lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_shipped_kubernetes_configs_load() {
+    for path in [
+        "deploy/kubernetes/base/configmap.yaml",
+        "deploy/kubernetes/push/configmap.yaml",
+    ] {
+        let toml = configmap_toml(path);
+        assert!(toml.contains("connector_id"), "{path}: no config found");
+        let origin = std::path::Path::new("/etc/grantbridge/grantbridge.toml");
+        let err =
+            grantbridge::config::Config::from_toml(&toml, origin, &grantbridge::env::MapEnv::new());
+        // Only the mounted Secret files are missing on this machine; every key and value is accepted.
+        let problems: Vec<String> = match err {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .problems()
+                .iter()
+                .filter(|p| !p.message.contains("cannot read /var/run/secrets/"))
+                .map(|p| format!("{}: {}", p.key, p.message))
+                .collect(),
+        };
+        assert!(problems.is_empty(), "{path}: {problems:?}");
+    }
 }
