@@ -15,7 +15,6 @@
 //! - [`engine`]: runs actions: validation, bounded concurrency, journaling.
 //! - [`journal`]: the SQLite journal: actions, outbox, audit trail, group commit.
 //! - [`control_plane`]: the client for leases, results and heartbeats.
-//! - [`check`]: online checks of each function through the Cloud Functions API.
 //! - [`daemon`]: the loops (poll, lease keeping, reporting, heartbeat, online checks),
 //!   the signed push endpoint, the admin endpoints, SIGHUP reload, graceful shutdown.
 //! - [`sandbox`]: Google and a control plane on 127.0.0.1, for tests, the demo and
