@@ -76,18 +76,7 @@ impl CredentialsError {
     }
 
     pub(crate) fn transport(url: &str, err: &reqwest::Error, advice: &str) -> Self {
-        let reason = if err.is_timeout() {
-            "timed out".to_owned()
-        } else if err.is_connect() {
-            "could not connect".to_owned()
-        } else {
-            // reqwest's Display names the URL; keep only the innermost cause.
-            let mut source: &dyn std::error::Error = err;
-            while let Some(next) = source.source() {
-                source = next;
-            }
-            source.to_string()
-        };
+        let reason = transport_reason(err);
         Self::Transport {
             url: url.to_owned(),
             reason,
@@ -97,6 +86,51 @@ impl CredentialsError {
                 format!(". {advice}")
             },
         }
+    }
+}
+
+/// Why a request got no answer, without the URL reqwest's Display repeats.
+pub(crate) fn transport_reason(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        "timed out".to_owned()
+    } else if err.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        let mut source: &dyn std::error::Error = err;
+        while let Some(next) = source.source() {
+            source = next;
+        }
+        source.to_string()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct GoogleError {
+    error: GoogleErrorBody,
+}
+
+#[derive(serde::Deserialize)]
+struct GoogleErrorBody {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    status: String,
+}
+
+/// Google's API error body `{"error":{"code","message","status"}}` as
+/// (status, message of at most 300 characters); for any other body, ("", an excerpt).
+pub(crate) fn google_api_error(body: &[u8]) -> (String, String) {
+    match serde_json::from_slice::<GoogleError>(body) {
+        Ok(e) => (
+            e.error.status,
+            e.error
+                .message
+                .trim_end_matches('.')
+                .chars()
+                .take(300)
+                .collect(),
+        ),
+        Err(_) => (String::new(), snippet(body)),
     }
 }
 

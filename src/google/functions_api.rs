@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::error::{retryable_status, snippet};
+use super::error::{retryable_status, transport_reason};
 use super::token::AccessToken;
 use crate::retry::Backoff;
 
@@ -424,18 +424,6 @@ fn advice(kind: ApiErrorKind, method: &str, resource: &str, account: Option<&str
     }
 }
 
-#[derive(Deserialize)]
-struct GoogleError {
-    error: GoogleErrorBody,
-}
-#[derive(Deserialize)]
-struct GoogleErrorBody {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    status: String,
-}
-
 /// The v1 `CloudFunction` JSON, as written (unknown fields ignored: Google adds fields).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -644,18 +632,7 @@ impl CloudFunctionsApi {
         if (200..300).contains(&status) {
             return Ok(body);
         }
-        let (google_status, message) = match serde_json::from_slice::<GoogleError>(&body) {
-            Ok(e) => (
-                e.error.status,
-                e.error
-                    .message
-                    .trim_end_matches('.')
-                    .chars()
-                    .take(300)
-                    .collect(),
-            ),
-            Err(_) => (String::new(), snippet(&body)),
-        };
+        let (google_status, message) = super::error::google_api_error(&body);
         let kind = match status {
             401 => ApiErrorKind::Unauthenticated,
             403 => ApiErrorKind::PermissionDenied,
@@ -802,20 +779,6 @@ impl CloudFunctionsApi {
             })
             .await?;
         Self::parse("getIamPolicy", &url, &body)
-    }
-}
-
-fn transport_reason(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        "timed out".to_owned()
-    } else if err.is_connect() {
-        "could not connect".to_owned()
-    } else {
-        let mut source: &dyn std::error::Error = err;
-        while let Some(next) = source.source() {
-            source = next;
-        }
-        source.to_string()
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::error::{CredentialsError, retryable_status, snippet};
+use super::error::{CredentialsError, retryable_status};
 use super::token::{AccessToken, IdToken};
 
 const MAX_RESPONSE: usize = 64 * 1024;
@@ -18,18 +18,6 @@ const MAX_RESPONSE: usize = 64 * 1024;
 pub struct IamCredentials {
     http: reqwest::Client,
     base: Url,
-}
-
-#[derive(Deserialize)]
-struct GoogleError {
-    error: GoogleErrorBody,
-}
-#[derive(Deserialize)]
-struct GoogleErrorBody {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    status: String,
 }
 
 impl IamCredentials {
@@ -82,10 +70,7 @@ impl IamCredentials {
         if (200..300).contains(&status) {
             return Ok(bytes.to_vec());
         }
-        let (google_status, message) = match serde_json::from_slice::<GoogleError>(&bytes) {
-            Ok(e) => (e.error.status, e.error.message.chars().take(300).collect()),
-            Err(_) => (String::new(), snippet(&bytes)),
-        };
+        let (google_status, message) = super::error::google_api_error(&bytes);
         let advice = match status {
             401 => format!("The source credentials ({source_name}) were not accepted; check them"),
             403 => format!(
