@@ -290,3 +290,45 @@ async fn an_impersonated_service_account_adc_file_works() {
         Some(TARGET)
     );
 }
+
+#[tokio::test]
+async fn googles_transient_token_errors_are_retried() {
+    use axum::{Router, http::StatusCode, response::IntoResponse, routing::post};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A token endpoint that fails the way Google does when it has a bad moment, then recovers.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let app = Router::new().route(
+        "/token",
+        post(move || {
+            let n = seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n == 0 {
+                    return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(serde_json::json!({"error": "internal_failure", "error_description": "Backend Error"}))).into_response();
+                }
+                let b64 = |v: serde_json::Value| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, v.to_string());
+                let exp = grantbridge::clock::Clock::system().unix_secs() + 3600;
+                let jwt = format!("{}.{}.c2ln", b64(serde_json::json!({"alg": "RS256"})), b64(serde_json::json!({"exp": exp, "email": SA})));
+                axum::Json(serde_json::json!({"id_token": jwt})).into_response()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let env = spawn_env().await;
+    let mut key: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&env.key_file).unwrap()).unwrap();
+    key["token_uri"] = serde_json::json!(format!("http://{addr}/token"));
+    let key_file = env.dir.path().join("flaky-google.json");
+    std::fs::write(&key_file, key.to_string()).unwrap();
+    let google = env.google(&key_config(&key_file));
+    let token = google
+        .tokens
+        .get("prod", AUD)
+        .await
+        .expect("retried after internal_failure");
+    assert_eq!(token.email.as_deref(), Some(SA));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

@@ -705,3 +705,83 @@ async fn list_resources_answers_reach_the_control_plane_intact() {
     assert!(f.latency_ms < 60_000 && f.url.ends_with("/grant-db"));
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn push_answers_503_with_retry_after_when_full_or_draining() {
+    let env = spawn_env().await;
+    env.deploy("stuck");
+    env.sandbox.set_faults(
+        "stuck",
+        Faults {
+            hang_next: 10,
+            ..Default::default()
+        },
+    );
+    let cp = spawn_control_plane().await;
+    let spec = DaemonSpec {
+        poll: false,
+        push: true,
+        engine: "queue_capacity = 1\nshutdown_grace = \"1s\"",
+        integration_extra: "timeout = \"30s\"",
+        ..DaemonSpec::new(&env, &[("stuck", "stuck")])
+    };
+    let toml = env
+        .daemon_toml(&cp, &spec)
+        .replace("shutdown_grace = \"5s\"\n", "");
+    let daemon = start_daemon(&env, &toml).await;
+    let addr = daemon.push_addr.unwrap();
+    assert_eq!(
+        push(
+            addr,
+            "POST",
+            "/v1/actions",
+            &action("full-1", "stuck").to_string(),
+            PUSH_SECRET,
+            0
+        )
+        .await
+        .status(),
+        202
+    );
+    env.sandbox.wait_for_invocations("stuck", 1).await;
+    // Full: one action in, capacity one.
+    let r = push(
+        addr,
+        "POST",
+        "/v1/actions",
+        &action("full-2", "stuck").to_string(),
+        PUSH_SECRET,
+        0,
+    )
+    .await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(
+        push(addr, "GET", "/v1/actions/full-2", "", PUSH_SECRET, 0)
+            .await
+            .status(),
+        404,
+        "not recorded"
+    );
+    // Draining: shutdown started, the stuck action holds the drain open.
+    daemon.shutdown.cancel();
+    while !daemon.engine.is_draining() {
+        tokio::task::yield_now().await;
+    }
+    let r = push(
+        addr,
+        "POST",
+        "/v1/actions",
+        &action("late-1", "stuck").to_string(),
+        PUSH_SECRET,
+        0,
+    )
+    .await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let summary = daemon.handle.await.unwrap();
+    assert_eq!(
+        summary.left_unfinished, 1,
+        "the stuck action stays in the journal for the next start"
+    );
+}
