@@ -313,7 +313,7 @@ impl Validator {
         let refresh_ahead = self
             .duration("tokens.refresh_ahead", raw.tokens.refresh_ahead.as_deref())
             .unwrap_or(DEFAULT_REFRESH_AHEAD);
-        if refresh_ahead >= Duration::from_secs(3000) {
+        if refresh_ahead > Duration::from_secs(3000) {
             self.problem(
                 "tokens.refresh_ahead",
                 "must be well under the 1 hour token lifetime (at most 50m)",

@@ -93,6 +93,10 @@ pub(super) async fn poll(
                 l
             }
             Err(e) => {
+                engine
+                    .google()
+                    .metrics
+                    .control_plane_error("lease", e.kind());
                 failures += 1;
                 let delay = failure_delay(&e, failures, &backoff, settings.unauthorized_retry);
                 match &e {
@@ -157,7 +161,11 @@ pub(super) async fn keep_leases(
             }
             match cp.extend(&id, &l.token, lease).await {
                 Ok(expires_at) => engine.update_lease(&id, expires_at),
-                Err(CpError::LeaseLost(_)) => {
+                Err(e @ CpError::LeaseLost(_)) => {
+                    engine
+                        .google()
+                        .metrics
+                        .control_plane_error("extend", e.kind());
                     // Keep going: the call may be mid-flight, and the control plane
                     // accepts a late result. Another instance may run it too
                     // (at-least-once); the function dedupes on Idempotency-Key.
@@ -165,7 +173,11 @@ pub(super) async fn keep_leases(
                     engine.update_lease(&id, now + Duration::from_secs(3600));
                 }
                 Err(e) => {
-                    tracing::warn!(action_id = %id, error = %e, "could not extend the lease; will retry")
+                    engine
+                        .google()
+                        .metrics
+                        .control_plane_error("extend", e.kind());
+                    tracing::warn!(action_id = %id, error = %e, "could not extend the lease; will retry");
                 }
             }
         }
@@ -262,6 +274,10 @@ pub(super) async fn report(
                 }
             }
             Err(e) => {
+                engine
+                    .google()
+                    .metrics
+                    .control_plane_error("results", e.kind());
                 note(&status, &Err(&e));
                 failures += 1;
                 let delay = failure_delay(&e, failures, &backoff, unauthorized);
@@ -296,6 +312,10 @@ pub(super) async fn heartbeat(
         let r = cp.heartbeat(&hb).await;
         note(&status, &r.as_ref().map(|_| ()));
         if let Err(e) = r {
+            engine
+                .google()
+                .metrics
+                .control_plane_error("heartbeat", e.kind());
             tracing::warn!(error = %e, "heartbeat failed");
         }
         if !pause(interval, &stop).await {

@@ -28,7 +28,6 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 struct PushState {
     engine: Arc<Engine>,
-    settings: Arc<PushSettings>,
 }
 
 pub fn router(engine: Arc<Engine>, settings: PushSettings) -> Router {
@@ -38,10 +37,7 @@ pub fn router(engine: Arc<Engine>, settings: PushSettings) -> Router {
         .route("/v1/actions/{id}", get(get_action))
         // Why: a pusher must not be able to make us buffer unbounded bodies; axum answers 413.
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(PushState {
-            engine,
-            settings: Arc::new(settings),
-        })
+        .with_state(PushState { engine })
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -68,8 +64,15 @@ fn authenticate(
 ) -> Result<(), Box<Response>> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    // Secrets come from the configuration in force, so a SIGHUP reload rotates them.
+    let config = state.engine.config();
+    let secrets = config
+        .push
+        .as_ref()
+        .map(|p| p.secrets.as_slice())
+        .unwrap_or_default();
     verify(
-        &state.settings.secrets,
+                secrets,
         header(TIMESTAMP_HEADER),
         header(SIGNATURE_HEADER),
         state.engine.clock().unix_secs(),

@@ -42,17 +42,27 @@ impl Reloader {
         new.instance_id = old.instance_id.clone();
         for (what, changed) in [
             ("connector_id", new.connector_id != old.connector_id),
+            // Debug output redacts the token, which is applied below anyway.
             (
-                "control_plane.url",
-                new.control_plane.as_ref().map(|c| &c.url)
-                    != old.control_plane.as_ref().map(|c| &c.url),
+                "control_plane (other than its token)",
+                format!("{:?}", new.control_plane) != format!("{:?}", old.control_plane),
             ),
             (
                 "push.listen",
                 new.push.as_ref().map(|p| p.listen) != old.push.as_ref().map(|p| p.listen),
             ),
             ("admin.listen", new.admin != old.admin),
-            ("journal.path", new.journal.path != old.journal.path),
+            (
+                "journal",
+                format!("{:?}", new.journal) != format!("{:?}", old.journal),
+            ),
+            ("log.format", new.log.json != old.log.json),
+            (
+                "push.max_body_bytes",
+                new.push.as_ref().map(|p| p.max_body_bytes)
+                    != old.push.as_ref().map(|p| p.max_body_bytes),
+            ),
+            ("checks", new.online_checks != old.online_checks),
             (
                 "engine",
                 format!("{:?}", new.engine) != format!("{:?}", old.engine),

@@ -357,7 +357,7 @@ impl Engine {
         match &result.error {
             None => tracing::info!(attempts = result.attempts, "action succeeded"),
             Some(e) => {
-                tracing::warn!(attempts = result.attempts, code = e.code.as_str(), message = %e.message, "action failed")
+                tracing::warn!(attempts = result.attempts, code = e.code.as_str(), error = %e.message, "action failed")
             }
         }
         // The audit entries and the result share one group commit.

@@ -319,7 +319,7 @@ impl Invoker {
                 Verdict::Fail {
                     code: ErrorCode::FunctionError,
                     message: format!(
-                        "function answered HTTP {status} with a body over the {limit}-byte limit"
+                        "function answered HTTP {status} with a body over the {limit}-byte limit (for a 2xx, the call may have taken effect)"
                     ),
                 }
             }

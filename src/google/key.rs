@@ -53,7 +53,7 @@ pub enum KeyFileError {
     )]
     Missing { path: String, field: &'static str },
     #[error(
-        "{path} holds a user's login (`authorized_user`, from `gcloud auth application-default login`), which cannot mint an ID token for an arbitrary audience such as a function URL. Use a service-account key, the metadata server, or impersonate a service account: set `credentials = \"impersonate\"` and `target_service_account` (or run `gcloud auth application-default login --impersonate-service-account=SA_EMAIL`)"
+        "{path} holds a user's login (`authorized_user`, from `gcloud auth application-default login`), which cannot mint an ID token for an arbitrary audience such as a function URL. Use a service-account key or the metadata server, or impersonate a service account from one of them: set `credentials = \"impersonate\"`, `target_service_account` and `source` (\"metadata\" or \"service_account_key\" with `key_file`)"
     )]
     AuthorizedUser { path: String },
     #[error(

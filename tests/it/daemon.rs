@@ -785,3 +785,100 @@ async fn push_answers_503_with_retry_after_when_full_or_draining() {
         "the stuck action stays in the journal for the next start"
     );
 }
+
+#[tokio::test]
+async fn a_reload_rotates_push_secrets() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let spec = DaemonSpec {
+        poll: false,
+        push: true,
+        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
+    };
+    let toml = env.daemon_toml(&cp, &spec);
+    let daemon = start_daemon(&env, &toml).await;
+    let addr = daemon.push_addr.unwrap();
+    const NEXT: &str = "the-next-push-secret-0123456789";
+    assert_eq!(
+        push(
+            addr,
+            "POST",
+            "/v1/actions",
+            &action("rot-1", "orders-db").to_string(),
+            NEXT,
+            0
+        )
+        .await
+        .status(),
+        401
+    );
+    // Rotation: the new secret is added next to the old one, then the old one removed.
+    let next_file = env.dir.path().join("next-secret");
+    std::fs::write(&next_file, NEXT).unwrap();
+    let with_both = toml.replace(
+        "secret_files = [",
+        &format!("secret_files = [\"{}\", ", next_file.display()),
+    );
+    std::fs::write(&daemon.config_path, &with_both).unwrap();
+    daemon.reloader.reload(&env.daemon_env()).unwrap();
+    assert_eq!(
+        push(
+            addr,
+            "POST",
+            "/v1/actions",
+            &action("rot-2", "orders-db").to_string(),
+            NEXT,
+            0
+        )
+        .await
+        .status(),
+        202
+    );
+    assert_eq!(
+        push(
+            addr,
+            "POST",
+            "/v1/actions",
+            &action("rot-3", "orders-db").to_string(),
+            PUSH_SECRET,
+            0
+        )
+        .await
+        .status(),
+        202
+    );
+    let only_next = with_both.replace(
+        &format!(", \"{}\"", env.dir.path().join("push-secret").display()),
+        "",
+    );
+    std::fs::write(&daemon.config_path, &only_next).unwrap();
+    daemon.reloader.reload(&env.daemon_env()).unwrap();
+    assert_eq!(
+        push(
+            addr,
+            "POST",
+            "/v1/actions",
+            &action("rot-4", "orders-db").to_string(),
+            PUSH_SECRET,
+            0
+        )
+        .await
+        .status(),
+        401
+    );
+    assert_eq!(
+        push(
+            addr,
+            "POST",
+            "/v1/actions",
+            &action("rot-5", "orders-db").to_string(),
+            NEXT,
+            0
+        )
+        .await
+        .status(),
+        202
+    );
+    daemon.stop().await;
+}

@@ -213,6 +213,9 @@ pub struct RunningDaemon {
     pub admin_addr: std::net::SocketAddr,
     pub engine: Arc<Engine>,
     pub status: Arc<grantbridge::daemon::Status>,
+    /// What SIGHUP does, for this daemon's configuration file.
+    pub reloader: grantbridge::daemon::Reloader,
+    pub config_path: PathBuf,
 }
 
 impl RunningDaemon {
@@ -236,6 +239,7 @@ pub async fn start_daemon(env: &TestEnv, toml: &str) -> RunningDaemon {
         .expect("daemon builds");
     let engine = daemon.engine().clone();
     let status = daemon.status().clone();
+    let reloader = daemon.reloader(path.clone(), grantbridge::telemetry::LogHandle::inert());
     let (listener, push_addr) = if push {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = l.local_addr().unwrap();
@@ -261,6 +265,8 @@ pub async fn start_daemon(env: &TestEnv, toml: &str) -> RunningDaemon {
         admin_addr,
         engine,
         status,
+        reloader,
+        config_path: path,
     }
 }
 

@@ -113,6 +113,17 @@ async fn readiness_names_the_failing_check() {
         "{cpc}"
     );
     assert_eq!(check(&body, "journal")["ok"], true);
+    let (_, metrics) = get(daemon.admin_addr, "/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"grantbridge_control_plane_errors_total{call="lease",kind="unauthorized"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"grantbridge_token_mints_total{connection="prod",result="error"}"#),
+        "{metrics}"
+    );
     // The process itself is healthy: liveness must not restart it for this.
     assert_eq!(get(daemon.admin_addr, "/healthz").await.0, 200);
     daemon.stop().await;
