@@ -911,9 +911,13 @@ impl Validator {
                 "must not carry a query string or fragment",
             );
         }
-        let audience = ri
-            .audience
-            .or_else(|| url.as_ref().map(|u| u.as_str().to_owned()));
+        // The default audience is the URL exactly as written: normalising would add a
+        // trailing `/` to a host-only URL (a Cloud Run service), which is another audience.
+        let audience = ri.audience.or_else(|| match (&ri.url, &url) {
+            (Some(raw), Some(_)) => Some(raw.trim().to_owned()),
+            (None, Some(derived)) => Some(derived.as_str().to_owned()),
+            _ => None,
+        });
         if audience.as_deref().is_some_and(str::is_empty) {
             self.problem(format!("{key}.audience"), "must not be empty");
         }

@@ -366,3 +366,19 @@ fn google_cloudfunctions_api_can_be_overridden_from_the_environment() {
         "https://cf.example.com/"
     );
 }
+
+#[test]
+fn the_default_audience_is_the_url_as_written() {
+    let d = Dir::new();
+    let c = d
+        .load(&format!("{GOOD}\n[integrations.run]\nconnection = \"prod\"\nproject_id = \"acme-prod\"\nfunction = \"grant-crm\"\nurl = \"https://grant-crm-abc123-ew.a.run.app\"\n"))
+        .unwrap();
+    assert_eq!(
+        c.integrations["run"].audience,
+        "https://grant-crm-abc123-ew.a.run.app"
+    );
+    assert_eq!(
+        c.integrations["run"].url.as_str(),
+        "https://grant-crm-abc123-ew.a.run.app/"
+    );
+}
