@@ -74,11 +74,15 @@ pub(super) async fn poll(
         if stop.is_cancelled() {
             break;
         }
+                // Subscribed before looking, so a finish in between is not missed.
+        let mut finished = engine.finished_changes();
         let room = engine.lease_room().min(settings.max_actions as usize);
         if room == 0 {
-            // Full: let running actions finish before leasing more.
-            if !pause(Duration::from_millis(200), &stop).await {
-                break;
+            // Enough leased: wait until actions finish before leasing more.
+            tokio::select! {
+                _ = finished.changed() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = stop.cancelled() => break,
             }
             continue;
         }

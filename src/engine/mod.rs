@@ -158,10 +158,22 @@ impl Engine {
     /// How many actions to lease now: enough to keep every slot busy with one
     /// batch in reserve, no more. Leasing what cannot start soon would hide it
     /// from the other instances sharing the connector id.
+        ///
+    /// Zero until the reserve is down to one concurrency's worth, so leases come
+    /// in large batches (one round trip, one group commit) rather than one by one.
     pub fn lease_room(&self) -> usize {
-        let busy_and_next = 2 * self.settings.max_concurrency;
-        self.free_capacity()
-            .min(busy_and_next.saturating_sub(self.pending()))
+        let max = self.settings.max_concurrency;
+        let pending = self.pending();
+        if pending > max {
+            return 0;
+        }
+        self.free_capacity().min(2 * max - pending)
+    }
+
+    /// A receiver that changes whenever an action finishes (for intake loops
+    /// waiting for room: subscribe, check, then wait).
+    pub fn finished_changes(&self) -> watch::Receiver<u64> {
+        self.finished.subscribe()
     }
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
