@@ -74,7 +74,7 @@ pub(super) async fn poll(
         if stop.is_cancelled() {
             break;
         }
-                // Subscribed before looking, so a finish in between is not missed.
+        // Subscribed before looking, so a finish in between is not missed.
         let mut finished = engine.finished_changes();
         let room = engine.lease_room().min(settings.max_actions as usize);
         if room == 0 {

@@ -158,7 +158,7 @@ impl Engine {
     /// How many actions to lease now: enough to keep every slot busy with one
     /// batch in reserve, no more. Leasing what cannot start soon would hide it
     /// from the other instances sharing the connector id.
-        ///
+    ///
     /// Zero until the reserve is down to one concurrency's worth, so leases come
     /// in large batches (one round trip, one group commit) rather than one by one.
     pub fn lease_room(&self) -> usize {
