@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
+
+use super::api_error::ApiError;
 use axum::body::Body;
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -179,29 +181,8 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .with_state(state)
 }
 
-/// Google's API error: `{"error":{"code","message","status"}}`.
-#[derive(Debug)]
-struct ApiError {
-    code: StatusCode,
-    message: String,
-    status: &'static str,
-}
-
 impl ApiError {
-    fn new(code: StatusCode, status: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            status,
-        }
-    }
-    fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
-    }
-    fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NOT_FOUND", message)
-    }
-    fn denied(permission: &str, resource: &str) -> Self {
+    fn denied_on(permission: &str, resource: &str) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             "PERMISSION_DENIED",
@@ -214,27 +195,6 @@ impl ApiError {
         Self::not_found(format!(
             "Function {name} in region {region} in project {project} does not exist"
         ))
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut resp = (
-            self.code,
-            Json(json!({"error": {
-                "code": self.code.as_u16(),
-                "message": self.message,
-                "status": self.status,
-            }})),
-        )
-            .into_response();
-        if self.code == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\""),
-            );
-        }
-        resp
     }
 }
 
@@ -359,7 +319,10 @@ fn get_or_policy_inner(
     match verb {
         None => {
             if !has_role(&inner, &caller, project, Some(function), ReadRole::Viewer) {
-                return Err(ApiError::denied("cloudfunctions.functions.get", &resource));
+                return Err(ApiError::denied_on(
+                    "cloudfunctions.functions.get",
+                    &resource,
+                ));
             }
             let f = find(state, &inner, project, region, function)
                 .ok_or_else(|| ApiError::no_function(project, region, function))?;
@@ -373,7 +336,7 @@ fn get_or_policy_inner(
                 Some(function),
                 ReadRole::PolicyViewer,
             ) {
-                return Err(ApiError::denied(
+                return Err(ApiError::denied_on(
                     "cloudfunctions.functions.getIamPolicy",
                     &resource,
                 ));
@@ -520,7 +483,7 @@ fn list_inner(
     let caller = caller(state, headers)?;
     let inner = state.lock();
     if !has_role(&inner, &caller, project, None, ReadRole::Viewer) {
-        return Err(ApiError::denied(
+        return Err(ApiError::denied_on(
             "cloudfunctions.functions.list",
             &format!("projects/{project}/locations/{location}/functions"),
         ));

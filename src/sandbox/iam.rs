@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
+
+use super::api_error::ApiError;
 use axum::body::Body;
 use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -32,52 +34,13 @@ pub(crate) fn router(state: Arc<State>) -> Router {
         .with_state(state)
 }
 
-/// Google's API error: `{"error":{"code","message","status"}}`.
-#[derive(Debug)]
-struct ApiError {
-    code: StatusCode,
-    message: String,
-    status: &'static str,
-}
-
 impl ApiError {
-    fn new(code: StatusCode, status: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            status,
-        }
-    }
-    fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
-    }
     fn denied(permission: &str) -> Self {
         Self::new(
             StatusCode::FORBIDDEN,
             "PERMISSION_DENIED",
             format!("Permission '{permission}' denied on resource (or it may not exist)."),
         )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut resp = (
-            self.code,
-            Json(json!({"error": {
-                "code": self.code.as_u16(),
-                "message": self.message,
-                "status": self.status,
-            }})),
-        )
-            .into_response();
-        if self.code == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"https://accounts.google.com/\""),
-            );
-        }
-        resp
     }
 }
 

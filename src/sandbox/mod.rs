@@ -11,6 +11,7 @@
 //! from the injected [`Clock`]), and keeps all state in one `Arc<State>` owned by
 //! the [`Sandbox`] (no globals), so tests run side by side.
 
+mod api_error;
 pub mod control_plane;
 mod functions;
 mod functions_api;
