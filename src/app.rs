@@ -36,6 +36,9 @@ pub struct GoogleSide {
     pub tokens: Arc<TokenCache>,
     pub invoker: Arc<Invoker>,
     pub metrics: Arc<Metrics>,
+    /// The pooled client (rustls, proxy from the environment, no redirects), for
+    /// other peers such as the control plane to share.
+    pub http: reqwest::Client,
 }
 
 impl GoogleSide {
@@ -74,7 +77,7 @@ impl GoogleSide {
             metrics.clone(),
         ));
         let invoker = Arc::new(Invoker::new(
-            http,
+            http.clone(),
             tokens.clone(),
             clock,
             metrics.clone(),
@@ -86,6 +89,7 @@ impl GoogleSide {
             tokens,
             invoker,
             metrics,
+            http,
         })
     }
 }

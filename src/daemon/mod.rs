@@ -100,15 +100,15 @@ impl Daemon {
             },
             clock.clone(),
         )?;
-        let control_plane = config.control_plane.as_ref().map(|cp| {
+        let google = GoogleSide::build(config, env, clock.clone(), metrics)?;
+        let control_plane = google.config.control_plane.as_ref().map(|cp| {
             ControlPlaneClient::new(
-                crate::http::client().expect("TLS client builds"),
+                google.http.clone(),
                 cp.url.clone(),
-                config.connector_id.clone(),
+                google.config.connector_id.clone(),
                 cp.token.clone(),
             )
         });
-        let google = GoogleSide::build(config, env, clock.clone(), metrics)?;
         let started_at = clock.now();
         Ok(Self {
             engine: Engine::new(google, journal, clock.clone()),

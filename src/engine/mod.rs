@@ -257,7 +257,7 @@ impl Engine {
         self.journal
             .complete_unrecorded(&result, source, lease_token)
             .await?;
-        self.finish_bookkeeping(id);
+        self.announce_finished();
         Ok(())
     }
 
@@ -322,66 +322,19 @@ impl Engine {
         );
     }
 
+    /// The step, then the journal: the result (and its audit entries) become durable.
     async fn run(&self, action: Action) -> Result<(), JournalError> {
-        // Validation first: an invalid action never waits for a permit or reaches a function.
-        // One configuration for the whole action, even if a reload lands meanwhile.
-        let google = self.google();
-        let (result, audit) = match self.validate(&google, &action) {
-            Err((code, message)) => {
-                let now = self.clock.now();
-                (
-                    failed_result(&action.id, code, &message, now, now, &self.instance_id),
-                    Vec::new(),
-                )
-            }
-            Ok(event) => {
-                let integration = self.semaphore(&action.integration);
-                let _local = integration
-                    .acquire_owned()
-                    .await
-                    .expect("semaphores are never closed");
-                let _global = self
-                    .global
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphores are never closed");
-                // Informational ("running" in status answers): not worth an fsync
-                // on the critical path; a no-op if the result lands first.
-                let (journal, id) = (self.journal.clone(), action.id.clone());
-                tokio::spawn(async move { journal.mark_running(&id).await });
-                self.invoke(&google, &action, event).await
-            }
-        };
-        // Labels only from the configuration and the protocol's vocabulary:
-        // names sent by the control plane could otherwise grow the series without bound.
-        let integration = if google.config.integrations.contains_key(&action.integration) {
-            action.integration.as_str()
-        } else {
-            "(unknown)"
-        };
-        let event = EventType::parse(&action.event_type).map_or("(unsupported)", EventType::as_str);
-        let outcome = result
-            .error
-            .as_ref()
-            .map_or("succeeded", |e| e.code.as_str());
-        google.metrics.action_finished(integration, event, outcome);
-        match &result.error {
-            None => tracing::info!(attempts = result.attempts, "action succeeded"),
-            Some(e) => {
-                tracing::warn!(attempts = result.attempts, code = e.code.as_str(), error = %e.message, "action failed")
-            }
-        }
+        let (result, audit) = self.process(&action).await;
         // The audit entries and the result share one group commit.
         let entries = futures_util::future::try_join_all(
             audit.into_iter().map(|e| self.journal.record_attempt(e)),
         );
         futures_util::future::try_join(entries, self.journal.complete(&result)).await?;
-        self.finish_bookkeeping(&action.id);
+        self.announce_finished();
         Ok(())
     }
 
-    fn finish_bookkeeping(&self, _id: &str) {
+    fn announce_finished(&self) {
         self.finished.send_modify(|n| *n += 1);
         self.outbox.notify_one();
     }
@@ -418,17 +371,61 @@ impl Engine {
         Ok(event)
     }
 
-    /// One step: validate, invoke, build the result. No journal, no permits:
-    /// what the daemon does per action, callable directly.
-    pub async fn process(&self, action: &Action) -> ActionResult {
+    /// One step, what the daemon does per action: validate, wait for the
+    /// concurrency permits, invoke, count and log the outcome. Returns the result
+    /// and the audit entry of every attempt; storing them is the caller's (the
+    /// daemon writes them to the journal). Tests call it directly.
+    pub async fn process(&self, action: &Action) -> (ActionResult, Vec<AuditEntry>) {
+        // One configuration for the whole action, even if a reload lands meanwhile.
         let google = self.google();
-        match self.validate(&google, action) {
+        // Validation first: an invalid action never waits for a permit or reaches a function.
+        let (result, audit) = match self.validate(&google, action) {
             Err((code, message)) => {
                 let now = self.clock.now();
-                failed_result(&action.id, code, &message, now, now, &self.instance_id)
+                (
+                    failed_result(&action.id, code, &message, now, now, &self.instance_id),
+                    Vec::new(),
+                )
             }
-            Ok(event) => self.invoke(&google, action, event).await.0,
+            Ok(event) => {
+                let integration = self.semaphore(&action.integration);
+                let _local = integration
+                    .acquire_owned()
+                    .await
+                    .expect("semaphores are never closed");
+                let _global = self
+                    .global
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphores are never closed");
+                // Informational ("running" in status answers): not worth an fsync
+                // on the critical path; a no-op if the result lands first.
+                let (journal, id) = (self.journal.clone(), action.id.clone());
+                tokio::spawn(async move { journal.mark_running(&id).await });
+                self.invoke(&google, action, event).await
+            }
+        };
+        // Labels only from the configuration and the protocol's vocabulary:
+        // names sent by the control plane could otherwise grow the series without bound.
+        let integration = if google.config.integrations.contains_key(&action.integration) {
+            action.integration.as_str()
+        } else {
+            "(unknown)"
+        };
+        let event = EventType::parse(&action.event_type).map_or("(unsupported)", EventType::as_str);
+        let outcome = result
+            .error
+            .as_ref()
+            .map_or("succeeded", |e| e.code.as_str());
+        google.metrics.action_finished(integration, event, outcome);
+        match &result.error {
+            None => tracing::info!(attempts = result.attempts, "action succeeded"),
+            Some(e) => {
+                tracing::warn!(attempts = result.attempts, code = e.code.as_str(), error = %e.message, "action failed")
+            }
         }
+        (result, audit)
     }
 
     /// Calls the function; returns the result and the audit entry of every attempt.

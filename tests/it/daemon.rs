@@ -882,3 +882,44 @@ async fn a_reload_rotates_push_secrets() {
     );
     daemon.stop().await;
 }
+
+#[tokio::test]
+async fn the_worker_step_is_a_plain_function() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    // Push only and nothing pushed: the engine is idle, the test drives it.
+    let spec = DaemonSpec {
+        poll: false,
+        push: true,
+        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
+    };
+    let daemon = start_daemon(&env, &env.daemon_toml(&cp, &spec)).await;
+    let ok = grantbridge::action::Action::from_value(&action("step-1", "orders-db")).unwrap();
+    let (result, audit) = daemon.engine.process(&ok).await;
+    assert!(result.succeeded());
+    assert_eq!(
+        (audit.len(), audit[0].http_status, audit[0].attempt),
+        (1, Some(200), 1)
+    );
+    let unknown = grantbridge::action::Action::from_value(&action("step-2", "payroll")).unwrap();
+    let (result, audit) = daemon.engine.process(&unknown).await;
+    assert_eq!(result.error_code(), Some(ErrorCode::UnknownIntegration));
+    assert!(audit.is_empty());
+    assert_eq!(
+        env.sandbox.invocations("grant-db").len(),
+        1,
+        "only the valid action reached the function"
+    );
+    // Storing is the caller's: the step wrote nothing durable.
+    assert!(
+        daemon
+            .engine
+            .journal()
+            .state("step-1")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    daemon.stop().await;
+}
