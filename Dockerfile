@@ -8,6 +8,8 @@
 #
 # Two stages: a Rust builder (cargo caches in BuildKit cache mounts, so they
 # never end up in a layer) and a distroless runtime that holds only the binary.
+# The binary is built with --no-default-features: it has no `demo` or
+# `sandbox` command and links none of the sandbox crate (no fake token issuer).
 # gcr.io/distroless/cc-debian12 has glibc, libgcc and the Debian CA bundle,
 # which is all the binary needs: SQLite is compiled in (rusqlite "bundled"),
 # TLS is rustls (aws-lc-rs, compiled in) with the platform verifier, which
@@ -23,9 +25,10 @@ ARG RUST_VERSION=1.95
 # ---------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-bookworm AS builder
 WORKDIR /src
-# The whole crate: Cargo.toml declares benches and the test harness, and cargo
-# refuses a manifest whose declared targets are missing. .dockerignore keeps
-# target/, .git and the deployment files out of the context.
+# The whole workspace: Cargo.toml declares benches and the test harness, and
+# cargo refuses a manifest whose declared targets are missing; the sandbox
+# crate is a workspace member, so cargo reads its manifest too. .dockerignore
+# keeps target/, .git and the deployment files out of the context.
 COPY . .
 # target/ lives in a cache mount, so the binary is copied out of it in the
 # same RUN. The journal directory is created here because the runtime image
@@ -33,7 +36,7 @@ COPY . .
 RUN --mount=type=cache,id=grantbridge-cargo-registry,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,id=grantbridge-cargo-git,target=/usr/local/cargo/git,sharing=locked \
     --mount=type=cache,id=grantbridge-target,target=/src/target,sharing=locked \
-    cargo build --release --locked --bin grantbridge \
+    cargo build --release --locked --no-default-features --bin grantbridge \
  && install -D -m 0755 target/release/grantbridge /out/usr/local/bin/grantbridge \
  && install -d -m 0750 /out/var/lib/grantbridge \
  && install -d -m 0755 /out/etc/grantbridge

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
+use grantbridge::app::Application;
 use grantbridge::clock::Clock;
 use grantbridge::config::Config;
-use grantbridge::daemon::Daemon;
 use grantbridge::env::MapEnv;
-use grantbridge::metrics::Metrics;
-use grantbridge::sandbox::{
+use grantbridge_sandbox::daemon_config::{DaemonConfig, Integration};
+use grantbridge_sandbox::{
     ControlPlane, ControlPlaneOptions, FunctionImpl, Sandbox, SandboxOptions,
 };
 use serde_json::json;
@@ -128,35 +128,43 @@ async fn main() {
     let cp = ControlPlane::start(ControlPlaneOptions {
         connector_id: "bench".into(),
         tokens: vec!["t".into()],
-        clock: Clock::system(),
+        clock: grantbridge_sandbox::Clock::system(),
     })
     .await
     .unwrap();
-    let mut toml = format!(
-        "connector_id = \"bench\"\ninstance_id = \"bench/0\"\n[http]\nallow_insecure_loopback = true\n[connections.c]\ncredentials = \"service_account_key\"\nkey_file = \"{}\"\n[control_plane]\nurl = \"{}\"\ntoken_env = \"T\"\nmax_actions = 500\nwait = \"1s\"\nreport_batch = 500\n[journal]\npath = \"{}\"\n[engine]\nmax_concurrency = 64\nper_integration_concurrency = {PER_INTEGRATION}\n",
-        key_file.display(),
-        cp.url(),
-        dir.path().join("journal.db").display()
+    let config = functions.iter().enumerate().fold(
+        DaemonConfig::new("bench")
+            .instance_id("bench/0")
+            .key_file_connection("c", &key_file)
+            .control_plane(&cp.url(), "T")
+            .set("control_plane.max_actions", 500)
+            .set("control_plane.report_batch", 500)
+            .journal(&dir.path().join("journal.db"))
+            .set("engine.max_concurrency", 64)
+            .set("engine.per_integration_concurrency", PER_INTEGRATION as i64),
+        |config, (i, f)| {
+            config.integration(
+                &format!("db-{i}"),
+                Integration::new("c", "sandbox-project", &format!("revoke-{i}"), f),
+            )
+        },
     );
-    for (i, f) in functions.iter().enumerate() {
-        toml.push_str(&format!("[integrations.db-{i}]\nconnection = \"c\"\nproject_id = \"sandbox-project\"\nfunction = \"revoke-{i}\"\nurl = \"{f}\"\n"));
-    }
     let config_path = dir.path().join("bench.toml");
-    std::fs::write(&config_path, toml).unwrap();
+    config.write_to(&config_path).unwrap();
     let env = MapEnv::new().with("T", "t");
-    let daemon = Daemon::build(
+    let app = Application::build(
         Config::load(&config_path, &env).unwrap(),
         &env,
         Clock::system(),
-        Arc::new(Metrics::new()),
     )
+    .await
     .unwrap();
-    let journal = daemon.engine().journal().clone();
+    let journal = app.engine().journal().clone();
     cp.enqueue_many((0..n).map(|i| json!({"id": format!("rev-{i}"), "integration": format!("db-{}", i % 2), "event_type": "revoke-access", "params": revoke(i)})).collect());
 
     let shutdown = CancellationToken::new();
     let started = Instant::now();
-    let running = tokio::spawn(daemon.run(Default::default(), shutdown.clone()));
+    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let results = cp.wait_for_results(n, Duration::from_secs(600)).await;
     let through = started.elapsed();
     shutdown.cancel();

@@ -639,6 +639,8 @@ def dockerfile() -> None:
     runs = " ".join(i["value"] for i in instr[:final_start] if i["instruction"] == "RUN")
     R.check("cargo build" in runs and "--release" in runs and "--locked" in runs,
             "builder runs cargo build --release --locked")
+    R.check("--no-default-features" in runs,
+            "builder runs cargo build --no-default-features (no demo/sandbox, no fake token issuer)")
     R.check(runs.count("--mount=type=cache") >= 2, "cargo registry/target in BuildKit cache mounts")
     R.check(not any(i["instruction"] == "RUN" for i in final), "no RUN in the runtime stage (distroless: no shell)")
     users = [i["value"].strip() for i in final if i["instruction"] == "USER"]
@@ -676,6 +678,8 @@ def dockerfile() -> None:
     needed = {"src", "Cargo.toml", "Cargo.lock"} | {Path(b.get("path", f"benches/{b['name']}.rs")).parts[0]
                                                      for b in cargo.get("bench", [])}
     needed.add("tests")
+    # Workspace members: cargo reads every member's manifest to resolve the workspace.
+    needed |= {m for m in cargo.get("workspace", {}).get("members", []) if m != "."}
     excluded = [n for n in needed if any(p.rstrip("/") in (n, n + "/") for p in ignore)]
     R.check(not excluded, f".dockerignore keeps what cargo needs ({', '.join(sorted(needed))})",
             f"excluded: {excluded}")

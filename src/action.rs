@@ -37,7 +37,14 @@ pub struct InvalidAction {
 
 /// Is `s` a valid action id: 1..128 characters of `[A-Za-z0-9._:-]`.
 pub fn valid_action_id(s: &str) -> bool {
-    crate::config::valid_id(s)
+    valid_id(s)
+}
+
+/// Ids and names: 1-128 characters of `[A-Za-z0-9._:-]` (the action id alphabet).
+pub fn valid_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
 }
 
 impl Action {

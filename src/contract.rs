@@ -89,8 +89,21 @@ enum Kind {
     StrList,
 }
 
+/// Why an action's params do not fit its event type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    #[error("{event} requires `params.{name}` to be {want}")]
+    Missing {
+        event: EventType,
+        name: &'static str,
+        want: &'static str,
+    },
+    #[error("`params.custom_parameters` comes from the connector's configuration, not the action")]
+    CustomParameters,
+}
+
 /// Checks the params an event requires. Extra params are passed through.
-pub fn validate_params(event: EventType, params: &Map<String, Value>) -> Result<(), String> {
+pub fn validate_params(event: EventType, params: &Map<String, Value>) -> Result<(), ParamsError> {
     for (name, kind) in event.required() {
         let ok = match (kind, params.get(*name)) {
             (Kind::Str, Some(Value::String(s))) => !s.is_empty(),
@@ -102,14 +115,11 @@ pub fn validate_params(event: EventType, params: &Map<String, Value>) -> Result<
                 Kind::Str => "a non-empty string",
                 Kind::StrList => "an array of strings",
             };
-            return Err(format!("{event} requires `params.{name}` to be {want}"));
+            return Err(ParamsError::Missing { event, name, want });
         }
     }
     if params.get("custom_parameters").is_some() {
-        return Err(
-            "`params.custom_parameters` comes from the connector's configuration, not the action"
-                .into(),
-        );
+        return Err(ParamsError::CustomParameters);
     }
     Ok(())
 }
@@ -202,9 +212,23 @@ mod tests {
             json!({"grant_id":"g"}).as_object().unwrap(),
         )
         .unwrap_err();
-        assert!(err.contains("username"));
+        assert!(matches!(
+            err,
+            ParamsError::Missing {
+                name: "username",
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("params.username"));
         let err = validate_params(EventType::RevokeAccess, json!({"grant_id":"g","username":"u","resource_type":"db","resources":[1],"permission":"r"}).as_object().unwrap()).unwrap_err();
-        assert!(err.contains("resources"));
+        assert!(matches!(
+            err,
+            ParamsError::Missing {
+                name: "resources",
+                want: "an array of strings",
+                ..
+            }
+        ));
         assert!(validate_params(EventType::GetStatus, &Map::new()).is_ok());
         assert!(
             validate_params(

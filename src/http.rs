@@ -91,6 +91,74 @@ pub fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// A peer's answer, its body read whole up to a limit.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// Why a request got no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// No answer at all: connection, TLS or timeout.
+    #[error("{}", transport_reason(.0))]
+    Send(reqwest::Error),
+    /// An answer whose body could not be read within the limit.
+    #[error("{source}")]
+    Body {
+        status: u16,
+        headers: http::HeaderMap,
+        source: BodyError,
+    },
+}
+
+/// Sends `request` and reads the answer's body, at most `limit` bytes: how
+/// grantbridge talks to Google's APIs and to the control plane. Callers map
+/// [`ExchangeError`] into their own error once.
+pub async fn exchange(
+    request: reqwest::RequestBuilder,
+    limit: usize,
+) -> Result<Answer, ExchangeError> {
+    let resp = request.send().await.map_err(ExchangeError::Send)?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    match read_limited(resp, limit).await {
+        Ok(body) => Ok(Answer {
+            status,
+            headers,
+            body,
+        }),
+        Err(source) => Err(ExchangeError::Body {
+            status,
+            headers,
+            source,
+        }),
+    }
+}
+
+/// Why a request got no answer, without the URL reqwest's Display repeats.
+pub fn transport_reason(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        "timed out".to_owned()
+    } else if err.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        let mut source: &dyn std::error::Error = err;
+        while let Some(next) = source.source() {
+            source = next;
+        }
+        source.to_string()
+    }
+}
+
 /// A body larger than the limit.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {

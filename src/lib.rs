@@ -1,7 +1,16 @@
 //! grantbridge: the bridge between an access-management control plane and the
 //! Google Cloud Functions that grant and revoke access.
 //!
+//! This crate is what runs in production. The world it talks to (Google, a
+//! control plane) is emulated by the separate `grantbridge-sandbox` crate,
+//! which this library never depends on; only the binary's default `sandbox`
+//! feature links it, for `grantbridge demo` and `grantbridge sandbox`.
+//!
 //! # Map
+//! - [`app`]: the one composition root. [`app::Services`] is everything built
+//!   from one configuration (credentials, token cache, invoker), swapped whole
+//!   on reload; [`app::Application`] builds the journal, the control-plane
+//!   client, the engine and the listeners from a configuration and runs them.
 //! - [`config`]: the TOML file (+ `GRANTBRIDGE__*` env overrides) parsed once into
 //!   validated types: connections, integrations, control plane, push, journal, engine.
 //! - [`google`]: credentials (service-account key, metadata server, impersonation,
@@ -9,16 +18,18 @@
 //! - [`function`]: invokes a Cloud Function per the function contract and
 //!   classifies the outcome, with retries; [`contract`] holds its vocabulary.
 //! - [`action`]: actions and results as the protocol writes them.
+//! - [`engine`]: runs actions: validation, bounded concurrency, journaling.
+//! - [`health`]: each integration's health, written by the engine (calls) and
+//!   the online checks (verdicts), read by heartbeats and `/readyz`.
 //! - [`check`]: online checks of each integration's function through the Cloud
 //!   Functions API (exists, ACTIVE, 1st gen HTTPS at the configured URL, timeout,
 //!   invoke permission, not public), as per-integration verdicts.
-//! - [`engine`]: runs actions: validation, bounded concurrency, journaling.
 //! - [`journal`]: the SQLite journal: actions, outbox, audit trail, group commit.
 //! - [`control_plane`]: the client for leases, results and heartbeats.
 //! - [`daemon`]: the loops (poll, lease keeping, reporting, heartbeat, online checks),
-//!   the signed push endpoint, the admin endpoints, SIGHUP reload, graceful shutdown.
-//! - [`sandbox`]: Google and a control plane on 127.0.0.1, for tests, the demo and
-//!   local function development; [`demo`] plays the README's scenario on it.
+//!   the signed push endpoint, the admin endpoints, signals, SIGHUP reload,
+//!   graceful shutdown.
+//! - [`cli`]: one file per command, and the dispatch.
 //! - [`clock`], [`http`], [`env`], [`retry`], [`metrics`], [`telemetry`]: injected
 //!   time, the shared HTTP clients and URL policy, the environment behind a trait,
 //!   backoff schedules, Prometheus metrics, logging.
@@ -29,8 +40,9 @@
 //! from the journal if the id is known) → validation against the [`config`] → the
 //! [`function::Invoker`] asks the [`google::TokenCache`] for an ID token whose
 //! audience is the function URL, POSTs the contract payload and classifies the
-//! answer, retrying what is retryable → the result is stored in the journal's
-//! outbox → the reporter delivers it to the control plane, which accepts it once.
+//! answer, retrying what is retryable → the outcome is recorded in [`health`] and
+//! the result stored in the journal's outbox → the reporter delivers it to the
+//! control plane, which accepts it once.
 #![forbid(unsafe_code)]
 
 pub mod action;
@@ -42,14 +54,13 @@ pub mod config;
 pub mod contract;
 pub mod control_plane;
 pub mod daemon;
-pub mod demo;
 pub mod engine;
 pub mod env;
 pub mod function;
 pub mod google;
+pub mod health;
 pub mod http;
 pub mod journal;
 pub mod metrics;
 pub mod retry;
-pub mod sandbox;
 pub mod telemetry;

@@ -35,16 +35,30 @@ impl LogHandle {
     }
 
     /// Applies a level from the configuration, unless the operator pinned one.
-    pub fn set_level(&self, level: &str) -> Result<(), String> {
+    pub fn set_level(&self, level: &str) -> Result<(), LogLevelError> {
         if self.pinned {
             return Ok(());
         }
         let Some(reload) = &self.reload else {
             return Ok(());
         };
-        let filter = EnvFilter::try_new(level).map_err(|e| format!("log level `{level}`: {e}"))?;
-        reload.reload(filter).map_err(|e| e.to_string())
+        let filter = EnvFilter::try_new(level).map_err(|e| LogLevelError::Invalid {
+            level: level.to_owned(),
+            reason: e.to_string(),
+        })?;
+        reload
+            .reload(filter)
+            .map_err(|e| LogLevelError::Apply(e.to_string()))
     }
+}
+
+/// Why a log level could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum LogLevelError {
+    #[error("log level `{level}`: {reason}")]
+    Invalid { level: String, reason: String },
+    #[error("applying the log level: {0}")]
+    Apply(String),
 }
 
 /// Starts logging. `pinned`: `level` came from the command line.

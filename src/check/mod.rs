@@ -4,8 +4,8 @@
 //! timeout that fits the connector's, may be invoked by the connection's
 //! account, and is not public; and turn the answers into a [`Verdict`] per
 //! integration. `grantbridge check --online` prints them; the daemon can feed
-//! [`Verdict::heartbeat_status`] and [`Verdict::detail`] to its heartbeat and
-//! `/readyz`.
+//! [`Verdict::reading`] into the integration health board, which heartbeats
+//! and `/readyz` read.
 //!
 //! It must only read (it never calls a function: a grant function called with
 //! a test payload would grant something), and a check must never fail as a
@@ -18,13 +18,15 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::app::GoogleSide;
-use crate::config::{Config, CredentialsSpec, Integration};
+use crate::app::Services;
+use crate::config::{Config, Integration};
 use crate::google::AccessToken;
+use crate::google::CredentialsSpec;
 use crate::google::functions_api::{
     ApiErrorKind, CloudFunction, CloudFunctionsApi, FunctionName, FunctionStatus, Generation,
     INVOKE_PERMISSION, INVOKER_ROLE, Ingress, member,
 };
+use crate::health::{Health, Reading};
 
 pub use render::{render_functions, render_verdicts};
 
@@ -53,21 +55,14 @@ pub struct Finding {
     pub message: String,
 }
 
-/// The worst severity of an integration's findings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Ok,
-    Warning,
-    Error,
-}
-
 /// One integration's result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Verdict {
     pub integration: String,
     pub function_url: String,
-    pub status: Status,
+    /// The worst severity among the findings: an error finding is an
+    /// [`Health::Error`], a warning a [`Health::Degraded`].
+    pub status: Health,
     pub findings: Vec<Finding>,
 }
 
@@ -76,7 +71,7 @@ impl Verdict {
         Self {
             integration: integration.name.clone(),
             function_url: integration.url.to_string(),
-            status: Status::Ok,
+            status: Health::Ok,
             findings: Vec::new(),
         }
     }
@@ -88,9 +83,9 @@ impl Verdict {
             message,
         });
         self.status = match self.findings.iter().map(|f| f.severity).max() {
-            Some(Severity::Error) => Status::Error,
-            Some(Severity::Warning) => Status::Warning,
-            _ => Status::Ok,
+            Some(Severity::Error) => Health::Error,
+            Some(Severity::Warning) => Health::Degraded,
+            _ => Health::Ok,
         };
     }
 
@@ -104,13 +99,9 @@ impl Verdict {
         self.push(Severity::Error, code, message);
     }
 
-    /// The integration status a heartbeat carries: `ok`, `degraded` or `error`.
-    pub fn heartbeat_status(&self) -> &'static str {
-        match self.status {
-            Status::Ok => "ok",
-            Status::Warning => "degraded",
-            Status::Error => "error",
-        }
+    /// What the health board keeps of this verdict.
+    pub fn reading(&self) -> Reading {
+        Reading::new(self.status, &self.detail())
     }
 
     /// One line for `/readyz` and heartbeats: the status and the most severe finding.
@@ -173,24 +164,36 @@ pub fn api(config: &Config) -> Result<CloudFunctionsApi, reqwest::Error> {
     ))
 }
 
+/// Why a connection has no access token for the Cloud Functions API.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AccessTokenError {
+    #[error("no connection named `{0}` is configured")]
+    NoConnection(String),
+    #[error("cannot get an access token as {principal} for the Cloud Functions API: {reason}")]
+    Mint { principal: String, reason: String },
+}
+
 /// A connection's access token for the Cloud Functions API, or why there is none.
-pub async fn access_token(google: &GoogleSide, connection: &str) -> Result<AccessToken, String> {
-    let creds = google
+pub async fn access_token(
+    services: &Services,
+    connection: &str,
+) -> Result<AccessToken, AccessTokenError> {
+    let creds = services
         .credentials
         .get(connection)
-        .ok_or_else(|| format!("no connection named `{connection}` is configured"))?;
-    creds.access_token().await.map_err(|e| {
-        format!(
-            "cannot get an access token as {} for the Cloud Functions API: {}",
-            creds.principal(),
-            chain(&e)
-        )
-    })
+        .ok_or_else(|| AccessTokenError::NoConnection(connection.to_owned()))?;
+    creds
+        .access_token()
+        .await
+        .map_err(|e| AccessTokenError::Mint {
+            principal: creds.principal(),
+            reason: chain(&e),
+        })
 }
 
 /// Checks every configured integration (a few at a time), in name order. One
 /// access token is minted per connection.
-pub async fn check_all(google: &GoogleSide) -> Vec<Verdict> {
+pub async fn check_all(google: &Services) -> Vec<Verdict> {
     let api = match api(&google.config) {
         Ok(api) => api,
         Err(e) => {
@@ -225,7 +228,7 @@ pub async fn check_all(google: &GoogleSide) -> Vec<Verdict> {
             let token = tokens
                 .get(&i.connection)
                 .cloned()
-                .unwrap_or_else(|| Err("no access token".to_owned()));
+                .unwrap_or_else(|| Err(AccessTokenError::NoConnection(i.connection.clone())));
             check_with_token(google, api, &i, token).await
         })
         .buffered(CONCURRENCY)
@@ -235,7 +238,7 @@ pub async fn check_all(google: &GoogleSide) -> Vec<Verdict> {
 
 /// Checks one integration online.
 pub async fn check_integration(
-    google: &GoogleSide,
+    google: &Services,
     api: &CloudFunctionsApi,
     integration: &Integration,
 ) -> Verdict {
@@ -258,10 +261,10 @@ fn same_url(a: &str, b: &str) -> bool {
 }
 
 async fn check_with_token(
-    google: &GoogleSide,
+    google: &Services,
     api: &CloudFunctionsApi,
     integration: &Integration,
-    token: Result<AccessToken, String>,
+    token: Result<AccessToken, AccessTokenError>,
 ) -> Verdict {
     let mut v = Verdict::new(integration);
     let creds = google.credentials.get(&integration.connection);
@@ -296,7 +299,7 @@ async fn check_with_token(
     let token = match token {
         Ok(t) => t,
         Err(e) => {
-            v.error("access_token", e);
+            v.error("access_token", e.to_string());
             return v;
         }
     };

@@ -3,8 +3,9 @@
 //!
 //! It must not decide anything: severities and statuses come from the checks.
 
-use super::{Severity, Status, Verdict};
+use super::{Severity, Verdict};
 use crate::google::functions_api::CloudFunction;
+use crate::health::Health;
 
 /// One block per integration (status, URL, every finding), then a summary line.
 pub fn render_verdicts(verdicts: &[Verdict]) -> String {
@@ -16,9 +17,9 @@ pub fn render_verdicts(verdicts: &[Verdict]) -> String {
         .unwrap_or(0);
     for v in verdicts {
         let status = match v.status {
-            Status::Ok => "ok",
-            Status::Warning => "WARNING",
-            Status::Error => "ERROR",
+            Health::Ok => "ok",
+            Health::Degraded => "WARNING",
+            Health::Error => "ERROR",
         };
         out.push_str(&format!(
             "  {status:<8} {:<width$}  {}\n",
@@ -33,12 +34,12 @@ pub fn render_verdicts(verdicts: &[Verdict]) -> String {
             out.push_str(&format!("             {mark} {}\n", f.message));
         }
     }
-    let count = |s: Status| verdicts.iter().filter(|v| v.status == s).count();
+    let count = |s: Health| verdicts.iter().filter(|v| v.status == s).count();
     out.push_str(&format!(
         "online: {} ok, {} with warnings, {} failed\n",
-        count(Status::Ok),
-        count(Status::Warning),
-        count(Status::Error)
+        count(Health::Ok),
+        count(Health::Degraded),
+        count(Health::Error)
     ));
     out
 }

@@ -62,10 +62,10 @@ fn codes(v: &Verdict) -> Vec<&'static str> {
 fn a_healthy_function_is_ok_and_reports_timeout_and_ingress() {
     let (v, more) = verdict(&integration(), &function());
     assert!(more);
-    assert_eq!(v.status, Status::Ok);
+    assert_eq!(v.status, Health::Ok);
     assert_eq!(codes(&v), ["timeout", "ingress"]);
     assert!(v.finding("ingress").unwrap().message.contains("ALLOW_ALL"));
-    assert_eq!(v.heartbeat_status(), "ok");
+    assert_eq!(v.status.as_str(), "ok");
     assert!(v.detail().starts_with("ok"), "{}", v.detail());
 }
 
@@ -74,7 +74,7 @@ fn status_other_than_active_is_an_error_and_deploying_a_warning() {
     let mut f = function();
     f.status = FunctionStatus::Offline;
     let (v, _) = verdict(&integration(), &f);
-    assert_eq!(v.status, Status::Error);
+    assert_eq!(v.status, Health::Error);
     let m = &v.finding("not_active").unwrap().message;
     assert!(
         m.contains("OFFLINE")
@@ -83,7 +83,7 @@ fn status_other_than_active_is_an_error_and_deploying_a_warning() {
             ),
         "{m}"
     );
-    assert_eq!(v.heartbeat_status(), "error");
+    assert_eq!(v.status.as_str(), "error");
     assert!(
         v.detail()
             .starts_with("1 error(s), 0 warning(s): the function is OFFLINE")
@@ -91,8 +91,8 @@ fn status_other_than_active_is_an_error_and_deploying_a_warning() {
 
     f.status = FunctionStatus::DeployInProgress;
     let (v, _) = verdict(&integration(), &f);
-    assert_eq!(v.status, Status::Warning);
-    assert_eq!(v.heartbeat_status(), "degraded");
+    assert_eq!(v.status, Health::Degraded);
+    assert_eq!(v.status.as_str(), "degraded");
 }
 
 #[test]
@@ -101,7 +101,7 @@ fn second_gen_is_an_error_unless_called_at_its_cloud_run_url() {
     f.generation = Generation::Gen2;
     let (v, more) = verdict(&integration(), &f);
     assert!(!more, "1st gen checks stop");
-    assert_eq!(v.status, Status::Error);
+    assert_eq!(v.status, Health::Error);
     let m = &v.finding("gen2").unwrap().message;
     assert!(
         m.contains("roles/run.invoker") && m.contains("`url`"),
@@ -112,7 +112,7 @@ fn second_gen_is_an_error_unless_called_at_its_cloud_run_url() {
     i.url = Url::parse("https://grant-db-abc123-uc.a.run.app").unwrap();
     i.audience = i.url.to_string();
     let (v, _) = verdict(&i, &f);
-    assert_eq!(v.status, Status::Ok);
+    assert_eq!(v.status, Health::Ok);
     assert_eq!(v.finding("gen2").unwrap().severity, Severity::Info);
 }
 
@@ -131,7 +131,7 @@ fn trigger_url_and_audience_must_match() {
     let mut i = integration();
     i.url = Url::parse("https://us-central1-acme-prod.cloudfunctions.net/grant-db-old").unwrap();
     let (v, _) = verdict(&i, &function());
-    assert_eq!(v.status, Status::Error);
+    assert_eq!(v.status, Health::Error);
     assert!(
         v.finding("url_mismatch")
             .unwrap()
@@ -143,7 +143,7 @@ fn trigger_url_and_audience_must_match() {
     let mut i = integration();
     i.url = Url::parse(&format!("{URL}/")).unwrap();
     i.audience = format!("{URL}/");
-    assert_eq!(verdict(&i, &function()).0.status, Status::Ok);
+    assert_eq!(verdict(&i, &function()).0.status, Health::Ok);
 
     let mut i = integration();
     i.audience = "https://example.com".into();
@@ -156,7 +156,7 @@ fn timeouts_warn_both_ways() {
     let mut f = function();
     f.timeout = Some(Duration::from_secs(540));
     let (v, _) = verdict(&integration(), &f);
-    assert_eq!(v.status, Status::Warning);
+    assert_eq!(v.status, Health::Degraded);
     let m = &v.finding("timeout_shorter").unwrap().message;
     assert!(
         m.contains("execute twice") && m.contains("timeout = \"550s\""),
@@ -174,11 +174,11 @@ fn timeouts_warn_both_ways() {
 
     // Within the slack: fine.
     i.timeout = Duration::from_secs(60) + TIMEOUT_SLACK;
-    assert_eq!(verdict(&i, &function()).0.status, Status::Ok);
+    assert_eq!(verdict(&i, &function()).0.status, Health::Ok);
     // Not reported: Google's default, 60s.
     let mut f = function();
     f.timeout = None;
-    assert_eq!(verdict(&integration(), &f).0.status, Status::Ok);
+    assert_eq!(verdict(&integration(), &f).0.status, Health::Ok);
 }
 
 #[test]
@@ -186,7 +186,7 @@ fn internal_ingress_is_reported_with_what_it_needs() {
     let mut f = function();
     f.ingress = Ingress::AllowInternalOnly;
     let (v, _) = verdict(&integration(), &f);
-    assert_eq!(v.status, Status::Ok);
+    assert_eq!(v.status, Health::Ok);
     assert!(v.finding("ingress").unwrap().message.contains("VPC"));
 }
 
@@ -196,7 +196,7 @@ fn detail_is_one_bounded_line_naming_the_worst_finding() {
     v.warning("w", "a warning".into());
     v.error("e", "x".repeat(1000));
     v.info("i", "info".into());
-    assert_eq!(v.status, Status::Error);
+    assert_eq!(v.status, Health::Error);
     let d = v.detail();
     assert!(d.starts_with("1 error(s), 1 warning(s): xxx"), "{d}");
     assert!(!d.contains('\n'));

@@ -23,12 +23,13 @@ use raw::{
     RawPush,
 };
 
+use crate::action::valid_id;
 use crate::env::Environment;
 use crate::google::key::ServiceAccountKey;
+use crate::google::{CredentialsSpec, DEFAULT_IAM_CREDENTIALS_URL};
 use crate::http::checked_url;
 
 pub const ENV_PREFIX: &str = "GRANTBRIDGE";
-pub const DEFAULT_IAM_CREDENTIALS_URL: &str = "https://iamcredentials.googleapis.com";
 pub const DEFAULT_CLOUDFUNCTIONS_API_URL: &str = "https://cloudfunctions.googleapis.com";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(540);
@@ -91,6 +92,35 @@ pub struct ControlPlaneSettings {
     pub unauthorized_retry: Duration,
 }
 
+impl ControlPlaneSettings {
+    /// Equal in every setting but the token (which a reload may rotate).
+    /// Destructured, so a new field cannot be forgotten here.
+    pub fn same_but_token(&self, other: &Self) -> bool {
+        let Self {
+            url,
+            token: _,
+            poll,
+            max_actions,
+            wait,
+            lease,
+            heartbeat_interval,
+            report_batch,
+            unauthorized_retry,
+        } = self;
+        (url, poll, max_actions, wait, lease, heartbeat_interval)
+            == (
+                &other.url,
+                &other.poll,
+                &other.max_actions,
+                &other.wait,
+                &other.lease,
+                &other.heartbeat_interval,
+            )
+            && (report_batch, unauthorized_retry)
+                == (&other.report_batch, &other.unauthorized_retry)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PushSettings {
     pub listen: std::net::SocketAddr,
@@ -99,13 +129,13 @@ pub struct PushSettings {
     pub max_body_bytes: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalSettings {
     pub path: PathBuf,
     pub retention: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineSettings {
     pub max_concurrency: usize,
     pub per_integration_concurrency: usize,
@@ -145,27 +175,6 @@ pub struct HttpSettings {
 pub struct Connection {
     pub name: String,
     pub credentials: CredentialsSpec,
-}
-
-/// Where a connection's identity comes from.
-#[derive(Debug, Clone)]
-pub enum CredentialsSpec {
-    /// A service-account key file, already parsed.
-    ServiceAccountKey {
-        key_file: PathBuf,
-        key: Arc<ServiceAccountKey>,
-    },
-    /// The GCE/GKE/Cloud Run metadata server.
-    Metadata { host: Option<String> },
-    /// IAM Credentials `generateIdToken` for `target`, authenticated as `source`.
-    Impersonate {
-        target: String,
-        delegates: Vec<String>,
-        source: Box<CredentialsSpec>,
-        iam_credentials_url: Url,
-    },
-    /// Application Default Credentials, resolved when the app starts.
-    Adc,
 }
 
 #[derive(Debug, Clone)]
@@ -969,13 +978,6 @@ pub fn valid_instance_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-' | '/'))
-}
-
-/// Ids and names: 1-128 characters of `[A-Za-z0-9._:-]` (the action id alphabet).
-pub fn valid_id(s: &str) -> bool {
-    (1..=128).contains(&s.len())
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
 }
 
 #[cfg(test)]

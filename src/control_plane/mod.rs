@@ -14,7 +14,8 @@ use serde_json::Value;
 use url::Url;
 
 use crate::action::{Action, ActionResult, InvalidAction, parse_rfc3339};
-use crate::http::read_limited;
+use crate::health::IntegrationHealth;
+use crate::http::{ExchangeError, exchange};
 use crate::retry::parse_retry_after;
 
 /// Answers larger than this are not a control plane's.
@@ -104,13 +105,25 @@ pub struct Heartbeat {
     pub stats: Value,
 }
 
+/// One entry of a heartbeat's `integrations` (protocol §3).
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct IntegrationStatus {
     pub name: String,
     pub function_url: String,
     /// "ok", "degraded" or "error".
-    pub status: String,
+    pub status: &'static str,
     pub detail: String,
+}
+
+impl From<IntegrationHealth> for IntegrationStatus {
+    fn from(h: IntegrationHealth) -> Self {
+        Self {
+            name: h.name,
+            function_url: h.function_url,
+            status: h.health.as_str(),
+            detail: h.detail,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -174,40 +187,29 @@ impl ControlPlaneClient {
     ) -> Result<(u16, Vec<u8>), CpError> {
         // A copy, so no lock is held across the request.
         let token: SecretString = self.token.read().expect("token lock").clone();
-        let resp = self
+        let request = self
             .http
             .post(url.clone())
             .timeout(timeout)
             .bearer_auth(token.expose_secret())
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| CpError::Unavailable {
-                reason: format!(
-                    "{}: {}",
-                    url.path(),
-                    if e.is_timeout() {
-                        "timed out"
-                    } else if e.is_connect() {
-                        "could not connect"
-                    } else {
-                        "request failed"
-                    }
-                ),
-                retry_after: None,
-            })?;
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let body = read_limited(resp, MAX_ANSWER)
+            .json(body);
+        let retry_after = |headers: &http::HeaderMap| {
+            headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()))
+        };
+        let answer = exchange(request, MAX_ANSWER)
             .await
             .map_err(|e| CpError::Unavailable {
                 reason: format!("{}: {e}", url.path()),
-                retry_after,
+                retry_after: match &e {
+                    ExchangeError::Body { headers, .. } => retry_after(headers),
+                    ExchangeError::Send(_) => None,
+                },
             })?;
+        let (status, body) = (answer.status, answer.body);
+        let retry_after = retry_after(&answer.headers);
         match status {
             200..=299 => Ok((status, body.to_vec())),
             401 | 403 => Err(CpError::Unauthorized { status }),

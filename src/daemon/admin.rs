@@ -17,24 +17,28 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use super::Status;
+use super::ControlPlaneState;
 use crate::engine::Engine;
 
 #[derive(Clone)]
 struct AdminState {
     engine: Arc<Engine>,
-    status: Arc<Status>,
+    state: Arc<ControlPlaneState>,
     has_control_plane: bool,
 }
 
-pub(super) fn router(engine: Arc<Engine>, status: Arc<Status>, has_control_plane: bool) -> Router {
+pub(super) fn router(
+    engine: Arc<Engine>,
+    state: Arc<ControlPlaneState>,
+    has_control_plane: bool,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(AdminState {
             engine,
-            status,
+            state,
             has_control_plane,
         })
 }
@@ -48,8 +52,12 @@ pub struct Check {
 }
 
 /// Every readiness check, in a stable order.
-pub async fn readiness(engine: &Engine, status: &Status, has_control_plane: bool) -> Vec<Check> {
-    let google = engine.google();
+pub async fn readiness(
+    engine: &Engine,
+    state: &ControlPlaneState,
+    has_control_plane: bool,
+) -> Vec<Check> {
+    let google = engine.services();
     let mut checks = vec![Check {
         name: "config".into(),
         ok: true,
@@ -116,8 +124,8 @@ pub async fn readiness(engine: &Engine, status: &Status, has_control_plane: bool
         checks.push(check);
     }
     if has_control_plane {
-        let auth = status.control_plane_auth_ok.load(Ordering::SeqCst);
-        let reachable = status.control_plane_reachable.load(Ordering::SeqCst);
+        let auth = state.auth_ok.load(Ordering::SeqCst);
+        let reachable = state.reachable.load(Ordering::SeqCst);
         checks.push(Check {
             name: "control_plane".into(),
             ok: auth,
@@ -129,15 +137,15 @@ pub async fn readiness(engine: &Engine, status: &Status, has_control_plane: bool
             },
         });
     }
-    for i in engine.integration_statuses() {
+    for i in engine.health_report() {
         checks.push(Check {
             name: format!("integration:{}", i.name),
             // Integration health informs; it does not take the connector out of service.
             ok: true,
             detail: if i.detail.is_empty() {
-                i.status
+                i.health.to_string()
             } else {
-                format!("{}: {}", i.status, i.detail)
+                format!("{}: {}", i.health, i.detail)
             },
         });
     }
@@ -145,7 +153,7 @@ pub async fn readiness(engine: &Engine, status: &Status, has_control_plane: bool
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
-    let checks = readiness(&s.engine, &s.status, s.has_control_plane).await;
+    let checks = readiness(&s.engine, &s.state, s.has_control_plane).await;
     let ready = checks.iter().all(|c| c.ok) && !s.engine.is_draining();
     let code = if ready {
         StatusCode::OK
@@ -156,15 +164,15 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
-    let google = s.engine.google();
+    let services = s.engine.services();
     let depth = s.engine.journal().outbox_depth().await.unwrap_or(0);
-    google.metrics.set_queue(depth, s.engine.pending() as u64);
+    services.metrics.set_queue(depth, s.engine.pending() as u64);
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        google.metrics.encode(),
+        services.metrics.encode(),
     )
         .into_response()
 }

@@ -11,12 +11,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::Status;
+use super::ControlPlaneState;
 use crate::action::rfc3339;
 use crate::config::ControlPlaneSettings;
-use crate::control_plane::{ControlPlaneClient, CpError, Heartbeat, ReportItem};
+use crate::control_plane::{ControlPlaneClient, CpError, Heartbeat, IntegrationStatus, ReportItem};
 use crate::engine::{Engine, EngineError, Lease};
-use crate::journal::Source;
+use crate::health::Health;
+use crate::journal::{JournalError, Source};
 use crate::retry::Backoff;
 
 /// Sleeps unless cancelled first; false when cancelled.
@@ -27,19 +28,17 @@ async fn pause(d: Duration, stop: &CancellationToken) -> bool {
     }
 }
 
-fn note(status: &Status, result: &Result<(), &CpError>) {
+fn note(state: &ControlPlaneState, result: &Result<(), &CpError>) {
     match result {
         Ok(()) => {
-            status.control_plane_auth_ok.store(true, Ordering::SeqCst);
-            status.control_plane_reachable.store(true, Ordering::SeqCst);
+            state.auth_ok.store(true, Ordering::SeqCst);
+            state.reachable.store(true, Ordering::SeqCst);
         }
         Err(CpError::Unauthorized { .. }) => {
-            status.control_plane_auth_ok.store(false, Ordering::SeqCst);
-            status.control_plane_reachable.store(true, Ordering::SeqCst);
+            state.auth_ok.store(false, Ordering::SeqCst);
+            state.reachable.store(true, Ordering::SeqCst);
         }
-        Err(_) => status
-            .control_plane_reachable
-            .store(false, Ordering::SeqCst),
+        Err(_) => state.reachable.store(false, Ordering::SeqCst),
     }
 }
 
@@ -62,7 +61,7 @@ pub(super) async fn poll(
     engine: Arc<Engine>,
     cp: ControlPlaneClient,
     settings: ControlPlaneSettings,
-    status: Arc<Status>,
+    state: Arc<ControlPlaneState>,
     stop: CancellationToken,
 ) {
     let backoff = Backoff {
@@ -90,7 +89,7 @@ pub(super) async fn poll(
             r = cp.lease(engine.instance_id(), room as u32, settings.wait, settings.lease) => r,
             () = stop.cancelled() => break,
         };
-        note(&status, &leased.as_ref().map(|_| ()));
+        note(&state, &leased.as_ref().map(|_| ()));
         let leased = match leased {
             Ok(l) => {
                 failures = 0;
@@ -98,7 +97,7 @@ pub(super) async fn poll(
             }
             Err(e) => {
                 engine
-                    .google()
+                    .services()
                     .metrics
                     .control_plane_error("lease", e.kind());
                 failures += 1;
@@ -167,7 +166,7 @@ pub(super) async fn keep_leases(
                 Ok(expires_at) => engine.update_lease(&id, expires_at),
                 Err(e @ CpError::LeaseLost(_)) => {
                     engine
-                        .google()
+                        .services()
                         .metrics
                         .control_plane_error("extend", e.kind());
                     // Keep going: the call may be mid-flight, and the control plane
@@ -178,7 +177,7 @@ pub(super) async fn keep_leases(
                 }
                 Err(e) => {
                     engine
-                        .google()
+                        .services()
                         .metrics
                         .control_plane_error("extend", e.kind());
                     tracing::warn!(action_id = %id, error = %e, "could not extend the lease; will retry");
@@ -188,20 +187,27 @@ pub(super) async fn keep_leases(
     }
 }
 
+/// Why the outbox could not be flushed: the local journal, or the control
+/// plane. They are different problems with different owners, so they are
+/// counted and reported apart.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FlushError {
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    ControlPlane(#[from] CpError),
+}
+
 /// Sends the outbox in completion order until it is empty. Returns how many
 /// results left the outbox.
 pub(super) async fn flush_outbox(
     engine: &Engine,
     cp: Option<&ControlPlaneClient>,
     batch: u32,
-) -> Result<usize, CpError> {
+) -> Result<usize, FlushError> {
     let mut sent = 0;
     loop {
-        let items = engine
-            .journal()
-            .outbox(batch as usize)
-            .await
-            .map_err(|e| CpError::Protocol(format!("journal: {e}")))?;
+        let items = engine.journal().outbox(batch as usize).await?;
         if items.is_empty() {
             return Ok(sent);
         }
@@ -209,11 +215,7 @@ pub(super) async fn flush_outbox(
             // Push-only without a control plane: results stay queryable with
             // GET /v1/actions/{id}; nobody to deliver them to.
             let ids: Vec<String> = items.iter().map(|i| i.result.action_id.clone()).collect();
-            engine
-                .journal()
-                .mark_reported(&ids)
-                .await
-                .map_err(|e| CpError::Protocol(format!("journal: {e}")))?;
+            engine.journal().mark_reported(&ids).await?;
             sent += ids.len();
             continue;
         };
@@ -236,13 +238,10 @@ pub(super) async fn flush_outbox(
         if done.is_empty() {
             return Err(CpError::Protocol(
                 "the control plane accepted none of the results sent".into(),
-            ));
+            )
+            .into());
         }
-        engine
-            .journal()
-            .mark_reported(&done)
-            .await
-            .map_err(|e| CpError::Protocol(format!("journal: {e}")))?;
+        engine.journal().mark_reported(&done).await?;
         sent += done.len();
     }
 }
@@ -253,7 +252,7 @@ pub(super) async fn report(
     cp: Option<ControlPlaneClient>,
     batch: u32,
     unauthorized: Duration,
-    status: Arc<Status>,
+    state: Arc<ControlPlaneState>,
     stop: CancellationToken,
 ) {
     let notify = engine.outbox_notify();
@@ -267,7 +266,7 @@ pub(super) async fn report(
             Ok(sent) => {
                 // Only a call that happened says anything about the control plane.
                 if sent > 0 && cp.is_some() {
-                    note(&status, &Ok(()));
+                    note(&state, &Ok(()));
                 }
                 failures = 0;
                 tokio::select! {
@@ -278,13 +277,19 @@ pub(super) async fn report(
                 }
             }
             Err(e) => {
-                engine
-                    .google()
-                    .metrics
-                    .control_plane_error("results", e.kind());
-                note(&status, &Err(&e));
                 failures += 1;
-                let delay = failure_delay(&e, failures, &backoff, unauthorized);
+                let delay = match &e {
+                    FlushError::ControlPlane(e) => {
+                        engine
+                            .services()
+                            .metrics
+                            .control_plane_error("results", e.kind());
+                        note(&state, &Err(e));
+                        failure_delay(e, failures, &backoff, unauthorized)
+                    }
+                    // The control plane is not at fault: say nothing about it.
+                    FlushError::Journal(_) => backoff.delay(failures, None),
+                };
                 tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "could not report results; they stay in the outbox");
                 if !pause(delay, &stop).await {
                     break;
@@ -299,7 +304,7 @@ pub(super) async fn heartbeat(
     cp: ControlPlaneClient,
     interval: Duration,
     started_at: SystemTime,
-    status: Arc<Status>,
+    state: Arc<ControlPlaneState>,
     stop: CancellationToken,
 ) {
     loop {
@@ -307,17 +312,21 @@ pub(super) async fn heartbeat(
             instance_id: engine.instance_id().to_owned(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: rfc3339(started_at),
-            integrations: engine.integration_statuses(),
+            integrations: engine
+                .health_report()
+                .into_iter()
+                .map(IntegrationStatus::from)
+                .collect(),
             stats: serde_json::json!({
                 "pending": engine.pending(),
                 "outbox": engine.journal().outbox_depth().await.unwrap_or(0),
             }),
         };
         let r = cp.heartbeat(&hb).await;
-        note(&status, &r.as_ref().map(|_| ()));
+        note(&state, &r.as_ref().map(|_| ()));
         if let Err(e) = r {
             engine
-                .google()
+                .services()
                 .metrics
                 .control_plane_error("heartbeat", e.kind());
             tracing::warn!(error = %e, "heartbeat failed");
@@ -335,15 +344,19 @@ pub(super) async fn online_checks(
     stop: CancellationToken,
 ) {
     loop {
-        let google = engine.google();
+        let google = engine.services();
         let verdicts = tokio::select! {
             v = crate::check::check_all(&google) => v,
             () = stop.cancelled() => break,
         };
-        for v in verdicts.iter().filter(|v| v.heartbeat_status() != "ok") {
-            tracing::warn!(integration = %v.integration, status = v.heartbeat_status(), detail = %v.detail(), "online check");
+        for v in verdicts.iter().filter(|v| v.status != Health::Ok) {
+            tracing::warn!(integration = %v.integration, status = %v.status, detail = %v.detail(), "online check");
         }
-        engine.set_verdicts(&verdicts);
+        engine.health().record_checks(
+            verdicts
+                .iter()
+                .map(|v| (v.integration.clone(), v.reading())),
+        );
         if !pause(interval, &stop).await {
             break;
         }

@@ -2,74 +2,67 @@
 //! keeps leases alive, reports every result, sends heartbeats, and shuts down
 //! gracefully (stop intake, drain within the grace period, flush the outbox).
 //!
-//! Listeners and the shutdown signal come in as arguments, so tests run the
-//! real daemon on port 0 and stop it with a token. It must not lose a result:
-//! the outbox is only drained by the control plane's acceptance.
+//! [`crate::app::Application`] builds it; listeners and the shutdown signal
+//! come in as arguments, so tests run the real daemon on port 0 and stop it
+//! with a token. It must not lose a result: the outbox is only drained by the
+//! control plane's acceptance.
 
 pub mod admin;
 mod loops;
 pub mod push;
 mod reload;
+pub mod signals;
 pub mod signature;
 
-pub use reload::Reloader;
+pub use reload::{ReloadError, Reloader};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{BuildError, GoogleSide};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, ControlPlaneSettings};
 use crate::control_plane::ControlPlaneClient;
 use crate::engine::Engine;
-use crate::env::Environment;
-use crate::journal::{Journal, JournalError, JournalOptions};
-use crate::metrics::Metrics;
+use crate::journal::JournalError;
 
-/// Why the daemon could not start or stopped badly.
+/// Why the daemon stopped badly.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error(transparent)]
-    Build(#[from] BuildError),
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
-    #[error(
-        "nothing to do: configure [control_plane] (poll mode) and/or [push] (push mode) in {0}"
-    )]
-    NoIntake(String),
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
-    #[error("cannot listen on {0}")]
-    Listen(String),
 }
 
-/// State shared by the loops and (later) readiness checks.
+/// What the loops last learnt of the control plane, for readiness.
 #[derive(Debug, Default)]
-pub struct Status {
+pub struct ControlPlaneState {
     /// The control plane accepted the connector token on the last call.
-    pub control_plane_auth_ok: AtomicBool,
+    pub auth_ok: AtomicBool,
     /// The last control plane call succeeded.
-    pub control_plane_reachable: AtomicBool,
+    pub reachable: AtomicBool,
 }
 
-/// The sockets the daemon serves, bound by the caller (port 0 in tests).
+/// The sockets the daemon serves, bound by [`crate::app::Application::build`].
 #[derive(Default)]
 pub struct Listeners {
     /// Push mode endpoint (`[push]`).
-    pub push: Option<tokio::net::TcpListener>,
+    pub push: Option<TcpListener>,
     /// Health, readiness and metrics (`[admin]`).
-    pub admin: Option<tokio::net::TcpListener>,
+    pub admin: Option<TcpListener>,
 }
 
 pub struct Daemon {
     engine: Arc<Engine>,
     clock: Clock,
     control_plane: Option<ControlPlaneClient>,
-    status: Arc<Status>,
+    state: Arc<ControlPlaneState>,
     started_at: SystemTime,
 }
 
@@ -82,49 +75,34 @@ pub struct RunSummary {
     pub outbox_left: u64,
 }
 
+/// Two levels of stopping: intake stops first; background loops (reporting,
+/// leases, heartbeats) run until the drain and the final flush are done.
+struct Stops {
+    intake: CancellationToken,
+    background: CancellationToken,
+}
+
 impl Daemon {
-    /// Opens the journal and builds everything; no network calls yet.
-    pub fn build(
-        config: Config,
-        env: &dyn Environment,
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        control_plane: Option<ControlPlaneClient>,
         clock: Clock,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, DaemonError> {
-        if config.control_plane.is_none() && config.push.is_none() {
-            return Err(DaemonError::NoIntake(config.source.display().to_string()));
-        }
-        let journal = Journal::open(
-            JournalOptions {
-                retention: config.journal.retention,
-                ..JournalOptions::new(&config.journal.path)
-            },
-            clock.clone(),
-        )?;
-        let google = GoogleSide::build(config, env, clock.clone(), metrics)?;
-        let control_plane = google.config.control_plane.as_ref().map(|cp| {
-            ControlPlaneClient::new(
-                google.http.clone(),
-                cp.url.clone(),
-                google.config.connector_id.clone(),
-                cp.token.clone(),
-            )
-        });
-        let started_at = clock.now();
-        Ok(Self {
-            engine: Engine::new(google, journal, clock.clone()),
+    ) -> Self {
+        Self {
+            started_at: clock.now(),
+            engine,
             clock,
             control_plane,
-            status: Arc::default(),
-            started_at,
-        })
+            state: Arc::default(),
+        }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
 
-    pub fn status(&self) -> &Arc<Status> {
-        &self.status
+    pub fn control_plane_state(&self) -> &Arc<ControlPlaneState> {
+        &self.state
     }
 
     /// What SIGHUP calls: reloads `path` into the running daemon.
@@ -144,130 +122,45 @@ impl Daemon {
         listeners: Listeners,
         shutdown: CancellationToken,
     ) -> Result<RunSummary, DaemonError> {
-        let Listeners {
-            push: push_listener,
-            admin: admin_listener,
-        } = listeners;
         let config = self.engine.config().clone();
         let resumed = self.engine.resume_unfinished().await?;
         let outbox = self.engine.journal().outbox_depth().await?;
         tracing::info!(instance_id = %self.engine.instance_id(), resumed, outbox,
-            poll = config.control_plane.as_ref().is_some_and(|c| c.poll), push = push_listener.is_some(), "grantbridge started");
+            poll = config.control_plane.as_ref().is_some_and(|c| c.poll), push = listeners.push.is_some(), "grantbridge started");
 
-        // Two levels: intake stops first; background loops (reporting, leases,
-        // heartbeats) run until the drain and the final flush are done.
-        let intake = CancellationToken::new();
-        let background = CancellationToken::new();
-        let tasks = TaskTracker::new();
-
-        if let Some(cp) = &self.control_plane {
-            let cps = config
-                .control_plane
-                .clone()
-                .expect("client implies settings");
-            if cps.poll {
-                tasks.spawn(loops::poll(
-                    self.engine.clone(),
-                    cp.clone(),
-                    cps.clone(),
-                    self.status.clone(),
-                    intake.clone(),
-                ));
-            }
-            tasks.spawn(loops::keep_leases(
-                self.engine.clone(),
-                cp.clone(),
-                cps.lease,
-                background.clone(),
-            ));
-            tasks.spawn(loops::heartbeat(
-                self.engine.clone(),
-                cp.clone(),
-                cps.heartbeat_interval,
-                self.started_at,
-                self.status.clone(),
-                background.clone(),
-            ));
-        }
-        tasks.spawn(loops::report(
-            self.engine.clone(),
-            self.control_plane.clone(),
-            config
-                .control_plane
-                .as_ref()
-                .map_or(100, |c| c.report_batch),
-            config
-                .control_plane
-                .as_ref()
-                .map_or(std::time::Duration::from_secs(30), |c| c.unauthorized_retry),
-            self.status.clone(),
-            background.clone(),
-        ));
-        tasks.spawn(loops::prune(self.engine.clone(), background.clone()));
-        if let Some(interval) = config.online_checks {
-            tasks.spawn(loops::online_checks(
-                self.engine.clone(),
-                interval,
-                background.clone(),
-            ));
-        }
-
-        let push_server = push_listener.map(|listener| {
+        let stops = Stops {
+            intake: CancellationToken::new(),
+            background: CancellationToken::new(),
+        };
+        let tasks = self.spawn_loops(&config, &stops);
+        let push_server = listeners.push.map(|listener| {
             let settings = config
                 .push
                 .clone()
                 .expect("a push listener implies push settings");
-            let app = push::router(self.engine.clone(), settings);
-            let stop = background.clone();
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
-            })
+            serve(
+                listener,
+                push::router(self.engine.clone(), settings),
+                stops.background.clone(),
+            )
         });
-
         // The admin endpoints stay up until the very end: /readyz says "draining".
         let admin_stop = CancellationToken::new();
-        let admin_server = admin_listener.map(|listener| {
-            let app = admin::router(
+        let admin_server = listeners.admin.map(|listener| {
+            let router = admin::router(
                 self.engine.clone(),
-                self.status.clone(),
+                self.state.clone(),
                 self.control_plane.is_some(),
             );
-            let stop = admin_stop.clone();
-            tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
-            })
+            serve(listener, router, admin_stop.clone())
         });
 
         shutdown.cancelled().await;
         tracing::info!("shutdown requested: no new actions; finishing in-flight work");
-        intake.cancel();
+        stops.intake.cancel();
         let left_unfinished = self.engine.drain().await;
-        // Last chance to deliver results before exit; what remains stays in the journal.
-        if let Some(cp) = &self.control_plane {
-            let batch = config
-                .control_plane
-                .as_ref()
-                .map_or(100, |c| c.report_batch);
-            match tokio::time::timeout(
-                Duration::from_secs(10),
-                loops::flush_outbox(&self.engine, Some(cp), batch),
-            )
-            .await
-            {
-                Ok(Ok(n)) => tracing::info!(reported = n, "outbox flushed"),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "could not flush the outbox; results stay in the journal and are sent at next start")
-                }
-                Err(_) => tracing::warn!(
-                    "outbox flush timed out; results stay in the journal and are sent at next start"
-                ),
-            }
-        }
-        background.cancel();
+        self.last_flush(control_plane_settings(&config)).await;
+        stops.background.cancel();
         tasks.close();
         tasks.wait().await;
         if let Some(server) = push_server {
@@ -279,13 +172,114 @@ impl Daemon {
         }
         let outbox_left = self.engine.journal().outbox_depth().await?;
         self.engine.journal().clone().close().await;
-        self.status
-            .control_plane_reachable
-            .store(false, Ordering::SeqCst);
+        self.state.reachable.store(false, Ordering::SeqCst);
         tracing::info!(left_unfinished, outbox_left, "grantbridge stopped");
         Ok(RunSummary {
             left_unfinished,
             outbox_left,
         })
     }
+
+    /// Starts the background loops: poll (intake), lease keeping, heartbeats,
+    /// reporting, pruning and the periodic online checks.
+    fn spawn_loops(&self, config: &Config, stops: &Stops) -> TaskTracker {
+        let tasks = TaskTracker::new();
+        let cps = control_plane_settings(config);
+        if let (Some(cp), Some(settings)) = (&self.control_plane, &config.control_plane) {
+            if settings.poll {
+                tasks.spawn(loops::poll(
+                    self.engine.clone(),
+                    cp.clone(),
+                    settings.clone(),
+                    self.state.clone(),
+                    stops.intake.clone(),
+                ));
+            }
+            tasks.spawn(loops::keep_leases(
+                self.engine.clone(),
+                cp.clone(),
+                settings.lease,
+                stops.background.clone(),
+            ));
+            tasks.spawn(loops::heartbeat(
+                self.engine.clone(),
+                cp.clone(),
+                settings.heartbeat_interval,
+                self.started_at,
+                self.state.clone(),
+                stops.background.clone(),
+            ));
+        }
+        tasks.spawn(loops::report(
+            self.engine.clone(),
+            self.control_plane.clone(),
+            cps.report_batch,
+            cps.unauthorized_retry,
+            self.state.clone(),
+            stops.background.clone(),
+        ));
+        tasks.spawn(loops::prune(self.engine.clone(), stops.background.clone()));
+        if let Some(interval) = config.online_checks {
+            tasks.spawn(loops::online_checks(
+                self.engine.clone(),
+                interval,
+                stops.background.clone(),
+            ));
+        }
+        tasks
+    }
+
+    /// Last chance to deliver results before exit; what remains stays in the journal.
+    async fn last_flush(&self, settings: ReportSettings) {
+        let Some(cp) = &self.control_plane else {
+            return;
+        };
+        match tokio::time::timeout(
+            Duration::from_secs(10),
+            loops::flush_outbox(&self.engine, Some(cp), settings.report_batch),
+        )
+        .await
+        {
+            Ok(Ok(n)) => tracing::info!(reported = n, "outbox flushed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not flush the outbox; results stay in the journal and are sent at next start")
+            }
+            Err(_) => tracing::warn!(
+                "outbox flush timed out; results stay in the journal and are sent at next start"
+            ),
+        }
+    }
+}
+
+/// How results are reported; defaults when there is no control plane.
+#[derive(Debug, Clone, Copy)]
+struct ReportSettings {
+    report_batch: u32,
+    unauthorized_retry: Duration,
+}
+
+fn control_plane_settings(config: &Config) -> ReportSettings {
+    config.control_plane.as_ref().map_or(
+        ReportSettings {
+            report_batch: 100,
+            unauthorized_retry: Duration::from_secs(30),
+        },
+        |c: &ControlPlaneSettings| ReportSettings {
+            report_batch: c.report_batch,
+            unauthorized_retry: c.unauthorized_retry,
+        },
+    )
+}
+
+/// Serves `router` on `listener` until `stop` is cancelled.
+fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    stop: CancellationToken,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    })
 }

@@ -20,7 +20,7 @@ use super::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
 use crate::action::{Action, ActionResult};
 use crate::config::PushSettings;
 use crate::engine::{Engine, EngineError, Submitted};
-use crate::journal::{Source, Status};
+use crate::journal::{Progress, Source};
 
 /// The longest `?wait=` honoured.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -86,16 +86,16 @@ fn authenticate(
     })
 }
 
-fn status_body(id: &str, status: Status, result: Option<&ActionResult>) -> Value {
+fn status_body(id: &str, status: Progress, result: Option<&ActionResult>) -> Value {
     json!({"action_id": id, "status": status_name(status), "result": result})
 }
 
-fn status_name(s: Status) -> &'static str {
+fn status_name(s: Progress) -> &'static str {
     match s {
-        Status::Queued => "queued",
-        Status::Running => "running",
-        Status::Succeeded => "succeeded",
-        Status::Failed => "failed",
+        Progress::Queued => "queued",
+        Progress::Running => "running",
+        Progress::Succeeded => "succeeded",
+        Progress::Failed => "failed",
     }
 }
 
@@ -171,9 +171,9 @@ async fn post_action(
         }
         (Submitted::Done(result), None) => {
             let status = if result.succeeded() {
-                Status::Succeeded
+                Progress::Succeeded
             } else {
-                Status::Failed
+                Progress::Failed
             };
             (
                 StatusCode::OK,

@@ -8,13 +8,24 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::app::GoogleSide;
+use crate::app::{BuildError, Services};
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::control_plane::ControlPlaneClient;
 use crate::engine::Engine;
 use crate::env::Environment;
-use crate::telemetry::LogHandle;
+use crate::telemetry::{LogHandle, LogLevelError};
+
+/// Why a new configuration was refused (the running one stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    LogLevel(#[from] LogLevelError),
+}
 
 pub struct Reloader {
     pub(super) path: PathBuf,
@@ -26,69 +37,68 @@ pub struct Reloader {
 
 impl Reloader {
     /// Loads the configuration again and puts it in force, or refuses it.
-    pub fn reload(&self, env: &dyn Environment) -> Result<(), String> {
-        let old = self.engine.config();
-        let metrics = self.engine.google().metrics.clone();
-        let refused = |why: String| {
-            metrics.config_reloaded(false);
-            tracing::error!(error = %why, "configuration reload refused; the running configuration stays");
-            Err(why)
-        };
-        let mut new = match Config::load(&self.path, env) {
-            Ok(c) => c,
-            Err(e) => return refused(e.to_string()),
-        };
-        // Identity and listeners are fixed for the life of the process.
-        new.instance_id = old.instance_id.clone();
-        for (what, changed) in [
-            ("connector_id", new.connector_id != old.connector_id),
-            // Debug output redacts the token, which is applied below anyway.
-            (
-                "control_plane (other than its token)",
-                format!("{:?}", new.control_plane) != format!("{:?}", old.control_plane),
-            ),
-            (
-                "push.listen",
-                new.push.as_ref().map(|p| p.listen) != old.push.as_ref().map(|p| p.listen),
-            ),
-            ("admin.listen", new.admin != old.admin),
-            (
-                "journal",
-                format!("{:?}", new.journal) != format!("{:?}", old.journal),
-            ),
-            ("log.format", new.log.json != old.log.json),
-            (
-                "push.max_body_bytes",
-                new.push.as_ref().map(|p| p.max_body_bytes)
-                    != old.push.as_ref().map(|p| p.max_body_bytes),
-            ),
-            ("checks", new.online_checks != old.online_checks),
-            (
-                "engine",
-                format!("{:?}", new.engine) != format!("{:?}", old.engine),
-            ),
-        ] {
-            if changed {
-                tracing::warn!(
-                    setting = what,
-                    "changed in the configuration file; takes effect after a restart"
-                );
+    pub fn reload(&self, env: &dyn Environment) -> Result<(), ReloadError> {
+        let metrics = self.engine.services().metrics.clone();
+        let outcome = self.try_reload(env);
+        metrics.config_reloaded(outcome.is_ok());
+        match &outcome {
+            Ok(integrations) => {
+                tracing::info!(integrations, path = %self.path.display(), "configuration reloaded")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "configuration reload refused; the running configuration stays")
             }
         }
-        let google = match GoogleSide::build(new, env, self.clock.clone(), metrics.clone()) {
-            Ok(g) => g,
-            Err(e) => return refused(e.to_string()),
-        };
-        if let Err(e) = self.log.set_level(&google.config.log.level) {
-            return refused(e);
-        }
-        if let (Some(cp), Some(settings)) = (&self.control_plane, &google.config.control_plane) {
+        outcome.map(|_| ())
+    }
+
+    /// Loads and builds the new configuration, then swaps it in; the number
+    /// of integrations now in force.
+    fn try_reload(&self, env: &dyn Environment) -> Result<usize, ReloadError> {
+        let old = self.engine.config();
+        let mut new = Config::load(&self.path, env)?;
+        // Identity and listeners are fixed for the life of the process.
+        new.instance_id = old.instance_id.clone();
+        warn_restart_only(&old, &new);
+        let metrics = self.engine.services().metrics.clone();
+        let services = Services::build(new, env, self.clock.clone(), metrics)?;
+        self.log.set_level(&services.config.log.level)?;
+        if let (Some(cp), Some(settings)) = (&self.control_plane, &services.config.control_plane) {
             cp.set_token(settings.token.clone());
         }
-        let integrations = google.config.integrations.len();
-        self.engine.replace_google(google);
-        metrics.config_reloaded(true);
-        tracing::info!(integrations, path = %self.path.display(), "configuration reloaded");
-        Ok(())
+        let integrations = services.config.integrations.len();
+        self.engine.replace_services(services);
+        Ok(integrations)
+    }
+}
+
+/// Warns about every changed setting that only a restart applies.
+fn warn_restart_only(old: &Config, new: &Config) {
+    let control_plane_changed = match (&old.control_plane, &new.control_plane) {
+        (Some(a), Some(b)) => !a.same_but_token(b),
+        (a, b) => a.is_some() != b.is_some(),
+    };
+    let push_listen = |c: &Config| c.push.as_ref().map(|p| p.listen);
+    let push_body = |c: &Config| c.push.as_ref().map(|p| p.max_body_bytes);
+    for (setting, changed) in [
+        ("connector_id", new.connector_id != old.connector_id),
+        (
+            "control_plane (other than its token)",
+            control_plane_changed,
+        ),
+        ("push.listen", push_listen(new) != push_listen(old)),
+        ("admin.listen", new.admin != old.admin),
+        ("journal", new.journal != old.journal),
+        ("log.format", new.log.json != old.log.json),
+        ("push.max_body_bytes", push_body(new) != push_body(old)),
+        ("checks", new.online_checks != old.online_checks),
+        ("engine", new.engine != old.engine),
+    ] {
+        if changed {
+            tracing::warn!(
+                setting,
+                "changed in the configuration file; takes effect after a restart"
+            );
+        }
     }
 }

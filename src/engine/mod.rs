@@ -21,13 +21,13 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::action::{Action, ActionResult, InvalidAction};
-use crate::app::GoogleSide;
+use crate::app::Services;
 use crate::clock::Clock;
 use crate::config::{Config, EngineSettings};
 use crate::contract::{ErrorCode, EventType, validate_params};
-use crate::control_plane::IntegrationStatus;
 use crate::function::Call;
-use crate::journal::{AuditEntry, Journal, JournalError, Recorded, Source, Status};
+use crate::health::{HealthBoard, IntegrationHealth};
+use crate::journal::{AuditEntry, Journal, JournalError, Progress, Recorded, Source};
 pub use result::{cap_body, failed_result};
 
 /// Why an action was not accepted.
@@ -47,7 +47,7 @@ pub enum Submitted {
     /// Newly recorded; it will run.
     Accepted,
     /// Known and still queued or running.
-    InProgress(Status),
+    InProgress(Progress),
     /// Known and finished: its result, from the journal.
     Done(Box<ActionResult>),
 }
@@ -59,16 +59,9 @@ pub struct Lease {
     pub expires_at: SystemTime,
 }
 
-/// The last outcome per integration, for heartbeats and readiness.
-#[derive(Debug, Clone, Default)]
-struct Health {
-    status: &'static str,
-    detail: String,
-}
-
 pub struct Engine {
-    /// Configuration, credentials and invoker; swapped whole on reload.
-    google: std::sync::RwLock<Arc<GoogleSide>>,
+    /// Everything built from the configuration in force; swapped whole on reload.
+    services: std::sync::RwLock<Arc<Services>>,
     journal: Journal,
     clock: Clock,
     instance_id: String,
@@ -79,9 +72,8 @@ pub struct Engine {
     pending: AtomicUsize,
     running: Mutex<HashSet<String>>,
     leases: Mutex<HashMap<String, Lease>>,
-    health: Mutex<HashMap<String, Health>>,
-    /// The last online-check verdict per integration (periodic checks).
-    verdicts: Mutex<HashMap<String, Health>>,
+    /// Each integration's health: the engine records calls, the online checks verdicts.
+    health: Arc<HealthBoard>,
     /// Counts of actions started and finished by this engine, for waiters.
     accepted: watch::Sender<u64>,
     finished: watch::Sender<u64>,
@@ -93,22 +85,21 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(google: GoogleSide, journal: Journal, clock: Clock) -> Arc<Self> {
-        let config: &Config = &google.config;
+    pub fn new(services: Services, journal: Journal, clock: Clock) -> Arc<Self> {
+        let config: &Config = &services.config;
         let settings = config.engine.clone();
         Arc::new(Self {
             instance_id: config.instance_id.clone(),
             global: Arc::new(Semaphore::new(settings.max_concurrency)),
             settings,
-            google: std::sync::RwLock::new(Arc::new(google)),
+            services: std::sync::RwLock::new(Arc::new(services)),
             journal,
             clock,
             per_integration: Mutex::default(),
             pending: AtomicUsize::new(0),
             running: Mutex::default(),
             leases: Mutex::default(),
-            health: Mutex::default(),
-            verdicts: Mutex::default(),
+            health: Arc::default(),
             accepted: watch::channel(0).0,
             finished: watch::channel(0).0,
             outbox: Arc::new(Notify::new()),
@@ -123,18 +114,18 @@ impl Engine {
     }
     /// The configuration in force now.
     pub fn config(&self) -> Arc<Config> {
-        self.google().config.clone()
+        self.services().config.clone()
     }
 
     /// Configuration, credentials and invoker in force now.
-    pub fn google(&self) -> Arc<GoogleSide> {
-        self.google.read().expect("google lock").clone()
+    pub fn services(&self) -> Arc<Services> {
+        self.services.read().expect("services lock").clone()
     }
 
     /// Puts a reloaded configuration in force. Running actions finish with
     /// the one they started with.
-    pub fn replace_google(&self, google: GoogleSide) {
-        *self.google.write().expect("google lock") = Arc::new(google);
+    pub fn replace_services(&self, services: Services) {
+        *self.services.write().expect("services lock") = Arc::new(services);
     }
     pub fn instance_id(&self) -> &str {
         &self.instance_id
@@ -342,10 +333,10 @@ impl Engine {
     /// PROTOCOL.md §2 validation: integration, event type, params, not_after.
     fn validate(
         &self,
-        google: &GoogleSide,
+        services: &Services,
         action: &Action,
     ) -> Result<EventType, (ErrorCode, String)> {
-        let config = &google.config;
+        let config = &services.config;
         if !config.integrations.contains_key(&action.integration) {
             return Err((
                 ErrorCode::UnknownIntegration,
@@ -361,7 +352,8 @@ impl Engine {
                 format!("`{}` is not a supported event type", action.event_type),
             )
         })?;
-        validate_params(event, &action.params).map_err(|m| (ErrorCode::InvalidAction, m))?;
+        validate_params(event, &action.params)
+            .map_err(|e| (ErrorCode::InvalidAction, e.to_string()))?;
         if action.not_after.is_some_and(|na| self.clock.now() >= na) {
             return Err((
                 ErrorCode::Expired,
@@ -377,9 +369,9 @@ impl Engine {
     /// daemon writes them to the journal). Tests call it directly.
     pub async fn process(&self, action: &Action) -> (ActionResult, Vec<AuditEntry>) {
         // One configuration for the whole action, even if a reload lands meanwhile.
-        let google = self.google();
+        let services = self.services();
         // Validation first: an invalid action never waits for a permit or reaches a function.
-        let (result, audit) = match self.validate(&google, action) {
+        let (result, audit) = match self.validate(&services, action) {
             Err((code, message)) => {
                 let now = self.clock.now();
                 (
@@ -403,12 +395,16 @@ impl Engine {
                 // on the critical path; a no-op if the result lands first.
                 let (journal, id) = (self.journal.clone(), action.id.clone());
                 tokio::spawn(async move { journal.mark_running(&id).await });
-                self.invoke(&google, action, event).await
+                self.invoke(&services, action, event).await
             }
         };
         // Labels only from the configuration and the protocol's vocabulary:
         // names sent by the control plane could otherwise grow the series without bound.
-        let integration = if google.config.integrations.contains_key(&action.integration) {
+        let integration = if services
+            .config
+            .integrations
+            .contains_key(&action.integration)
+        {
             action.integration.as_str()
         } else {
             "(unknown)"
@@ -418,7 +414,9 @@ impl Engine {
             .error
             .as_ref()
             .map_or("succeeded", |e| e.code.as_str());
-        google.metrics.action_finished(integration, event, outcome);
+        services
+            .metrics
+            .action_finished(integration, event, outcome);
         match &result.error {
             None => tracing::info!(attempts = result.attempts, "action succeeded"),
             Some(e) => {
@@ -431,25 +429,28 @@ impl Engine {
     /// Calls the function; returns the result and the audit entry of every attempt.
     async fn invoke(
         &self,
-        google: &GoogleSide,
+        services: &Services,
         action: &Action,
         event: EventType,
     ) -> (ActionResult, Vec<AuditEntry>) {
-        let integration = &google.config.integrations[&action.integration];
+        let integration = &services.config.integrations[&action.integration];
         let call = Call {
             event_type: event,
             params: action.params.clone(),
             idempotency_key: action.id.clone(),
             not_after: action.not_after,
         };
-        let report = google.invoker.invoke(integration, &call).await;
+        let report = services.invoker.invoke(integration, &call).await;
         let result = result::from_report(
             &action.id,
             &report,
             &self.instance_id,
             self.settings.result_body_max_bytes,
         );
-        self.note_health(&action.integration, &result);
+        self.health.record_call(
+            &action.integration,
+            result.error.as_ref().map(|e| (e.code, e.message.as_str())),
+        );
         let username = action
             .params
             .get("username")
@@ -475,94 +476,16 @@ impl Engine {
         (result, audit)
     }
 
-    fn note_health(&self, integration: &str, result: &ActionResult) {
-        let health = match &result.error {
-            None => Health {
-                status: "ok",
-                detail: String::new(),
-            },
-            Some(e) => match e.code {
-                ErrorCode::PermissionDenied | ErrorCode::Credentials => Health {
-                    status: "error",
-                    detail: e.message.chars().take(300).collect(),
-                },
-                ErrorCode::FunctionUnavailable => Health {
-                    status: "degraded",
-                    detail: e.message.chars().take(300).collect(),
-                },
-                // The function answered: it is reachable and authorised.
-                _ => Health {
-                    status: "ok",
-                    detail: String::new(),
-                },
-            },
-        };
-        self.health
-            .lock()
-            .expect("health lock")
-            .insert(integration.to_owned(), health);
+    /// Each integration's health, written by the engine (calls) and the
+    /// online checks (verdicts).
+    pub fn health(&self) -> &Arc<HealthBoard> {
+        &self.health
     }
 
-    /// Records the latest online-check verdicts (they join call health in heartbeats and /readyz).
-    pub fn set_verdicts(&self, verdicts: &[crate::check::Verdict]) {
-        let mut map = self.verdicts.lock().expect("verdicts lock");
-        map.clear();
-        for v in verdicts {
-            map.insert(
-                v.integration.clone(),
-                Health {
-                    status: v.heartbeat_status(),
-                    detail: v.detail(),
-                },
-            );
-        }
-    }
-
-    /// Each configured integration's status, for heartbeats: the worse of the
-    /// last call's outcome and the last online check.
-    pub fn integration_statuses(&self) -> Vec<IntegrationStatus> {
-        let google = self.google();
-        let health = self.health.lock().expect("health lock");
-        let verdicts = self.verdicts.lock().expect("verdicts lock");
-        let rank = |s: &str| match s {
-            "error" => 2,
-            "degraded" => 1,
-            _ => 0,
-        };
-        google
-            .config
-            .integrations
-            .values()
-            .map(|i| {
-                let call = health.get(&i.name).cloned().unwrap_or(Health {
-                    status: "ok",
-                    detail: "no calls yet".into(),
-                });
-                let (status, detail) = match verdicts.get(&i.name) {
-                    None => (call.status, call.detail),
-                    Some(v) => {
-                        let status = if rank(v.status) > rank(call.status) {
-                            v.status
-                        } else {
-                            call.status
-                        };
-                        let detail = [call.detail.as_str(), v.detail.as_str()]
-                            .iter()
-                            .filter(|d| !d.is_empty())
-                            .copied()
-                            .collect::<Vec<_>>()
-                            .join("; online check: ");
-                        (status, detail)
-                    }
-                };
-                IntegrationStatus {
-                    name: i.name.clone(),
-                    function_url: i.url.to_string(),
-                    status: status.into(),
-                    detail,
-                }
-            })
-            .collect()
+    /// Every configured integration's health now, for heartbeats and `/readyz`.
+    pub fn health_report(&self) -> Vec<IntegrationHealth> {
+        let services = self.services();
+        self.health.report(services.config.integrations.values())
     }
 
     fn semaphore(&self, integration: &str) -> Arc<Semaphore> {

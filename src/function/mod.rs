@@ -21,7 +21,7 @@ use crate::google::TokenCache;
 use crate::http::{BodyError, read_limited};
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, parse_retry_after};
-use outcome::{Verdict, classify};
+use outcome::{Disposition, classify};
 
 /// One call to make.
 #[derive(Debug, Clone)]
@@ -164,22 +164,22 @@ impl Invoker {
                 status: last.status,
                 latency: last.latency,
                 outcome: match &verdict {
-                    Verdict::Success => "succeeded".to_owned(),
-                    Verdict::Retry { code, .. } | Verdict::Fail { code, .. } => {
+                    Disposition::Success => "succeeded".to_owned(),
+                    Disposition::Retry { code, .. } | Disposition::Fail { code, .. } => {
                         code.as_str().to_owned()
                     }
                 },
             });
             let (code, message, retry_after) = match verdict {
-                Verdict::Success => break Outcome::Succeeded,
-                Verdict::Fail { code, message } => {
+                Disposition::Success => break Outcome::Succeeded,
+                Disposition::Fail { code, message } => {
                     break Outcome::Failed {
                         code,
                         message,
                         retryable: false,
                     };
                 }
-                Verdict::Retry {
+                Disposition::Retry {
                     code,
                     message,
                     retry_after,
@@ -229,7 +229,7 @@ impl Invoker {
         body: &Value,
         trace_id: &str,
         last: &mut Attempt,
-    ) -> Verdict {
+    ) -> Disposition {
         let token = match self
             .tokens
             .get(&integration.connection, &integration.audience)
@@ -238,7 +238,7 @@ impl Invoker {
             Ok(t) => t,
             Err(e) if e.is_retryable() => {
                 (last.status, last.body, last.latency) = (None, None, Duration::ZERO);
-                return Verdict::Retry {
+                return Disposition::Retry {
                     code: ErrorCode::Credentials,
                     message: e.to_string(),
                     retry_after: None,
@@ -246,7 +246,7 @@ impl Invoker {
             }
             Err(e) => {
                 (last.status, last.body, last.latency) = (None, None, Duration::ZERO);
-                return Verdict::Fail {
+                return Disposition::Fail {
                     code: ErrorCode::Credentials,
                     message: e.to_string(),
                 };
@@ -286,7 +286,7 @@ impl Invoker {
                     "unavailable",
                     last.latency.as_secs_f64(),
                 );
-                return Verdict::Retry {
+                return Disposition::Retry {
                     code: ErrorCode::FunctionUnavailable,
                     message: format!("calling {}: {what}", integration.url),
                     retry_after: None,
@@ -316,7 +316,7 @@ impl Invoker {
             }
             Err(BodyError::TooLarge { limit }) => {
                 last.body = None;
-                Verdict::Fail {
+                Disposition::Fail {
                     code: ErrorCode::FunctionError,
                     message: format!(
                         "function answered HTTP {status} with a body over the {limit}-byte limit (for a 2xx, the call may have taken effect)"
@@ -325,7 +325,7 @@ impl Invoker {
             }
             Err(BodyError::Read(_)) => {
                 last.body = None;
-                Verdict::Retry {
+                Disposition::Retry {
                     code: ErrorCode::FunctionUnavailable,
                     message: format!(
                         "function answered HTTP {status} but the body could not be read"
@@ -335,9 +335,9 @@ impl Invoker {
             }
         };
         let label = match &verdict {
-            Verdict::Success => "succeeded",
-            Verdict::Retry { .. } => "retryable",
-            Verdict::Fail { code, .. } => code.as_str(),
+            Disposition::Success => "succeeded",
+            Disposition::Retry { .. } => "retryable",
+            Disposition::Fail { code, .. } => code.as_str(),
         };
         self.metrics
             .function_attempt(&integration.name, label, last.latency.as_secs_f64());

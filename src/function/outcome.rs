@@ -12,7 +12,7 @@ use crate::contract::{Body, ErrorCode};
 
 /// What one attempt's answer means.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub enum Disposition {
     Success,
     /// Try again (after `retry_after` when the server said so).
     Retry {
@@ -34,12 +34,12 @@ pub fn classify(
     body: Option<&Body>,
     retry_after: Option<Duration>,
     who: &str,
-) -> Verdict {
+) -> Disposition {
     match status {
         200..=299 => match body {
             Some(Body::Json(Value::Object(obj))) => match obj.get("status") {
-                None => Verdict::Success,
-                Some(Value::String(s)) if s == "ok" => Verdict::Success,
+                None => Disposition::Success,
+                Some(Value::String(s)) if s == "ok" => Disposition::Success,
                 Some(other) => {
                     let detail = obj
                         .get("message")
@@ -50,26 +50,26 @@ pub fn classify(
                                 .unwrap_or_else(|| m.to_string())
                         })
                         .unwrap_or_else(|| format!("status {other}"));
-                    Verdict::Fail {
+                    Disposition::Fail {
                         code: ErrorCode::FunctionError,
                         message: format!("function reported failure: {}", truncate(&detail, 500)),
                     }
                 }
             },
-            _ => Verdict::Success,
+            _ => Disposition::Success,
         },
-        408 | 429 | 500 | 502 | 503 | 504 => Verdict::Retry {
+        408 | 429 | 500 | 502 | 503 | 504 => Disposition::Retry {
             code: ErrorCode::FunctionUnavailable,
             message: format!("function answered HTTP {status}{}", excerpt(body)),
             retry_after,
         },
-        401 | 403 => Verdict::Fail {
+        401 | 403 => Disposition::Fail {
             code: ErrorCode::PermissionDenied,
             message: format!(
                 "function answered HTTP {status}: the front end refused {who}. Grant that account roles/cloudfunctions.invoker on the function (gcloud functions add-iam-policy-binding FUNCTION --member=serviceAccount:EMAIL --role=roles/cloudfunctions.invoker), and check that the audience equals the function URL"
             ),
         },
-        _ => Verdict::Fail {
+        _ => Disposition::Fail {
             code: ErrorCode::FunctionError,
             message: format!("function answered HTTP {status}{}", excerpt(body)),
         },
@@ -108,20 +108,20 @@ mod tests {
     fn success_unless_status_says_otherwise() {
         assert_eq!(
             classify(200, j(json!({"status":"ok"})).as_ref(), None, ""),
-            Verdict::Success
+            Disposition::Success
         );
-        assert_eq!(classify(204, None, None, ""), Verdict::Success);
+        assert_eq!(classify(204, None, None, ""), Disposition::Success);
         assert_eq!(
             classify(200, j(json!({"resources":[]})).as_ref(), None, ""),
-            Verdict::Success
+            Disposition::Success
         );
         assert_eq!(
             classify(200, Some(&Body::Text("done".into())), None, ""),
-            Verdict::Success
+            Disposition::Success
         );
         assert_eq!(
             classify(200, j(json!([1, 2])).as_ref(), None, ""),
-            Verdict::Success
+            Disposition::Success
         );
         match classify(
             200,
@@ -129,7 +129,7 @@ mod tests {
             None,
             "",
         ) {
-            Verdict::Fail {
+            Disposition::Fail {
                 code: ErrorCode::FunctionError,
                 message,
             } => assert!(message.contains("no such user")),
@@ -141,12 +141,12 @@ mod tests {
             None,
             "",
         ) {
-            Verdict::Fail { message, .. } => assert!(message.contains("boom")),
+            Disposition::Fail { message, .. } => assert!(message.contains("boom")),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
             classify(200, j(json!({"status":null})).as_ref(), None, ""),
-            Verdict::Fail { .. }
+            Disposition::Fail { .. }
         ));
     }
 
@@ -154,7 +154,7 @@ mod tests {
     fn retryable_statuses_keep_retry_after() {
         for s in [408, 429, 500, 502, 503, 504] {
             match classify(s, None, Some(Duration::from_secs(3)), "") {
-                Verdict::Retry {
+                Disposition::Retry {
                     code: ErrorCode::FunctionUnavailable,
                     retry_after,
                     ..
@@ -173,7 +173,7 @@ mod tests {
                 None,
                 "service account gb@p.iam.gserviceaccount.com with audience https://f",
             ) {
-                Verdict::Fail {
+                Disposition::Fail {
                     code: ErrorCode::PermissionDenied,
                     message,
                 } => {
@@ -193,7 +193,7 @@ mod tests {
             assert!(
                 matches!(
                     classify(s, None, None, ""),
-                    Verdict::Fail {
+                    Disposition::Fail {
                         code: ErrorCode::FunctionError,
                         ..
                     }

@@ -4,6 +4,8 @@
 //! It must never carry a token, an assertion or key material: bodies are
 //! parsed for Google's error fields and anything else is cut short.
 
+use crate::http::{ExchangeError, transport_reason};
+
 /// Why no token could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
@@ -75,6 +77,18 @@ impl CredentialsError {
         }
     }
 
+    /// A failed [`crate::http::exchange`] with `url`: no answer (with
+    /// `advice` on what to check), or an answer that could not be read.
+    pub(crate) fn exchange(url: &str, err: ExchangeError, advice: &str) -> Self {
+        match err {
+            ExchangeError::Send(e) => Self::transport(url, &e, advice),
+            ExchangeError::Body { source, .. } => Self::BadResponse {
+                url: url.to_owned(),
+                reason: source.to_string(),
+            },
+        }
+    }
+
     pub(crate) fn transport(url: &str, err: &reqwest::Error, advice: &str) -> Self {
         let reason = transport_reason(err);
         Self::Transport {
@@ -86,21 +100,6 @@ impl CredentialsError {
                 format!(". {advice}")
             },
         }
-    }
-}
-
-/// Why a request got no answer, without the URL reqwest's Display repeats.
-pub(crate) fn transport_reason(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        "timed out".to_owned()
-    } else if err.is_connect() {
-        "could not connect".to_owned()
-    } else {
-        let mut source: &dyn std::error::Error = err;
-        while let Some(next) = source.source() {
-            source = next;
-        }
-        source.to_string()
     }
 }
 

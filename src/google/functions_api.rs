@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::error::{retryable_status, transport_reason};
+use super::error::retryable_status;
 use super::token::AccessToken;
+use crate::http::{ExchangeError, transport_reason};
 use crate::retry::Backoff;
 
 /// Largest answer read from the API (one function, one policy, or one list page).
@@ -612,23 +613,22 @@ impl CloudFunctionsApi {
             }
         })?;
         let shown = request.url().to_string();
-        let resp = self
-            .http
-            .execute(request)
+        let request = reqwest::RequestBuilder::from_parts(self.http.clone(), request);
+        let answer = crate::http::exchange(request, MAX_RESPONSE)
             .await
-            .map_err(|e| FunctionsApiError::Transport {
-                method,
-                url: shown.clone(),
-                reason: transport_reason(&e),
+            .map_err(|e| match e {
+                ExchangeError::Send(e) => FunctionsApiError::Transport {
+                    method,
+                    url: shown.clone(),
+                    reason: transport_reason(&e),
+                },
+                ExchangeError::Body { source, .. } => FunctionsApiError::BadResponse {
+                    method,
+                    url: shown.clone(),
+                    reason: source.to_string(),
+                },
             })?;
-        let status = resp.status().as_u16();
-        let body = crate::http::read_limited(resp, MAX_RESPONSE)
-            .await
-            .map_err(|e| FunctionsApiError::BadResponse {
-                method,
-                url: shown.clone(),
-                reason: e.to_string(),
-            })?;
+        let (status, body) = (answer.status, answer.body);
         if (200..300).contains(&status) {
             return Ok(body);
         }

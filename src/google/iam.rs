@@ -46,30 +46,20 @@ impl IamCredentials {
     ) -> Result<Vec<u8>, CredentialsError> {
         let url = self.url(target, method);
         let shown = url.to_string();
-        let resp = self
-            .http
-            .post(url)
-            .bearer_auth(source.expose())
-            .json(body)
-            .send()
+        let request = self.http.post(url).bearer_auth(source.expose()).json(body);
+        let answer = crate::http::exchange(request, MAX_RESPONSE)
             .await
             .map_err(|e| {
-                CredentialsError::transport(
+                CredentialsError::exchange(
                     &shown,
-                    &e,
+                    e,
                     "check network access to iamcredentials.googleapis.com",
                 )
             })?;
-        let status = resp.status().as_u16();
-        let bytes = crate::http::read_limited(resp, MAX_RESPONSE)
-            .await
-            .map_err(|e| CredentialsError::BadResponse {
-                url: shown.clone(),
-                reason: e.to_string(),
-            })?;
-        if (200..300).contains(&status) {
-            return Ok(bytes.to_vec());
+        if answer.is_success() {
+            return Ok(answer.body.to_vec());
         }
+        let (status, bytes) = (answer.status, answer.body);
         let (google_status, message) = super::error::google_api_error(&bytes);
         let advice = match status {
             401 => format!("The source credentials ({source_name}) were not accepted; check them"),

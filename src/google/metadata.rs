@@ -59,24 +59,15 @@ impl MetadataServer {
             "grantbridge is probably not running on GCE, GKE or Cloud Run (or GCE_METADATA_HOST is wrong){}",
             self.context
         );
-        let resp = self
-            .http
-            .get(url)
-            .header("Metadata-Flavor", "Google")
-            .send()
+        let request = self.http.get(url).header("Metadata-Flavor", "Google");
+        let answer = crate::http::exchange(request, MAX_RESPONSE)
             .await
-            .map_err(|e| CredentialsError::transport(&shown, &e, &not_here))?;
-        let status = resp.status().as_u16();
-        let flavor_ok = resp
-            .headers()
+            .map_err(|e| CredentialsError::exchange(&shown, e, &not_here))?;
+        let flavor_ok = answer
+            .headers
             .get("metadata-flavor")
             .is_some_and(|v| v == "Google");
-        let body = crate::http::read_limited(resp, MAX_RESPONSE)
-            .await
-            .map_err(|e| CredentialsError::BadResponse {
-                url: shown.clone(),
-                reason: e.to_string(),
-            })?;
+        let (status, body) = (answer.status, answer.body);
         if status == 200 && !flavor_ok {
             return Err(CredentialsError::BadResponse {
                 url: shown,

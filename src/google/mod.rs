@@ -27,9 +27,37 @@ pub use key::{CredentialsFile, KeyFileError, ServiceAccountKey};
 pub use metadata::{DEFAULT_METADATA_HOST, MetadataServer};
 pub use token::{AccessToken, IdToken};
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use url::Url;
+
 use crate::clock::Clock;
-use crate::config::{CredentialsSpec, DEFAULT_IAM_CREDENTIALS_URL};
 use crate::env::Environment;
+
+/// IAM Credentials, where impersonation mints ID tokens.
+pub const DEFAULT_IAM_CREDENTIALS_URL: &str = "https://iamcredentials.googleapis.com";
+
+/// Where a connection's identity comes from.
+#[derive(Debug, Clone)]
+pub enum CredentialsSpec {
+    /// A service-account key file, already parsed.
+    ServiceAccountKey {
+        key_file: PathBuf,
+        key: Arc<ServiceAccountKey>,
+    },
+    /// The GCE/GKE/Cloud Run metadata server.
+    Metadata { host: Option<String> },
+    /// IAM Credentials `generateIdToken` for `target`, authenticated as `source`.
+    Impersonate {
+        target: String,
+        delegates: Vec<String>,
+        source: Box<CredentialsSpec>,
+        iam_credentials_url: Url,
+    },
+    /// Application Default Credentials, resolved when the app starts.
+    Adc,
+}
 
 /// What building credentials needs from the outside.
 pub struct CredentialsContext<'a> {

@@ -98,29 +98,23 @@ pub(crate) async fn exchange(
 ) -> Result<Minted, CredentialsError> {
     let url = key.token_uri.as_str();
     let assertion = assertion(key, &grant, clock)?;
-    let resp = http
+    let request = http
         .post(key.token_uri.clone())
         .timeout(Duration::from_secs(30))
         .form(&[
             ("grant_type", JWT_BEARER),
             ("assertion", assertion.as_str()),
-        ])
-        .send()
+        ]);
+    let answer = crate::http::exchange(request, MAX_TOKEN_RESPONSE)
         .await
         .map_err(|e| {
-            CredentialsError::transport(
+            CredentialsError::exchange(
                 url,
-                &e,
+                e,
                 "check network access (and HTTPS_PROXY) to the token endpoint",
             )
         })?;
-    let status = resp.status().as_u16();
-    let body = crate::http::read_limited(resp, MAX_TOKEN_RESPONSE)
-        .await
-        .map_err(|e| CredentialsError::BadResponse {
-            url: url.into(),
-            reason: e.to_string(),
-        })?;
+    let (status, body) = (answer.status, answer.body);
     if !(200..300).contains(&status) {
         return Err(match serde_json::from_slice::<OAuthError>(&body) {
             Ok(err) => {

@@ -105,7 +105,7 @@ pub enum Source {
 /// Where an action is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub enum Progress {
     Queued,
     Running,
     Succeeded,
@@ -129,7 +129,7 @@ impl Source {
     }
 }
 
-impl Status {
+impl Progress {
     fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
@@ -153,7 +153,7 @@ impl Status {
 /// What the journal knows about an action.
 #[derive(Debug, Clone)]
 pub struct ActionState {
-    pub status: Status,
+    pub status: Progress,
     /// Set once the action has completed.
     pub result: Option<ActionResult>,
     pub source: Source,

@@ -8,7 +8,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, ToSql};
 
 use super::{
-    ActionState, AuditEntry, AuditQuery, JournalError, OutboxItem, Source, Status, Unfinished,
+    ActionState, AuditEntry, AuditQuery, JournalError, OutboxItem, Progress, Source, Unfinished,
     from_ms, to_ms,
 };
 use crate::action::{Action, ActionResult};
@@ -29,7 +29,7 @@ pub(crate) fn load_state(conn: &Connection, id: &str) -> Result<Option<ActionSta
         return Ok(None);
     };
     Ok(Some(ActionState {
-        status: Status::parse(&status)
+        status: Progress::parse(&status)
             .ok_or_else(|| JournalError::corrupt(id, format!("unknown status {status:?}")))?,
         result: result.map(|r| parse_result(id, &r)).transpose()?,
         source: parse_source(id, &source)?,
@@ -99,7 +99,7 @@ pub(crate) fn unfinished(conn: &Connection) -> Result<Vec<Unfinished>, JournalEr
             action,
             source: parse_source(&id, &source)?,
             lease_token,
-            was_running: status == Status::Running.as_str(),
+            was_running: status == Progress::Running.as_str(),
         });
     }
     Ok(items)

@@ -76,7 +76,7 @@ async fn record_answers_new_then_known_with_the_stored_state() {
     let Recorded::Known(state) = j.record(&a, Source::Push, None).await.unwrap() else {
         panic!("second record must be Known");
     };
-    assert_eq!(state.status, Status::Queued);
+    assert_eq!(state.status, Progress::Queued);
     assert_eq!(state.source, Source::Push);
     assert!(state.result.is_none());
 
@@ -84,17 +84,17 @@ async fn record_answers_new_then_known_with_the_stored_state() {
     j.mark_running("act-1").await.unwrap();
     assert_eq!(
         j.state("act-1").await.unwrap().unwrap().status,
-        Status::Running
+        Progress::Running
     );
     j.complete(&result("act-1", true)).await.unwrap();
     let Recorded::Known(state) = j.record(&a, Source::Push, None).await.unwrap() else {
         panic!("a completed action is Known");
     };
-    assert_eq!(state.status, Status::Succeeded);
+    assert_eq!(state.status, Progress::Succeeded);
     assert_eq!(state.result.unwrap(), result("act-1", true));
     assert!(j.state("nope").await.unwrap().is_none());
-    // Status serializes as the push API shows it.
-    assert_eq!(serde_json::to_value(Status::Running).unwrap(), "running");
+    // Progress serializes as the push API shows it.
+    assert_eq!(serde_json::to_value(Progress::Running).unwrap(), "running");
 }
 
 #[tokio::test]
@@ -127,7 +127,7 @@ async fn complete_keeps_the_first_result() {
     j.complete(&result("act-1", false)).await.unwrap();
     j.complete(&result("act-1", true)).await.unwrap();
     let state = j.state("act-1").await.unwrap().unwrap();
-    assert_eq!(state.status, Status::Failed);
+    assert_eq!(state.status, Progress::Failed);
     assert_eq!(state.result.unwrap(), result("act-1", false));
     assert_eq!(j.outbox_depth().await.unwrap(), 1);
 }
@@ -214,7 +214,7 @@ async fn unknown_ids_are_refused_and_unparsed_actions_still_reach_the_outbox() {
     else {
         panic!("an id with a result is Known");
     };
-    assert_eq!(state.status, Status::Failed);
+    assert_eq!(state.status, Progress::Failed);
     // For a recorded id it behaves as complete, first result kept.
     j.record(&action("ok-1"), Source::Push, None).await.unwrap();
     j.complete_unrecorded(&result("ok-1", true), Source::Push, None)
@@ -225,7 +225,7 @@ async fn unknown_ids_are_refused_and_unparsed_actions_still_reach_the_outbox() {
         .unwrap();
     assert_eq!(
         j.state("ok-1").await.unwrap().unwrap().status,
-        Status::Succeeded
+        Progress::Succeeded
     );
 }
 
@@ -796,7 +796,7 @@ mod model {
 
     #[derive(Debug, Default)]
     struct Expected {
-        status: Option<Status>,
+        status: Option<Progress>,
         lease: Option<String>,
         result_ok: Option<bool>,
         reported: bool,
@@ -826,7 +826,7 @@ mod model {
                     match answer {
                         Recorded::New => {
                             assert!(!known, "{i} recorded twice as New");
-                            e.status = Some(Status::Queued);
+                            e.status = Some(Progress::Queued);
                             recorded_order.push(i);
                         }
                         Recorded::Known(state) => {
@@ -842,8 +842,8 @@ mod model {
                         None => assert!(matches!(answer, Err(JournalError::NotRecorded { .. }))),
                         Some(e) => {
                             answer.unwrap();
-                            if e.status == Some(Status::Queued) {
-                                e.status = Some(Status::Running);
+                            if e.status == Some(Progress::Queued) {
+                                e.status = Some(Progress::Running);
                             }
                         }
                     }
@@ -857,9 +857,9 @@ mod model {
                             if e.result_ok.is_none() {
                                 e.result_ok = Some(ok);
                                 e.status = Some(if ok {
-                                    Status::Succeeded
+                                    Progress::Succeeded
                                 } else {
-                                    Status::Failed
+                                    Progress::Failed
                                 });
                                 completed_order.push(i);
                             }
@@ -904,7 +904,7 @@ mod model {
         let want_unfinished: Vec<(String, bool)> = recorded_order
             .iter()
             .filter(|i| model[i].result_ok.is_none())
-            .map(|&i| (name(i), model[&i].status == Some(Status::Running)))
+            .map(|&i| (name(i), model[&i].status == Some(Progress::Running)))
             .collect();
         let unfinished: Vec<(String, bool)> = j
             .unfinished()

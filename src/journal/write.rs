@@ -15,7 +15,7 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    AuditEntry, Counters, JournalError, Recorded, Source, Status, read::load_state, to_ms,
+    AuditEntry, Counters, JournalError, Progress, Recorded, Source, read::load_state, to_ms,
 };
 use crate::action::{ActionResult, ResultOutcome};
 
@@ -47,7 +47,7 @@ pub(crate) enum Op {
     },
     Complete {
         id: String,
-        status: Status,
+        status: Progress,
         result_json: String,
         /// Set for `complete_unrecorded`: how to store an id never recorded.
         unrecorded: Option<(Source, Option<String>)>,
@@ -74,8 +74,8 @@ impl Op {
         Ok(Op::Complete {
             id: result.action_id.clone(),
             status: match result.outcome {
-                ResultOutcome::Succeeded => Status::Succeeded,
-                ResultOutcome::Failed => Status::Failed,
+                ResultOutcome::Succeeded => Progress::Succeeded,
+                ResultOutcome::Failed => Progress::Failed,
             },
             result_json,
             unrecorded,

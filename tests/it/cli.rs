@@ -2,6 +2,10 @@
 
 use std::process::Output;
 
+use std::path::Path;
+
+use grantbridge_sandbox::daemon_config::DaemonConfig;
+
 use crate::helpers::{SA, TestEnv, spawn_env};
 
 async fn run(env: &TestEnv, args: &[&str]) -> Output {
@@ -21,7 +25,7 @@ fn text(out: &[u8]) -> String {
 #[tokio::test]
 async fn token_prints_an_id_token_for_the_audience() {
     let env = spawn_env().await;
-    let config = env.write_config(&env.config_toml(&[], ""));
+    let config = env.write_config(&env.config(&[]));
     let aud = "https://us-central1-acme-prod.cloudfunctions.net/grant-db";
     let out = run(
         &env,
@@ -46,8 +50,8 @@ async fn token_prints_an_id_token_for_the_audience() {
 async fn invoke_reports_failures_with_a_nonzero_exit() {
     let env = spawn_env().await;
     env.sandbox
-        .deploy_function("locked", grantbridge::sandbox::FunctionImpl::Sample, &[]);
-    let config = env.write_config(&env.config_toml(&[("locked", "locked")], ""));
+        .deploy_function("locked", grantbridge_sandbox::FunctionImpl::Sample, &[]);
+    let config = env.write_config(&env.config(&[("locked", "locked")]));
     let out = run(
         &env,
         &[
@@ -72,7 +76,7 @@ async fn invoke_reports_failures_with_a_nonzero_exit() {
 async fn invoke_refuses_malformed_params_before_calling() {
     let env = spawn_env().await;
     env.deploy("grant-db");
-    let config = env.write_config(&env.config_toml(&[("orders-db", "grant-db")], ""));
+    let config = env.write_config(&env.config(&[("orders-db", "grant-db")]));
     let out = run(
         &env,
         &[
@@ -99,7 +103,7 @@ async fn invoke_refuses_malformed_params_before_calling() {
 async fn check_mints_for_every_integration() {
     let env = spawn_env().await;
     env.deploy("grant-db");
-    let config = env.write_config(&env.config_toml(&[("orders-db", "grant-db")], ""));
+    let config = env.write_config(&env.config(&[("orders-db", "grant-db")]));
     let out = run(&env, &["--config", config.to_str().unwrap(), "check"]).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
@@ -120,7 +124,15 @@ async fn check_mints_for_every_integration() {
 #[tokio::test]
 async fn a_bad_config_is_refused_naming_file_and_key() {
     let env = spawn_env().await;
-    let config = env.write_config("connector_id = \"c\"\n[connections.p]\ncredentials = \"service_account_key\"\nkey_file = \"nope.json\"\n[integrations.x]\nconnection = \"p\"\nproject_id = \"acme-prod\"\nregion = \"mars-north1\"\nfunction = \"f\"\n");
+    let config = env.write_config(
+        &DaemonConfig::new("c")
+            .remove("http.allow_insecure_loopback")
+            .key_file_connection("p", Path::new("nope.json"))
+            .set("integrations.x.connection", "p")
+            .set("integrations.x.project_id", "acme-prod")
+            .set("integrations.x.region", "mars-north1")
+            .set("integrations.x.function", "f"),
+    );
     let out = run(&env, &["--config", config.to_str().unwrap(), "check"]).await;
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);

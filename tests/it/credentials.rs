@@ -7,21 +7,32 @@ use grantbridge::clock::Clock;
 use grantbridge::config::Config;
 use grantbridge::env::MapEnv;
 
-use crate::helpers::{SA, spawn_env};
+use grantbridge_sandbox::daemon_config::DaemonConfig;
+
+use crate::helpers::{SA, TestEnv, spawn_env};
 
 const AUD: &str = "https://us-central1-acme-prod.cloudfunctions.net/grant-db";
 
-fn key_config(key_file: &std::path::Path) -> String {
-    format!(
-        "connector_id = \"t\"\n[http]\nallow_insecure_loopback = true\n[connections.prod]\ncredentials = \"service_account_key\"\nkey_file = \"{}\"\n",
-        key_file.display()
-    )
+fn key_config(env: &TestEnv) -> DaemonConfig {
+    DaemonConfig::new("t").key_file_connection("prod", &env.key_file)
+}
+
+/// Connection `gke` on the sandbox's metadata server.
+fn metadata_config(env: &TestEnv) -> DaemonConfig {
+    DaemonConfig::new("t")
+        .set("connections.gke.credentials", "metadata")
+        .set("connections.gke.metadata_host", env.sandbox.metadata_host())
+}
+
+/// Connection `adc`: Application Default Credentials.
+fn adc_config() -> DaemonConfig {
+    DaemonConfig::new("t").set("connections.adc.credentials", "adc")
 }
 
 #[tokio::test]
 async fn a_service_account_key_mints_an_id_token_google_would_accept() {
     let env = spawn_env().await;
-    let google = env.google(&key_config(&env.key_file));
+    let google = env.services(&key_config(&env));
     let token = google.tokens.get("prod", AUD).await.unwrap();
     let claims = env
         .sandbox
@@ -37,7 +48,7 @@ async fn a_service_account_key_mints_an_id_token_google_would_accept() {
 #[tokio::test]
 async fn concurrent_first_calls_make_one_mint_at_google() {
     let env = spawn_env().await;
-    let google = env.google(&key_config(&env.key_file));
+    let google = env.services(&key_config(&env));
     let tokens = Arc::clone(&google.tokens);
     let calls = (0..200).map(|_| {
         let tokens = tokens.clone();
@@ -56,7 +67,7 @@ async fn concurrent_first_calls_make_one_mint_at_google() {
 async fn a_deleted_key_is_reported_with_googles_words_and_what_to_do() {
     let env = spawn_env().await;
     env.sandbox.delete_key(SA, &env.key_id);
-    let google = env.google(&key_config(&env.key_file));
+    let google = env.services(&key_config(&env));
     let err = google.tokens.get("prod", AUD).await.unwrap_err();
     let text = err.to_string();
     assert!(
@@ -74,7 +85,7 @@ async fn a_deleted_key_is_reported_with_googles_words_and_what_to_do() {
 async fn a_skewed_clock_is_diagnosed_as_clock_skew() {
     let env = spawn_env().await;
     let skewed = Clock::system().skewed(2 * 3600);
-    let google = env.google_with(&key_config(&env.key_file), &MapEnv::new(), skewed);
+    let google = env.services_with(&key_config(&env), &MapEnv::new(), skewed);
     let err = google
         .tokens
         .get("prod", AUD)
@@ -91,7 +102,7 @@ async fn a_skewed_clock_is_diagnosed_as_clock_skew() {
 async fn a_disabled_service_account_is_reported() {
     let env = spawn_env().await;
     env.sandbox.disable_service_account(SA);
-    let google = env.google(&key_config(&env.key_file));
+    let google = env.services(&key_config(&env));
     let err = google
         .tokens
         .get("prod", AUD)
@@ -108,11 +119,8 @@ async fn a_disabled_service_account_is_reported() {
 async fn the_metadata_server_mints_for_the_attached_account() {
     let env = spawn_env().await;
     env.sandbox.attach_metadata_account(Some(SA));
-    let toml = format!(
-        "connector_id = \"t\"\n[connections.gke]\ncredentials = \"metadata\"\nmetadata_host = \"{}\"\n",
-        env.sandbox.metadata_host()
-    );
-    let google = env.google(&toml);
+    let config = metadata_config(&env);
+    let google = env.services(&config);
     let token = google.tokens.get("gke", AUD).await.unwrap();
     assert_eq!(
         env.sandbox
@@ -128,12 +136,9 @@ async fn the_metadata_server_mints_for_the_attached_account() {
 async fn a_vm_without_a_service_account_gets_a_workload_identity_hint() {
     let env = spawn_env().await;
     env.sandbox.attach_metadata_account(None);
-    let toml = format!(
-        "connector_id = \"t\"\n[connections.gke]\ncredentials = \"metadata\"\nmetadata_host = \"{}\"\n",
-        env.sandbox.metadata_host()
-    );
+    let config = metadata_config(&env);
     let err = env
-        .google(&toml)
+        .services(&config)
         .tokens
         .get("gke", AUD)
         .await
@@ -148,14 +153,14 @@ async fn a_vm_without_a_service_account_gets_a_workload_identity_hint() {
 #[tokio::test]
 async fn adc_uses_google_application_credentials_then_the_metadata_server() {
     let env = spawn_env().await;
-    let toml = "connector_id = \"t\"\n[http]\nallow_insecure_loopback = true\n[connections.adc]\n";
+    let config = adc_config();
     let with_file = MapEnv::new()
         .with(
             "GOOGLE_APPLICATION_CREDENTIALS",
             env.key_file.to_str().unwrap(),
         )
         .with("HOME", "/nonexistent");
-    let google = env.google_with(toml, &with_file, Clock::system());
+    let google = env.services_with(&config, &with_file, Clock::system());
     assert!(google.credentials["adc"].principal().contains(&env.key_id));
     let token = google.tokens.get("adc", AUD).await.unwrap();
     assert!(env.sandbox.verify_id_token(token.expose(), AUD).is_ok());
@@ -164,7 +169,7 @@ async fn adc_uses_google_application_credentials_then_the_metadata_server() {
     let on_gke = MapEnv::new()
         .with("GCE_METADATA_HOST", env.sandbox.metadata_host())
         .with("HOME", "/nonexistent");
-    let google = env.google_with(toml, &on_gke, Clock::system());
+    let google = env.services_with(&config, &on_gke, Clock::system());
     assert!(
         google.credentials["adc"]
             .principal()
@@ -185,12 +190,11 @@ async fn adc_refuses_a_persons_gcloud_login_at_start() {
     )
     .unwrap();
     let menv = MapEnv::new().with("CLOUDSDK_CONFIG", gcloud.to_str().unwrap());
-    let path = env.write_config("connector_id = \"t\"\n[connections.adc]\ncredentials = \"adc\"\n");
+    let path = env.write_config(&adc_config());
     let config = Config::load(&path, &menv).unwrap();
-    let err =
-        grantbridge::app::GoogleSide::build(config, &menv, Clock::system(), Default::default())
-            .err()
-            .expect("refused");
+    let err = grantbridge::app::Services::build(config, &menv, Clock::system(), Default::default())
+        .err()
+        .expect("refused");
     let text = err.to_string();
     assert!(
         text.contains("connections.adc")
@@ -203,12 +207,19 @@ async fn adc_refuses_a_persons_gcloud_login_at_start() {
 const TARGET: &str = "fn-invoker@sandbox-project.iam.gserviceaccount.com";
 const MIDDLE: &str = "delegate@sandbox-project.iam.gserviceaccount.com";
 
-fn impersonation_config(env: &crate::helpers::TestEnv, delegates: &str) -> String {
-    format!(
-        "connector_id = \"t\"\n[http]\nallow_insecure_loopback = true\n[connections.imp]\ncredentials = \"impersonate\"\ntarget_service_account = \"{TARGET}\"\ndelegates = [{delegates}]\nkey_file = \"{}\"\niam_credentials_url = \"{}\"\n",
-        env.key_file.display(),
-        env.sandbox.iam_credentials_url()
-    )
+fn impersonation_config(env: &TestEnv, delegates: &[&str]) -> DaemonConfig {
+    DaemonConfig::new("t")
+        .set("connections.imp.credentials", "impersonate")
+        .set("connections.imp.target_service_account", TARGET)
+        .set("connections.imp.delegates", delegates.to_vec())
+        .set(
+            "connections.imp.key_file",
+            env.key_file.display().to_string(),
+        )
+        .set(
+            "connections.imp.iam_credentials_url",
+            env.sandbox.iam_credentials_url(),
+        )
 }
 
 #[tokio::test]
@@ -216,7 +227,7 @@ async fn impersonation_mints_as_the_target_with_token_creator() {
     let env = spawn_env().await;
     env.sandbox.create_service_account(TARGET);
     env.sandbox.grant_token_creator(TARGET, SA);
-    let google = env.google(&impersonation_config(&env, ""));
+    let google = env.services(&impersonation_config(&env, &[]));
     let token = google.tokens.get("imp", AUD).await.unwrap();
     let claims = env.sandbox.verify_id_token(token.expose(), AUD).unwrap();
     assert_eq!(
@@ -237,7 +248,7 @@ async fn impersonation_mints_as_the_target_with_token_creator() {
 async fn impersonation_without_token_creator_says_which_role_to_grant() {
     let env = spawn_env().await;
     env.sandbox.create_service_account(TARGET);
-    let google = env.google(&impersonation_config(&env, ""));
+    let google = env.services(&impersonation_config(&env, &[]));
     let err = google.tokens.get("imp", AUD).await.unwrap_err().to_string();
     assert!(
         err.contains("403")
@@ -254,7 +265,7 @@ async fn impersonation_through_a_delegation_chain() {
     env.sandbox.create_service_account(MIDDLE);
     env.sandbox.grant_token_creator(MIDDLE, SA);
     env.sandbox.grant_token_creator(TARGET, MIDDLE);
-    let google = env.google(&impersonation_config(&env, &format!("\"{MIDDLE}\"")));
+    let google = env.services(&impersonation_config(&env, &[MIDDLE]));
     let token = google.tokens.get("imp", AUD).await.unwrap();
     assert_eq!(token.email.as_deref(), Some(TARGET));
 }
@@ -275,11 +286,7 @@ async fn an_impersonated_service_account_adc_file_works() {
     let adc_path = env.dir.path().join("adc.json");
     std::fs::write(&adc_path, adc.to_string()).unwrap();
     let menv = MapEnv::new().with("GOOGLE_APPLICATION_CREDENTIALS", adc_path.to_str().unwrap());
-    let google = env.google_with(
-        "connector_id = \"t\"\n[http]\nallow_insecure_loopback = true\n[connections.adc]\n",
-        &menv,
-        Clock::system(),
-    );
+    let google = env.services_with(&adc_config(), &menv, Clock::system());
     let token = google.tokens.get("adc", AUD).await.unwrap();
     assert_eq!(
         env.sandbox
@@ -323,7 +330,7 @@ async fn googles_transient_token_errors_are_retried() {
     key["token_uri"] = serde_json::json!(format!("http://{addr}/token"));
     let key_file = env.dir.path().join("flaky-google.json");
     std::fs::write(&key_file, key.to_string()).unwrap();
-    let google = env.google(&key_config(&key_file));
+    let google = env.services(&DaemonConfig::new("t").key_file_connection("prod", &key_file));
     let token = google
         .tokens
         .get("prod", AUD)

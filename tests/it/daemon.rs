@@ -5,14 +5,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use grantbridge::contract::ErrorCode;
-use grantbridge::sandbox::{Faults, Outage};
+use grantbridge_sandbox::{Faults, Outage};
 use serde_json::json;
 
-use crate::helpers::{
-    DaemonSpec, PUSH_SECRET, action, push, spawn_control_plane, spawn_daemon_process, spawn_env,
-    start_daemon,
-};
+use crate::helpers::{PUSH_SECRET, RunningDaemon, action, spawn_control_plane, spawn_env};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -30,11 +26,8 @@ async fn poll_mode_runs_and_reports_every_action_once() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let daemon = start_daemon(
-        &env,
-        &env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")])),
-    )
-    .await;
+    let daemon =
+        RunningDaemon::start(&env, &env.daemon_config(&cp, &[("orders-db", "grant-db")])).await;
     let ids: Vec<String> = (0..25)
         .map(|i| cp.enqueue(action(&format!("act-{i}"), "orders-db")))
         .collect();
@@ -79,11 +72,8 @@ async fn invalid_actions_fail_with_the_matching_code_and_never_reach_a_function(
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let daemon = start_daemon(
-        &env,
-        &env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")])),
-    )
-    .await;
+    let daemon =
+        RunningDaemon::start(&env, &env.daemon_config(&cp, &[("orders-db", "grant-db")])).await;
     cp.enqueue(action("unknown", "payroll"));
     cp.enqueue(json!({"id": "bad-event", "integration": "orders-db", "event_type": "delete-everything", "params": {}}));
     cp.enqueue(json!({"id": "bad-params", "integration": "orders-db", "event_type": "grant-access", "params": {"grant_id": "g"}}));
@@ -93,11 +83,11 @@ async fn invalid_actions_fail_with_the_matching_code_and_never_reach_a_function(
     cp.enqueue(late);
     let results = cp.wait_for_results(5, WAIT).await;
     let code = |id: &str| results[id].parsed.error_code();
-    assert_eq!(code("unknown"), Some(ErrorCode::UnknownIntegration));
-    assert_eq!(code("bad-event"), Some(ErrorCode::UnsupportedEventType));
-    assert_eq!(code("bad-params"), Some(ErrorCode::InvalidAction));
-    assert_eq!(code("not-object"), Some(ErrorCode::InvalidAction));
-    assert_eq!(code("late"), Some(ErrorCode::Expired));
+    assert_eq!(code("unknown"), Some("unknown_integration"));
+    assert_eq!(code("bad-event"), Some("unsupported_event_type"));
+    assert_eq!(code("bad-params"), Some("invalid_action"));
+    assert_eq!(code("not-object"), Some("invalid_action"));
+    assert_eq!(code("late"), Some("expired"));
     assert!(
         results
             .values()
@@ -119,11 +109,10 @@ async fn leases_are_extended_while_a_slow_action_runs() {
         },
     );
     let cp = spawn_control_plane().await;
-    let spec = DaemonSpec {
-        lease: "2s",
-        ..DaemonSpec::new(&env, &[("slow", "slow")])
-    };
-    let daemon = start_daemon(&env, &env.daemon_toml(&cp, &spec)).await;
+    let spec = env
+        .daemon_config(&cp, &[("slow", "slow")])
+        .set("control_plane.lease", "2s");
+    let daemon = RunningDaemon::start(&env, &spec).await;
     cp.enqueue(action("slow-1", "slow"));
     let results = cp.wait_for_results(1, WAIT).await;
     assert!(results["slow-1"].parsed.succeeded());
@@ -145,16 +134,14 @@ async fn push_mode_records_before_answering_and_waits_on_request() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let spec = DaemonSpec {
-        poll: false,
-        push: true,
-        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
-    };
-    let daemon = start_daemon(&env, &env.daemon_toml(&cp, &spec)).await;
-    let addr = daemon.push_addr.unwrap();
+    let spec = env.with_push(
+        env.daemon_config(&cp, &[("orders-db", "grant-db")])
+            .set("control_plane.poll", false),
+    );
+    let daemon = RunningDaemon::start(&env, &spec).await;
 
     let body = action("push-1", "orders-db").to_string();
-    let r = push(addr, "POST", "/v1/actions", &body, PUSH_SECRET, 0).await;
+    let r = daemon.signed("POST", "/v1/actions", &body, 0).await;
     assert_eq!(r.status(), 202);
     assert_eq!(
         r.json::<serde_json::Value>().await.unwrap(),
@@ -162,7 +149,7 @@ async fn push_mode_records_before_answering_and_waits_on_request() {
     );
 
     let body = action("push-2", "orders-db").to_string();
-    let r = push(addr, "POST", "/v1/actions?wait=20", &body, PUSH_SECRET, 0).await;
+    let r = daemon.signed("POST", "/v1/actions?wait=20", &body, 0).await;
     assert_eq!(r.status(), 200);
     let result: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
@@ -174,7 +161,7 @@ async fn push_mode_records_before_answering_and_waits_on_request() {
     let results = cp.wait_for_results(2, WAIT).await;
     assert!(results["push-1"].pushed && results["push-1"].parsed.succeeded());
 
-    let r = push(addr, "GET", "/v1/actions/push-1", "", PUSH_SECRET, 0).await;
+    let r = daemon.signed("GET", "/v1/actions/push-1", "", 0).await;
     assert_eq!(r.status(), 200);
     let s: serde_json::Value = r.json().await.unwrap();
     assert_eq!(
@@ -182,22 +169,15 @@ async fn push_mode_records_before_answering_and_waits_on_request() {
         (Some("succeeded"), Some("succeeded"))
     );
     assert_eq!(
-        push(addr, "GET", "/v1/actions/nope", "", PUSH_SECRET, 0)
+        daemon
+            .signed("GET", "/v1/actions/nope", "", 0)
             .await
             .status(),
         404
     );
 
     // The same id again: answered from the journal, not invoked again.
-    let r = push(
-        addr,
-        "POST",
-        "/v1/actions",
-        &action("push-1", "orders-db").to_string(),
-        PUSH_SECRET,
-        0,
-    )
-    .await;
+    let r = daemon.push(&action("push-1", "orders-db")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.json::<serde_json::Value>().await.unwrap()["status"],
@@ -212,37 +192,32 @@ async fn push_requests_must_be_signed_fresh_and_small() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let spec = DaemonSpec {
-        poll: false,
-        push: true,
-        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
-    };
-    let daemon = start_daemon(&env, &env.daemon_toml(&cp, &spec)).await;
+    let spec = env.with_push(
+        env.daemon_config(&cp, &[("orders-db", "grant-db")])
+            .set("control_plane.poll", false),
+    );
+    let daemon = RunningDaemon::start(&env, &spec).await;
     let addr = daemon.push_addr.unwrap();
     let body = action("sig-1", "orders-db").to_string();
 
     // Wrong secret, and a replay of a request signed 301 s ago: 401, nothing recorded.
     assert_eq!(
-        push(
-            addr,
-            "POST",
-            "/v1/actions",
-            &body,
-            "another-secret-0123456789",
-            0
-        )
-        .await
-        .status(),
-        401
-    );
-    assert_eq!(
-        push(addr, "POST", "/v1/actions", &body, PUSH_SECRET, -301)
+        daemon
+            .signed_with("another-secret-0123456789", "POST", "/v1/actions", &body, 0)
             .await
             .status(),
         401
     );
     assert_eq!(
-        push(addr, "POST", "/v1/actions", &body, PUSH_SECRET, 301)
+        daemon
+            .signed("POST", "/v1/actions", &body, -301)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        daemon
+            .signed("POST", "/v1/actions", &body, 301)
             .await
             .status(),
         401
@@ -255,7 +230,8 @@ async fn push_requests_must_be_signed_fresh_and_small() {
         .unwrap();
     assert_eq!(unsigned.status(), 401);
     assert_eq!(
-        push(addr, "GET", "/v1/actions/sig-1", "", PUSH_SECRET, 0)
+        daemon
+            .signed("GET", "/v1/actions/sig-1", "", 0)
             .await
             .status(),
         404,
@@ -276,13 +252,15 @@ async fn push_requests_must_be_signed_fresh_and_small() {
 
     // A replay inside the window is answered from the journal: one invocation.
     assert_eq!(
-        push(addr, "POST", "/v1/actions?wait=20", &body, PUSH_SECRET, 0)
+        daemon
+            .signed("POST", "/v1/actions?wait=20", &body, 0)
             .await
             .status(),
         200
     );
     assert_eq!(
-        push(addr, "POST", "/v1/actions", &body, PUSH_SECRET, 0)
+        daemon
+            .signed("POST", "/v1/actions", &body, 0)
             .await
             .status(),
         200
@@ -293,31 +271,20 @@ async fn push_requests_must_be_signed_fresh_and_small() {
     let mut big = action("big-1", "orders-db");
     big["params"]["padding"] = json!("x".repeat(5000));
     assert_eq!(
-        push(
-            addr,
-            "POST",
-            "/v1/actions",
-            &big.to_string(),
-            PUSH_SECRET,
-            0
-        )
-        .await
-        .status(),
+        daemon
+            .signed("POST", "/v1/actions", &big.to_string(), 0)
+            .await
+            .status(),
         413
     );
-    let r = push(
-        addr,
-        "POST",
-        "/v1/actions",
-        r#"{"id":"x y"}"#,
-        PUSH_SECRET,
-        0,
-    )
-    .await;
+    let r = daemon
+        .signed("POST", "/v1/actions", r#"{"id":"x y"}"#, 0)
+        .await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("id"));
     assert_eq!(
-        push(addr, "POST", "/v1/actions?wait=61", &body, PUSH_SECRET, 0)
+        daemon
+            .signed("POST", "/v1/actions?wait=61", &body, 0)
             .await
             .status(),
         400
@@ -337,11 +304,10 @@ async fn results_survive_a_control_plane_outage_and_arrive_once() {
         },
     );
     let cp = spawn_control_plane().await;
-    let spec = DaemonSpec {
-        engine: "per_integration_concurrency = 20",
-        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
-    };
-    let daemon = start_daemon(&env, &env.daemon_toml(&cp, &spec)).await;
+    let spec = env
+        .daemon_config(&cp, &[("orders-db", "grant-db")])
+        .set("engine.per_integration_concurrency", 20);
+    let daemon = RunningDaemon::start(&env, &spec).await;
     for i in 0..20 {
         cp.enqueue(action(&format!("out-{i}"), "orders-db"));
     }
@@ -381,15 +347,12 @@ async fn actions_cut_off_by_shutdown_resume_with_the_same_idempotency_key() {
         },
     );
     let cp = spawn_control_plane().await;
-    let spec = DaemonSpec {
-        engine: "shutdown_grace = \"1s\"",
-        integration_extra: "timeout = \"30s\"",
-        ..DaemonSpec::new(&env, &[("stuck", "stuck")])
-    };
-    let toml = env
-        .daemon_toml(&cp, &spec)
-        .replace("shutdown_grace = \"5s\"\n", "");
-    let daemon = start_daemon(&env, &toml).await;
+    let spec = env
+        .daemon_config(&cp, &[("stuck", "stuck")])
+        .set("engine.shutdown_grace", "1s")
+        .every_integration("timeout", "30s");
+    let toml = spec.clone().remove("engine.shutdown_grace");
+    let daemon = RunningDaemon::start(&env, &toml).await;
     cp.enqueue(action("cut-1", "stuck"));
     env.sandbox.wait_for_invocations("stuck", 1).await;
     let summary = daemon.stop().await;
@@ -397,7 +360,7 @@ async fn actions_cut_off_by_shutdown_resume_with_the_same_idempotency_key() {
     assert!(cp.result("cut-1").is_none());
 
     // Next start: resumed from the journal, same key; the function answers now.
-    let daemon = start_daemon(&env, &toml).await;
+    let daemon = RunningDaemon::start(&env, &toml).await;
     let results = cp.wait_for_results(1, WAIT).await;
     assert!(results["cut-1"].parsed.succeeded());
     let calls = env.sandbox.invocations("stuck");
@@ -415,23 +378,19 @@ async fn a_redelivered_finished_action_is_answered_from_the_journal() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let spec = DaemonSpec {
-        push: true,
-        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
-    };
-    let daemon = start_daemon(&env, &env.daemon_toml(&cp, &spec)).await;
+    let spec = env.with_push(env.daemon_config(&cp, &[("orders-db", "grant-db")]));
+    let daemon = RunningDaemon::start(&env, &spec).await;
     cp.enqueue(action("dup-1", "orders-db"));
     cp.wait_for_results(1, WAIT).await;
     // The same id arrives again by push: no second invocation.
-    let r = push(
-        daemon.push_addr.unwrap(),
-        "POST",
-        "/v1/actions?wait=5",
-        &action("dup-1", "orders-db").to_string(),
-        PUSH_SECRET,
-        0,
-    )
-    .await;
+    let r = daemon
+        .signed(
+            "POST",
+            "/v1/actions?wait=5",
+            &action("dup-1", "orders-db").to_string(),
+            0,
+        )
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(env.sandbox.invocations("grant-db").len(), 1);
     daemon.stop().await;
@@ -449,9 +408,8 @@ async fn sigterm_drains_flushes_and_exits_zero() {
         },
     );
     let cp = spawn_control_plane().await;
-    let mut child = spawn_daemon_process(
-        &env,
-        &env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")])),
+    let mut child = env.spawn_process(
+        &env.daemon_config(&cp, &[("orders-db", "grant-db")]),
         "term",
     );
     for i in 0..5 {
@@ -495,21 +453,20 @@ async fn sigkill_mid_run_then_restart_every_action_ends_with_one_accepted_result
         },
     );
     let cp = spawn_control_plane().await;
-    let spec = DaemonSpec {
-        lease: "3s",
-        engine: "per_integration_concurrency = 4",
-        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
-    };
-    let toml = env.daemon_toml(&cp, &spec);
+    let spec = env
+        .daemon_config(&cp, &[("orders-db", "grant-db")])
+        .set("control_plane.lease", "3s")
+        .set("engine.per_integration_concurrency", 4);
+    let toml = spec.clone();
     const N: usize = 60;
     for i in 0..N {
         cp.enqueue(action(&format!("kill-{i}"), "orders-db"));
     }
-    let mut first = spawn_daemon_process(&env, &toml, "kill-a");
+    let mut first = env.spawn_process(&toml, "kill-a");
     cp.wait_for_results(15, WAIT).await;
     first.kill().await.unwrap(); // SIGKILL
     let before = cp.results().len();
-    let mut second = spawn_daemon_process(&env, &toml, "kill-b");
+    let mut second = env.spawn_process(&toml, "kill-b");
     let results = cp.wait_for_results(N, WAIT).await;
     second.kill().await.unwrap();
     assert_eq!(results.len(), N, "every action has an accepted result");
@@ -538,26 +495,26 @@ async fn two_instances_share_a_connector_and_survive_losing_one() {
         },
     );
     let cp = spawn_control_plane().await;
-    let a = DaemonSpec {
-        lease: "2s",
-        instance_id: "gb-a/1",
-        journal: env.dir.path().join("a.db"),
-        engine: "per_integration_concurrency = 4\nmax_concurrency = 4",
-        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
-    };
-    let b = DaemonSpec {
-        lease: "2s",
-        instance_id: "gb-b/1",
-        journal: env.dir.path().join("b.db"),
-        engine: "per_integration_concurrency = 4\nmax_concurrency = 4",
-        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
-    };
+    let a = env
+        .daemon_config(&cp, &[("orders-db", "grant-db")])
+        .set("control_plane.lease", "2s")
+        .instance_id("gb-a/1")
+        .journal(&env.dir.path().join("a.db"))
+        .set("engine.per_integration_concurrency", 4)
+        .set("engine.max_concurrency", 4);
+    let b = env
+        .daemon_config(&cp, &[("orders-db", "grant-db")])
+        .set("control_plane.lease", "2s")
+        .instance_id("gb-b/1")
+        .journal(&env.dir.path().join("b.db"))
+        .set("engine.per_integration_concurrency", 4)
+        .set("engine.max_concurrency", 4);
     const N: usize = 80;
     for i in 0..N {
         cp.enqueue(action(&format!("ha-{i}"), "orders-db"));
     }
-    let mut inst_a = spawn_daemon_process(&env, &env.daemon_toml(&cp, &a), "ha-a");
-    let mut inst_b = spawn_daemon_process(&env, &env.daemon_toml(&cp, &b), "ha-b");
+    let mut inst_a = env.spawn_process(&a.clone(), "ha-a");
+    let mut inst_b = env.spawn_process(&b.clone(), "ha-b");
     cp.wait_for_results(20, WAIT).await;
     inst_a.kill().await.unwrap();
     let results = cp.wait_for_results(N, WAIT).await;
@@ -589,13 +546,13 @@ async fn audit_command_reads_the_journal() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let toml = env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")]));
-    let daemon = start_daemon(&env, &toml).await;
+    let toml = env.daemon_config(&cp, &[("orders-db", "grant-db")]);
+    let daemon = RunningDaemon::start(&env, &toml).await;
     cp.enqueue(action("aud-1", "orders-db"));
     cp.wait_for_results(1, WAIT).await;
     daemon.stop().await;
     let config = env.dir.path().join("audit.toml");
-    std::fs::write(&config, &toml).unwrap();
+    toml.write_to(&config).unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
         .arg("--config")
         .arg(&config)
@@ -636,11 +593,10 @@ async fn a_refused_connector_token_means_not_ready_and_slow_retries_until_it_is_
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
     cp.revoke_token(crate::helpers::CP_TOKEN);
-    let spec = DaemonSpec {
-        control_plane: "unauthorized_retry = \"1s\"",
-        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
-    };
-    let daemon = start_daemon(&env, &env.daemon_toml(&cp, &spec)).await;
+    let spec = env
+        .daemon_config(&cp, &[("orders-db", "grant-db")])
+        .set("control_plane.unauthorized_retry", "1s");
+    let daemon = RunningDaemon::start(&env, &spec).await;
     cp.enqueue(action("auth-1", "orders-db"));
     let deadline = tokio::time::Instant::now() + WAIT;
     // The daemon is told no, says so, and keeps asking slowly.
@@ -649,7 +605,7 @@ async fn a_refused_connector_token_means_not_ready_and_slow_retries_until_it_is_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        !daemon.status.control_plane_auth_ok.load(Ordering::SeqCst),
+        !daemon.state.auth_ok.load(Ordering::SeqCst),
         "not ready while the token is refused"
     );
     assert!(env.sandbox.invocations("grant-db").is_empty());
@@ -657,7 +613,7 @@ async fn a_refused_connector_token_means_not_ready_and_slow_retries_until_it_is_
     cp.add_token(crate::helpers::CP_TOKEN);
     let results = cp.wait_for_results(1, WAIT).await;
     assert!(results["auth-1"].parsed.succeeded());
-    assert!(daemon.status.control_plane_auth_ok.load(Ordering::SeqCst));
+    assert!(daemon.state.auth_ok.load(Ordering::SeqCst));
     daemon.stop().await;
 }
 
@@ -669,11 +625,8 @@ async fn control_plane_retry_after_is_honoured() {
     cp.fail_next(1, 429, Some(2));
     cp.enqueue(action("ra-1", "orders-db"));
     let started = std::time::Instant::now();
-    let daemon = start_daemon(
-        &env,
-        &env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")])),
-    )
-    .await;
+    let daemon =
+        RunningDaemon::start(&env, &env.daemon_config(&cp, &[("orders-db", "grant-db")])).await;
     cp.wait_for_results(1, WAIT).await;
     assert!(
         started.elapsed() >= Duration::from_secs(2),
@@ -689,11 +642,8 @@ async fn list_resources_answers_reach_the_control_plane_intact() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let daemon = start_daemon(
-        &env,
-        &env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")])),
-    )
-    .await;
+    let daemon =
+        RunningDaemon::start(&env, &env.daemon_config(&cp, &[("orders-db", "grant-db")])).await;
     cp.enqueue(json!({"id": "list-1", "integration": "orders-db", "event_type": "list-resources", "params": {"resource_type": "db"}}));
     let results = cp.wait_for_results(1, WAIT).await;
     let f = results["list-1"].parsed.function.clone().unwrap();
@@ -718,68 +668,38 @@ async fn push_answers_503_with_retry_after_when_full_or_draining() {
         },
     );
     let cp = spawn_control_plane().await;
-    let spec = DaemonSpec {
-        poll: false,
-        push: true,
-        engine: "queue_capacity = 1\nshutdown_grace = \"1s\"",
-        integration_extra: "timeout = \"30s\"",
-        ..DaemonSpec::new(&env, &[("stuck", "stuck")])
-    };
-    let toml = env
-        .daemon_toml(&cp, &spec)
-        .replace("shutdown_grace = \"5s\"\n", "");
-    let daemon = start_daemon(&env, &toml).await;
-    let addr = daemon.push_addr.unwrap();
-    assert_eq!(
-        push(
-            addr,
-            "POST",
-            "/v1/actions",
-            &action("full-1", "stuck").to_string(),
-            PUSH_SECRET,
-            0
-        )
-        .await
-        .status(),
-        202
+    let spec = env.with_push(
+        env.daemon_config(&cp, &[("stuck", "stuck")])
+            .set("control_plane.poll", false)
+            .set("engine.queue_capacity", 1)
+            .set("engine.shutdown_grace", "1s")
+            .every_integration("timeout", "30s"),
     );
+    let toml = spec.clone().remove("engine.shutdown_grace");
+    let daemon = RunningDaemon::start(&env, &toml).await;
+    assert_eq!(daemon.push(&action("full-1", "stuck")).await.status(), 202);
     env.sandbox.wait_for_invocations("stuck", 1).await;
     // Full: one action in, capacity one.
-    let r = push(
-        addr,
-        "POST",
-        "/v1/actions",
-        &action("full-2", "stuck").to_string(),
-        PUSH_SECRET,
-        0,
-    )
-    .await;
+    let r = daemon.push(&action("full-2", "stuck")).await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
     assert_eq!(
-        push(addr, "GET", "/v1/actions/full-2", "", PUSH_SECRET, 0)
+        daemon
+            .signed("GET", "/v1/actions/full-2", "", 0)
             .await
             .status(),
         404,
         "not recorded"
     );
     // Draining: shutdown started, the stuck action holds the drain open.
-    daemon.shutdown.cancel();
+    daemon.request_stop();
     while !daemon.engine.is_draining() {
         tokio::task::yield_now().await;
     }
-    let r = push(
-        addr,
-        "POST",
-        "/v1/actions",
-        &action("late-1", "stuck").to_string(),
-        PUSH_SECRET,
-        0,
-    )
-    .await;
+    let r = daemon.push(&action("late-1", "stuck")).await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "5");
-    let summary = daemon.handle.await.unwrap();
+    let summary = daemon.stopped().await;
     assert_eq!(
         summary.left_unfinished, 1,
         "the stuck action stays in the journal for the next start"
@@ -791,93 +711,71 @@ async fn a_reload_rotates_push_secrets() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let spec = DaemonSpec {
-        poll: false,
-        push: true,
-        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
-    };
-    let toml = env.daemon_toml(&cp, &spec);
-    let daemon = start_daemon(&env, &toml).await;
-    let addr = daemon.push_addr.unwrap();
+    let spec = env.with_push(
+        env.daemon_config(&cp, &[("orders-db", "grant-db")])
+            .set("control_plane.poll", false),
+    );
+    let toml = spec.clone();
+    let daemon = RunningDaemon::start(&env, &toml).await;
     const NEXT: &str = "the-next-push-secret-0123456789";
     assert_eq!(
-        push(
-            addr,
-            "POST",
-            "/v1/actions",
-            &action("rot-1", "orders-db").to_string(),
-            NEXT,
-            0
-        )
-        .await
-        .status(),
+        daemon
+            .signed_with(
+                NEXT,
+                "POST",
+                "/v1/actions",
+                &action("rot-1", "orders-db").to_string(),
+                0
+            )
+            .await
+            .status(),
         401
     );
     // Rotation: the new secret is added next to the old one, then the old one removed.
     let next_file = env.dir.path().join("next-secret");
     std::fs::write(&next_file, NEXT).unwrap();
-    let with_both = toml.replace(
-        "secret_files = [",
-        &format!("secret_files = [\"{}\", ", next_file.display()),
-    );
-    std::fs::write(&daemon.config_path, &with_both).unwrap();
+    let old_file = env.dir.path().join("push-secret").display().to_string();
+    let next_file = next_file.display().to_string();
+    let with_both = toml
+        .clone()
+        .set("push.secret_files", vec![next_file.clone(), old_file]);
+    with_both.write_to(&daemon.config_path).unwrap();
     daemon.reloader.reload(&env.daemon_env()).unwrap();
     assert_eq!(
-        push(
-            addr,
-            "POST",
-            "/v1/actions",
-            &action("rot-2", "orders-db").to_string(),
-            NEXT,
-            0
-        )
-        .await
-        .status(),
+        daemon
+            .signed_with(
+                NEXT,
+                "POST",
+                "/v1/actions",
+                &action("rot-2", "orders-db").to_string(),
+                0
+            )
+            .await
+            .status(),
         202
     );
     assert_eq!(
-        push(
-            addr,
-            "POST",
-            "/v1/actions",
-            &action("rot-3", "orders-db").to_string(),
-            PUSH_SECRET,
-            0
-        )
-        .await
-        .status(),
+        daemon.push(&action("rot-3", "orders-db")).await.status(),
         202
     );
-    let only_next = with_both.replace(
-        &format!(", \"{}\"", env.dir.path().join("push-secret").display()),
-        "",
-    );
-    std::fs::write(&daemon.config_path, &only_next).unwrap();
+    let only_next = with_both.set("push.secret_files", vec![next_file]);
+    only_next.write_to(&daemon.config_path).unwrap();
     daemon.reloader.reload(&env.daemon_env()).unwrap();
     assert_eq!(
-        push(
-            addr,
-            "POST",
-            "/v1/actions",
-            &action("rot-4", "orders-db").to_string(),
-            PUSH_SECRET,
-            0
-        )
-        .await
-        .status(),
+        daemon.push(&action("rot-4", "orders-db")).await.status(),
         401
     );
     assert_eq!(
-        push(
-            addr,
-            "POST",
-            "/v1/actions",
-            &action("rot-5", "orders-db").to_string(),
-            NEXT,
-            0
-        )
-        .await
-        .status(),
+        daemon
+            .signed_with(
+                NEXT,
+                "POST",
+                "/v1/actions",
+                &action("rot-5", "orders-db").to_string(),
+                0
+            )
+            .await
+            .status(),
         202
     );
     daemon.stop().await;
@@ -889,12 +787,11 @@ async fn the_worker_step_is_a_plain_function() {
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
     // Push only and nothing pushed: the engine is idle, the test drives it.
-    let spec = DaemonSpec {
-        poll: false,
-        push: true,
-        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
-    };
-    let daemon = start_daemon(&env, &env.daemon_toml(&cp, &spec)).await;
+    let spec = env.with_push(
+        env.daemon_config(&cp, &[("orders-db", "grant-db")])
+            .set("control_plane.poll", false),
+    );
+    let daemon = RunningDaemon::start(&env, &spec).await;
     let ok = grantbridge::action::Action::from_value(&action("step-1", "orders-db")).unwrap();
     let (result, audit) = daemon.engine.process(&ok).await;
     assert!(result.succeeded());
@@ -904,7 +801,10 @@ async fn the_worker_step_is_a_plain_function() {
     );
     let unknown = grantbridge::action::Action::from_value(&action("step-2", "payroll")).unwrap();
     let (result, audit) = daemon.engine.process(&unknown).await;
-    assert_eq!(result.error_code(), Some(ErrorCode::UnknownIntegration));
+    assert_eq!(
+        result.error_code(),
+        Some(grantbridge::contract::ErrorCode::UnknownIntegration)
+    );
     assert!(audit.is_empty());
     assert_eq!(
         env.sandbox.invocations("grant-db").len(),

@@ -11,10 +11,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use grantbridge::sandbox::FunctionImpl;
+use grantbridge_sandbox::FunctionImpl;
+use grantbridge_sandbox::daemon_config::DaemonConfig;
 use serde_json::{Value, json};
 
-use crate::helpers::{DaemonSpec, SA, TestEnv, spawn_control_plane, spawn_env, start_daemon};
+use crate::helpers::{RunningDaemon, SA, TestEnv, spawn_control_plane, spawn_env};
 
 const WAIT: Duration = Duration::from_secs(60);
 const FUNCTION: &str = "grant-orders-db";
@@ -138,14 +139,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The harness's integration tables with the examples' custom parameter.
-fn with_role_prefix(toml: String) -> String {
-    let harness = "custom_parameters = { param1 = \"x\", nested = { a = 1 } }";
-    assert!(
-        toml.contains(harness),
-        "the harness config changed:\n{toml}"
-    );
-    toml.replace(harness, "custom_parameters = { role_prefix = \"orders_\" }")
+/// The harness's integration with the examples' custom parameter.
+fn with_role_prefix(env: &TestEnv, config: DaemonConfig) -> DaemonConfig {
+    config.integration(
+        INTEGRATION,
+        env.integration(FUNCTION)
+            .custom_parameters(json!({"role_prefix": "orders_"})),
+    )
 }
 
 fn access(id: &str, event_type: &str, resources: &[&str]) -> Value {
@@ -156,7 +156,7 @@ fn access(id: &str, event_type: &str, resources: &[&str]) -> Value {
 
 /// Enqueues one action and waits for its result (one at a time: the story's
 /// order matters), returning the reported result as JSON.
-async fn run_one(cp: &grantbridge::sandbox::ControlPlane, action: Value) -> Value {
+async fn run_one(cp: &grantbridge_sandbox::ControlPlane, action: Value) -> Value {
     let id = cp.enqueue(action);
     let count = cp.results().len() + 1;
     let results = cp.wait_for_results(count, WAIT).await;
@@ -188,8 +188,8 @@ async fn poll_mode_story(runtime: Runtime) {
     let env = spawn_env().await;
     let served = serve(&env, runtime).await;
     let cp = spawn_control_plane().await;
-    let toml = env.daemon_toml(&cp, &DaemonSpec::new(&env, &[(INTEGRATION, FUNCTION)]));
-    let daemon = start_daemon(&env, &with_role_prefix(toml)).await;
+    let toml = env.daemon_config(&cp, &[(INTEGRATION, FUNCTION)]);
+    let daemon = RunningDaemon::start(&env, &with_role_prefix(&env, toml)).await;
 
     let grant = run_one(
         &cp,
@@ -348,7 +348,8 @@ async fn dedupe_story(runtime: Runtime) {
     let env = spawn_env().await;
     let served = serve(&env, runtime).await;
     let config = env.write_config(&with_role_prefix(
-        env.config_toml(&[(INTEGRATION, FUNCTION)], ""),
+        &env,
+        env.config(&[(INTEGRATION, FUNCTION)]),
     ));
     let with_key = |key: &'static str| [GRANT, &["--idempotency-key", key]].concat();
 

@@ -1,20 +1,30 @@
-//! Test harness: a started sandbox with a service account and key on disk, and
-//! a grantbridge configuration pointing at it.
+//! Test harness: a started sandbox with a service account and key on disk,
+//! configurations built with the sandbox's typed [`DaemonConfig`], and the
+//! real daemon started through [`Application`] as a [`RunningDaemon`].
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grantbridge::app::GoogleSide;
+use grantbridge::app::{Application, Services};
 use grantbridge::clock::Clock;
 use grantbridge::config::Config;
+use grantbridge::daemon::{ControlPlaneState, Reloader, RunSummary};
+use grantbridge::engine::Engine;
 use grantbridge::env::MapEnv;
 use grantbridge::function::{Call, Invoker, Report};
-use grantbridge::metrics::Metrics;
 use grantbridge::retry::Backoff;
-use grantbridge::sandbox::{FunctionImpl, Sandbox, SandboxOptions};
+use grantbridge_sandbox::daemon_config::{DaemonConfig, Integration};
+use grantbridge_sandbox::pusher::Pusher;
+use grantbridge_sandbox::{
+    ControlPlane, ControlPlaneOptions, FunctionImpl, Sandbox, SandboxOptions,
+};
+use tokio_util::sync::CancellationToken;
 
 pub const SA: &str = "grantbridge@sandbox-project.iam.gserviceaccount.com";
+pub const CP_TOKEN: &str = "test-connector-token";
+pub const PUSH_SECRET: &str = "test-push-secret-0123456789abcdef";
 
 /// A sandbox, a temp dir holding `sa.json` (a key of `SA`), and helpers.
 pub struct TestEnv {
@@ -41,6 +51,16 @@ pub async fn spawn_env() -> TestEnv {
     }
 }
 
+pub async fn spawn_control_plane() -> ControlPlane {
+    ControlPlane::start(ControlPlaneOptions {
+        connector_id: "test".into(),
+        tokens: vec![CP_TOKEN.into()],
+        clock: grantbridge_sandbox::Clock::system(),
+    })
+    .await
+    .expect("control plane starts")
+}
+
 impl TestEnv {
     /// Deploys a sample function `name` that `SA` may invoke, returning its URL.
     pub fn deploy(&self, name: &str) -> String {
@@ -48,51 +68,103 @@ impl TestEnv {
             .deploy_function(name, FunctionImpl::Sample, &[SA])
     }
 
-    /// A config with connection `prod` (the key file) and one integration per
-    /// `(integration, function)`, each pointing at the sandbox URL; `extra` is
-    /// appended verbatim to every integration table.
-    pub fn config_toml(&self, integrations: &[(&str, &str)], extra: &str) -> String {
-        let mut toml = format!(
-            "connector_id = \"test\"\n[http]\nallow_insecure_loopback = true\n\n[connections.prod]\ncredentials = \"service_account_key\"\nkey_file = \"{}\"\n",
-            self.key_file.display()
-        );
-        for (name, function) in integrations {
-            toml.push_str(&format!(
-                "\n[integrations.{name}]\nconnection = \"prod\"\nproject_id = \"sandbox-project\"\nfunction = \"{function}\"\nurl = \"{}\"\ncustom_parameters = {{ param1 = \"x\", nested = {{ a = 1 }} }}\n{extra}\n",
-                self.sandbox.function_url(function)
-            ));
-        }
-        toml
+    /// The integration `name` calling the sandbox's `function` with connection
+    /// `prod`, and custom parameters with a nested table.
+    pub fn integration(&self, function: &str) -> Integration {
+        Integration::new(
+            "prod",
+            "sandbox-project",
+            function,
+            &self.sandbox.function_url(function),
+        )
+        .custom_parameters(serde_json::json!({"param1": "x", "nested": {"a": 1}}))
     }
 
-    pub fn write_config(&self, toml: &str) -> PathBuf {
+    /// Connector `test`, connection `prod` (the key file) and one integration
+    /// per `(integration, function)`, each pointing at the sandbox.
+    pub fn config(&self, integrations: &[(&str, &str)]) -> DaemonConfig {
+        integrations.iter().fold(
+            DaemonConfig::new("test").key_file_connection("prod", &self.key_file),
+            |config, (name, function)| config.integration(name, self.integration(function)),
+        )
+    }
+
+    /// [`TestEnv::config`] plus a control plane, a journal in the temp dir, a
+    /// short shutdown grace and the admin listener: what the daemon needs.
+    pub fn daemon_config(&self, cp: &ControlPlane, integrations: &[(&str, &str)]) -> DaemonConfig {
+        self.config(integrations)
+            .instance_id("it-0/0001")
+            .control_plane(&cp.url(), "CP_TOKEN")
+            .journal(&self.dir.path().join("journal.db"))
+            .set("engine.shutdown_grace", "5s")
+            .admin()
+    }
+
+    /// `config` with push mode on (the test secret, 4 KiB bodies).
+    pub fn with_push(&self, config: DaemonConfig) -> DaemonConfig {
+        let secret = self.dir.path().join("push-secret");
+        std::fs::write(&secret, PUSH_SECRET).unwrap();
+        config.push(&secret).set("push.max_body_bytes", 4096)
+    }
+
+    pub fn write_config(&self, config: &DaemonConfig) -> PathBuf {
         let path = self.dir.path().join("grantbridge.toml");
-        std::fs::write(&path, toml).unwrap();
+        config.write_to(&path).unwrap();
         path
     }
 
-    pub fn google(&self, toml: &str) -> GoogleSide {
-        self.google_with(
-            toml,
+    pub fn services(&self, config: &DaemonConfig) -> Services {
+        self.services_with(
+            config,
             &MapEnv::new().with("HOME", "/nonexistent"),
             Clock::system(),
         )
     }
 
-    pub fn google_with(&self, toml: &str, env: &MapEnv, clock: Clock) -> GoogleSide {
-        let config = Config::load(&self.write_config(toml), env).expect("config loads");
-        GoogleSide::build(config, env, clock, Arc::new(Metrics::new())).expect("app builds")
+    pub fn services_with(&self, config: &DaemonConfig, env: &MapEnv, clock: Clock) -> Services {
+        let config = Config::load(&self.write_config(config), env).expect("config loads");
+        Services::build(
+            config,
+            env,
+            clock,
+            Arc::new(grantbridge::metrics::Metrics::new()),
+        )
+        .expect("services build")
+    }
+
+    pub fn daemon_env(&self) -> MapEnv {
+        MapEnv::new()
+            .with("CP_TOKEN", CP_TOKEN)
+            .with("HOME", self.dir.path().display().to_string())
+    }
+
+    /// A `grantbridge run` child process (for SIGKILL and SIGTERM tests).
+    pub fn spawn_process(&self, config: &DaemonConfig, name: &str) -> tokio::process::Child {
+        let path = self.dir.path().join(format!("{name}.toml"));
+        config.write_to(&path).unwrap();
+        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+            .arg("--config")
+            .arg(&path)
+            .args(["--log-format", "json", "run"])
+            .env("CP_TOKEN", CP_TOKEN)
+            .env("HOME", self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("grantbridge run starts")
     }
 }
 
 /// An invoker with short backoff, so retry tests take milliseconds.
-pub fn fast_invoker(google: &GoogleSide) -> Invoker {
+pub fn fast_invoker(services: &Services) -> Invoker {
     Invoker::new(
         grantbridge::http::client().unwrap(),
-        google.tokens.clone(),
+        services.tokens.clone(),
         Clock::system(),
-        google.metrics.clone(),
-        google.config.http.max_response_bytes,
+        services.metrics.clone(),
+        services.config.http.max_response_bytes,
     )
     .with_backoff(Backoff {
         base: Duration::from_millis(10),
@@ -115,162 +187,135 @@ pub fn grant_call(key: &str) -> Call {
     }
 }
 
-pub async fn invoke(google: &GoogleSide, integration: &str, call: &Call) -> Report {
-    fast_invoker(google)
-        .invoke(&google.config.integrations[integration], call)
+pub async fn invoke(services: &Services, integration: &str, call: &Call) -> Report {
+    fast_invoker(services)
+        .invoke(&services.config.integrations[integration], call)
         .await
 }
 
-// ---- The daemon against the sandbox and the simulated control plane. ----
-
-use grantbridge::daemon::{Daemon, RunSummary};
-use grantbridge::engine::Engine;
-use grantbridge::sandbox::{ControlPlane, ControlPlaneOptions};
-use tokio_util::sync::CancellationToken;
-
-pub const CP_TOKEN: &str = "test-connector-token";
-pub const PUSH_SECRET: &str = "test-push-secret-0123456789abcdef";
-
-pub async fn spawn_control_plane() -> ControlPlane {
-    ControlPlane::start(ControlPlaneOptions {
-        connector_id: "test".into(),
-        tokens: vec![CP_TOKEN.into()],
-        clock: Clock::system(),
-    })
-    .await
-    .expect("control plane starts")
+/// A revoke-access action for `integration`.
+pub fn action(id: &str, integration: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "integration": integration, "event_type": "revoke-access", "params": {
+        "grant_id": format!("g-{id}"), "username": format!("{id}@example.com"), "resource_type": "db",
+        "resources": ["orders"], "permission": "read"}})
 }
 
-/// Where a daemon keeps its state, and the knobs tests turn.
-pub struct DaemonSpec<'a> {
-    pub integrations: &'a [(&'a str, &'a str)],
-    /// Extra keys for every integration table.
-    pub integration_extra: &'a str,
-    pub poll: bool,
-    pub push: bool,
-    pub lease: &'a str,
-    pub journal: PathBuf,
-    pub instance_id: &'a str,
-    /// Extra `[engine]` keys.
-    pub engine: &'a str,
-    /// Extra `[control_plane]` keys.
-    pub control_plane: &'a str,
-}
-
-impl<'a> DaemonSpec<'a> {
-    pub fn new(env: &TestEnv, integrations: &'a [(&'a str, &'a str)]) -> Self {
-        Self {
-            integrations,
-            integration_extra: "",
-            poll: true,
-            push: false,
-            lease: "30s",
-            journal: env.dir.path().join("journal.db"),
-            instance_id: "it-0/0001",
-            engine: "",
-            control_plane: "",
-        }
-    }
-}
-
-impl TestEnv {
-    /// A full daemon configuration pointing at this sandbox and `cp`.
-    pub fn daemon_toml(&self, cp: &ControlPlane, spec: &DaemonSpec) -> String {
-        let secret = self.dir.path().join("push-secret");
-        std::fs::write(&secret, PUSH_SECRET).unwrap();
-        let mut toml = format!(
-            "instance_id = \"{}\"\n{}",
-            spec.instance_id,
-            self.config_toml(spec.integrations, spec.integration_extra)
-        );
-        toml.push_str(&format!(
-            "\n[control_plane]\nurl = \"{}\"\ntoken_env = \"CP_TOKEN\"\npoll = {}\nwait = \"1s\"\nlease = \"{}\"\nheartbeat_interval = \"1s\"\n{}\n",
-            cp.url(),
-            spec.poll,
-            spec.lease,
-            spec.control_plane
-        ));
-        if spec.push {
-            toml.push_str(&format!("\n[push]\nlisten = \"127.0.0.1:0\"\nsecret_files = [\"{}\"]\nmax_body_bytes = 4096\n", secret.display()));
-        }
-        toml.push_str(&format!(
-            "\n[journal]\npath = \"{}\"\n\n[engine]\nshutdown_grace = \"5s\"\n{}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n", spec.journal.display(), spec.engine));
-        toml
-    }
-
-    pub fn daemon_env(&self) -> MapEnv {
-        MapEnv::new()
-            .with("CP_TOKEN", CP_TOKEN)
-            .with("HOME", self.dir.path().display().to_string())
-    }
-}
-
-/// A daemon running in this process.
+/// A daemon running in this process, started through [`Application`].
 pub struct RunningDaemon {
-    pub shutdown: CancellationToken,
-    pub handle: tokio::task::JoinHandle<RunSummary>,
-    pub push_addr: Option<std::net::SocketAddr>,
-    pub admin_addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<RunSummary>,
+    pub push_addr: Option<SocketAddr>,
+    pub admin_addr: SocketAddr,
     pub engine: Arc<Engine>,
-    pub status: Arc<grantbridge::daemon::Status>,
+    pub state: Arc<ControlPlaneState>,
     /// What SIGHUP does, for this daemon's configuration file.
-    pub reloader: grantbridge::daemon::Reloader,
+    pub reloader: Reloader,
     pub config_path: PathBuf,
 }
 
 impl RunningDaemon {
+    /// Writes `config` to a file of its own and starts the daemon on it.
+    pub async fn start(env: &TestEnv, config: &DaemonConfig) -> Self {
+        let path = env
+            .dir
+            .path()
+            .join(format!("daemon-{}.toml", unique_suffix()));
+        config.write_to(&path).unwrap();
+        let menv = env.daemon_env();
+        let loaded = Config::load(&path, &menv).expect("daemon config loads");
+        let app = Application::build(loaded, &menv, Clock::system())
+            .await
+            .expect("daemon builds");
+        let shutdown = CancellationToken::new();
+        Self {
+            push_addr: app.push_addr(),
+            admin_addr: app.admin_addr().expect("tests configure [admin]"),
+            engine: app.engine().clone(),
+            state: app.control_plane_state().clone(),
+            reloader: app.reloader(path.clone(), grantbridge::telemetry::LogHandle::inert()),
+            config_path: path,
+            handle: tokio::spawn({
+                let shutdown = shutdown.clone();
+                async move { app.run_until_stopped(shutdown).await.expect("daemon runs") }
+            }),
+            shutdown,
+        }
+    }
+
     /// Graceful stop (what SIGTERM does); returns how the run ended.
     pub async fn stop(self) -> RunSummary {
+        self.request_stop();
+        self.stopped().await
+    }
+
+    /// Starts the graceful stop without waiting for it.
+    pub fn request_stop(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Waits for the daemon to stop; how the run ended.
+    pub async fn stopped(self) -> RunSummary {
         self.handle.await.expect("daemon task")
     }
-}
 
-pub async fn start_daemon(env: &TestEnv, toml: &str) -> RunningDaemon {
-    let menv = env.daemon_env();
-    let path = env
-        .dir
-        .path()
-        .join(format!("daemon-{}.toml", rand_suffix()));
-    std::fs::write(&path, toml).unwrap();
-    let config = Config::load(&path, &menv).expect("daemon config loads");
-    let push = config.push.is_some();
-    let daemon = Daemon::build(config, &menv, Clock::system(), Arc::new(Metrics::new()))
-        .expect("daemon builds");
-    let engine = daemon.engine().clone();
-    let status = daemon.status().clone();
-    let reloader = daemon.reloader(path.clone(), grantbridge::telemetry::LogHandle::inert());
-    let (listener, push_addr) = if push {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = l.local_addr().unwrap();
-        (Some(l), Some(a))
-    } else {
-        (None, None)
-    };
-    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_addr = admin.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn({
-        let shutdown = shutdown.clone();
-        let listeners = grantbridge::daemon::Listeners {
-            push: listener,
-            admin: Some(admin),
-        };
-        async move { daemon.run(listeners, shutdown).await.expect("daemon runs") }
-    });
-    RunningDaemon {
-        shutdown,
-        handle,
-        push_addr,
-        admin_addr,
-        engine,
-        status,
-        reloader,
-        config_path: path,
+    /// Signs requests for this daemon's push endpoint with the test secret.
+    pub fn pusher(&self) -> Pusher {
+        Pusher::new(
+            self.push_addr.expect("the daemon runs in push mode"),
+            PUSH_SECRET,
+        )
+    }
+
+    /// Pushes `action` (signed `POST /v1/actions`).
+    pub async fn push(&self, action: &serde_json::Value) -> reqwest::Response {
+        self.signed("POST", "/v1/actions", &action.to_string(), 0)
+            .await
+    }
+
+    /// A signed request, its timestamp `ts_offset` seconds from now.
+    pub async fn signed(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        ts_offset: i64,
+    ) -> reqwest::Response {
+        self.pusher()
+            .send(method, path, body, ts_offset)
+            .await
+            .expect("the push endpoint answers")
+    }
+
+    /// A request signed with another secret.
+    pub async fn signed_with(
+        &self,
+        secret: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+        ts_offset: i64,
+    ) -> reqwest::Response {
+        self.pusher()
+            .send_with_secret(secret, method, path, body, ts_offset)
+            .await
+            .expect("the push endpoint answers")
+    }
+
+    /// `GET` on the admin listener: the status and the body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://{}{path}", self.admin_addr))
+            .send()
+            .await
+            .expect("the admin endpoint answers");
+        (r.status().as_u16(), r.text().await.unwrap())
     }
 }
 
-fn rand_suffix() -> String {
+fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
     format!(
@@ -278,50 +323,4 @@ fn rand_suffix() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     )
-}
-
-/// A `grantbridge run` child process (for SIGKILL and SIGTERM tests).
-pub fn spawn_daemon_process(env: &TestEnv, toml: &str, name: &str) -> tokio::process::Child {
-    let path = env.dir.path().join(format!("{name}.toml"));
-    std::fs::write(&path, toml).unwrap();
-    let log = std::fs::File::create(env.dir.path().join(format!("{name}.log"))).unwrap();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
-        .arg("--config")
-        .arg(&path)
-        .args(["--log-format", "json", "run"])
-        .env("CP_TOKEN", CP_TOKEN)
-        .env("HOME", env.dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("grantbridge run starts")
-}
-
-pub fn action(id: &str, integration: &str) -> serde_json::Value {
-    serde_json::json!({"id": id, "integration": integration, "event_type": "revoke-access", "params": {
-        "grant_id": format!("g-{id}"), "username": format!("{id}@example.com"), "resource_type": "db",
-        "resources": ["orders"], "permission": "read"}})
-}
-
-/// Sends a signed push request.
-pub async fn push(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    body: &str,
-    secret: &str,
-    ts_offset: i64,
-) -> reqwest::Response {
-    let ts = Clock::system().unix_secs() + ts_offset;
-    let sig = grantbridge::daemon::signature::sign(secret, ts, method, path, body.as_bytes());
-    reqwest::Client::new()
-        .request(method.parse().unwrap(), format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .header("x-grantbridge-timestamp", ts.to_string())
-        .header("x-grantbridge-signature", sig)
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
 }

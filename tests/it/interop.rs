@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use grantbridge::sandbox::FunctionImpl;
+use grantbridge_sandbox::FunctionImpl;
 
 use crate::helpers::{SA, spawn_env};
 
@@ -23,7 +23,7 @@ async fn google_auth_interoperates_with_the_sandbox_and_grantbridge_tokens() {
     let info = env.sandbox.create_service_account(SA);
     env.sandbox.attach_metadata_account(Some(SA));
     let fn_url = env.deploy("py-fn");
-    let google = env.google(&env.config_toml(&[], ""));
+    let google = env.services(&env.config(&[]));
     let ours = google.tokens.get("prod", &fn_url).await.unwrap();
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/google_auth_interop.py");
@@ -122,7 +122,7 @@ async fn a_functions_framework_function_behind_the_front_end_via_grantbridge_inv
     let upstream = url::Url::parse(&format!("http://127.0.0.1:{port}/")).unwrap();
     env.sandbox
         .deploy_function("grant-py", FunctionImpl::Proxy(upstream), &[SA]);
-    let config = env.write_config(&env.config_toml(&[("py-db", "grant-py")], ""));
+    let config = env.write_config(&env.config(&[("py-db", "grant-py")]));
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
         .arg("--config")

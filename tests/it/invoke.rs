@@ -5,7 +5,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use grantbridge::contract::{Body, ErrorCode, EventType};
 use grantbridge::function::{Call, Outcome};
-use grantbridge::sandbox::Faults;
+use grantbridge_sandbox::Faults;
+use grantbridge_sandbox::daemon_config::{DaemonConfig, Integration};
 use serde_json::json;
 
 use crate::helpers::{SA, grant_call, invoke, spawn_env};
@@ -21,7 +22,7 @@ fn failed_code(outcome: &Outcome) -> ErrorCode {
 async fn a_grant_sends_the_contract_request() {
     let env = spawn_env().await;
     let url = env.deploy("grant-db");
-    let google = env.google(&env.config_toml(&[("orders-db", "grant-db")], ""));
+    let google = env.services(&env.config(&[("orders-db", "grant-db")]));
     let report = invoke(&google, "orders-db", &grant_call("act-1")).await;
     assert_eq!(report.outcome, Outcome::Succeeded);
     assert_eq!((report.status, report.attempts), (Some(200), 1));
@@ -60,7 +61,7 @@ async fn a_grant_sends_the_contract_request() {
 async fn list_resources_answers_come_back_intact() {
     let env = spawn_env().await;
     env.deploy("grant-db");
-    let google = env.google(&env.config_toml(&[("orders-db", "grant-db")], ""));
+    let google = env.services(&env.config(&[("orders-db", "grant-db")]));
     let call = Call {
         event_type: EventType::ListResources,
         params: json!({"resource_type": "db"}).as_object().unwrap().clone(),
@@ -87,7 +88,7 @@ async fn transient_failures_are_retried_with_the_same_idempotency_key_and_trace(
             ..Default::default()
         },
     );
-    let google = env.google(&env.config_toml(&[("flaky", "flaky")], ""));
+    let google = env.services(&env.config(&[("flaky", "flaky")]));
     let report = invoke(&google, "flaky", &grant_call("act-flaky")).await;
     assert_eq!(report.outcome, Outcome::Succeeded);
     assert_eq!(report.attempts, 3);
@@ -101,7 +102,7 @@ async fn transient_failures_are_retried_with_the_same_idempotency_key_and_trace(
             .iter()
             .all(|c| c.idempotency_key.as_deref() == Some("act-flaky"))
     );
-    let trace = |c: &grantbridge::sandbox::Invocation| {
+    let trace = |c: &grantbridge_sandbox::Invocation| {
         c.traceparent
             .clone()
             .unwrap()
@@ -129,7 +130,7 @@ async fn retry_after_is_honoured() {
             ..Default::default()
         },
     );
-    let google = env.google(&env.config_toml(&[("throttled", "throttled")], ""));
+    let google = env.services(&env.config(&[("throttled", "throttled")]));
     let started = Instant::now();
     let report = invoke(&google, "throttled", &grant_call("act-429")).await;
     assert_eq!(report.outcome, Outcome::Succeeded);
@@ -153,7 +154,10 @@ async fn attempts_are_bounded_by_max_attempts() {
             ..Default::default()
         },
     );
-    let google = env.google(&env.config_toml(&[("down", "down")], "max_attempts = 3"));
+    let google = env.services(
+        &env.config(&[("down", "down")])
+            .every_integration("max_attempts", 3),
+    );
     let report = invoke(&google, "down", &grant_call("act-down")).await;
     assert_eq!(failed_code(&report.outcome), ErrorCode::FunctionUnavailable);
     assert!(matches!(
@@ -172,10 +176,10 @@ async fn not_an_invoker_is_a_permission_failure_naming_account_audience_and_role
     let env = spawn_env().await;
     let url = env.sandbox.deploy_function(
         "locked",
-        grantbridge::sandbox::FunctionImpl::Sample,
+        grantbridge_sandbox::FunctionImpl::Sample,
         &["someone-else@p.iam.gserviceaccount.com"],
     );
-    let google = env.google(&env.config_toml(&[("locked", "locked")], ""));
+    let google = env.services(&env.config(&[("locked", "locked")]));
     let report = invoke(&google, "locked", &grant_call("act-403")).await;
     let Outcome::Failed {
         code,
@@ -201,10 +205,10 @@ async fn not_an_invoker_is_a_permission_failure_naming_account_audience_and_role
 async fn a_wrong_audience_is_refused_by_the_front_end() {
     let env = spawn_env().await;
     env.deploy("grant-db");
-    let google = env.google(&env.config_toml(
-        &[("wrong-aud", "grant-db")],
-        "audience = \"https://elsewhere.example/x\"",
-    ));
+    let google = env.services(
+        &env.config(&[("wrong-aud", "grant-db")])
+            .every_integration("audience", "https://elsewhere.example/x"),
+    );
     let report = invoke(&google, "wrong-aud", &grant_call("act-401")).await;
     assert_eq!(failed_code(&report.outcome), ErrorCode::PermissionDenied);
     assert_eq!(report.status, Some(401));
@@ -229,7 +233,7 @@ async fn a_status_other_than_ok_in_a_2xx_body_is_a_function_error() {
             ..Default::default()
         },
     );
-    let google = env.google(&env.config_toml(&[("orders-db", "grant-db")], ""));
+    let google = env.services(&env.config(&[("orders-db", "grant-db")]));
     let report = invoke(&google, "orders-db", &grant_call("act-err")).await;
     let Outcome::Failed {
         code,
@@ -257,7 +261,7 @@ async fn other_4xx_are_permanent() {
             ..Default::default()
         },
     );
-    let google = env.google(&env.config_toml(&[("orders-db", "grant-db")], ""));
+    let google = env.services(&env.config(&[("orders-db", "grant-db")]));
     let report = invoke(&google, "orders-db", &grant_call("act-400")).await;
     assert_eq!(failed_code(&report.outcome), ErrorCode::FunctionError);
     assert_eq!(report.attempts, 1);
@@ -274,8 +278,11 @@ async fn a_hanging_function_times_out_and_is_retryable() {
             ..Default::default()
         },
     );
-    let google =
-        env.google(&env.config_toml(&[("slow", "slow")], "timeout = \"1s\"\nmax_attempts = 2"));
+    let google = env.services(
+        &env.config(&[("slow", "slow")])
+            .every_integration("timeout", "1s")
+            .every_integration("max_attempts", 2),
+    );
     let report = invoke(&google, "slow", &grant_call("act-hang")).await;
     let Outcome::Failed {
         code,
@@ -299,7 +306,7 @@ async fn a_hanging_function_times_out_and_is_retryable() {
 async fn not_after_in_the_past_means_no_call() {
     let env = spawn_env().await;
     env.deploy("grant-db");
-    let google = env.google(&env.config_toml(&[("orders-db", "grant-db")], ""));
+    let google = env.services(&env.config(&[("orders-db", "grant-db")]));
     let mut call = grant_call("act-late");
     call.not_after = Some(SystemTime::now() - Duration::from_secs(1));
     let report = invoke(&google, "orders-db", &call).await;
@@ -319,7 +326,7 @@ async fn not_after_stops_retries() {
             ..Default::default()
         },
     );
-    let google = env.google(&env.config_toml(&[("throttled", "throttled")], ""));
+    let google = env.services(&env.config(&[("throttled", "throttled")]));
     let mut call = grant_call("act-deadline");
     call.not_after = Some(SystemTime::now() + Duration::from_secs(5));
     let started = Instant::now();
@@ -346,11 +353,10 @@ async fn responses_over_the_limit_are_refused() {
             ..Default::default()
         },
     );
-    let toml = env.config_toml(&[("big", "big")], "").replace(
-        "allow_insecure_loopback = true",
-        "allow_insecure_loopback = true\nmax_response_bytes = 1024",
-    );
-    let google = env.google(&toml);
+    let toml = env
+        .config(&[("big", "big")])
+        .set("http.max_response_bytes", 1024);
+    let google = env.services(&toml);
     let report = invoke(&google, "big", &grant_call("act-big")).await;
     let Outcome::Failed { code, message, .. } = &report.outcome else {
         panic!()
@@ -384,11 +390,18 @@ async fn redirects_are_never_followed() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let env = spawn_env().await;
-    let toml = format!(
-        "connector_id = \"t\"\n[http]\nallow_insecure_loopback = true\n[connections.prod]\ncredentials = \"service_account_key\"\nkey_file = \"{}\"\n[integrations.r]\nconnection = \"prod\"\nproject_id = \"sandbox-project\"\nfunction = \"fn\"\nurl = \"http://{addr}/fn\"\n",
-        env.key_file.display()
-    );
-    let google = env.google(&toml);
+    let toml = DaemonConfig::new("t")
+        .key_file_connection("prod", &env.key_file)
+        .integration(
+            "r",
+            Integration::new(
+                "prod",
+                "sandbox-project",
+                "fn",
+                &format!("http://{addr}/fn"),
+            ),
+        );
+    let google = env.services(&toml);
     let report = invoke(&google, "r", &grant_call("act-redirect")).await;
     assert_eq!(failed_code(&report.outcome), ErrorCode::FunctionError);
     assert_eq!(report.status, Some(302));

@@ -6,16 +6,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    CP_TOKEN, DaemonSpec, PUSH_SECRET, SA, action, spawn_control_plane, spawn_daemon_process,
-    spawn_env, start_daemon,
+    CP_TOKEN, PUSH_SECRET, RunningDaemon, SA, action, spawn_control_plane, spawn_env,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
 
 fn check<'a>(body: &'a Value, name: &str) -> &'a Value {
     body["checks"]
@@ -31,17 +25,14 @@ async fn health_readiness_and_metrics() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let daemon = start_daemon(
-        &env,
-        &env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")])),
-    )
-    .await;
-    assert_eq!(get(daemon.admin_addr, "/healthz").await.0, 200);
+    let daemon =
+        RunningDaemon::start(&env, &env.daemon_config(&cp, &[("orders-db", "grant-db")])).await;
+    assert_eq!(daemon.admin_get("/healthz").await.0, 200);
     cp.enqueue(action("obs-1", "orders-db"));
     cp.enqueue(action("obs-2", "payroll"));
     cp.wait_for_results(2, WAIT).await;
 
-    let (status, body) = get(daemon.admin_addr, "/readyz").await;
+    let (status, body) = daemon.admin_get("/readyz").await;
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["ready"], true);
@@ -55,7 +46,7 @@ async fn health_readiness_and_metrics() {
             .contains("ID token valid")
     );
 
-    let (status, metrics) = get(daemon.admin_addr, "/metrics").await;
+    let (status, metrics) = daemon.admin_get("/metrics").await;
     assert_eq!(status, 200);
     for line in [
         r#"grantbridge_actions_total{integration="orders-db",event_type="revoke-access",outcome="succeeded"} 1"#,
@@ -80,17 +71,16 @@ async fn readiness_names_the_failing_check() {
     // A deleted key: the connection cannot mint. A revoked token: the control plane refuses it.
     env.sandbox.delete_key(SA, &env.key_id);
     cp.revoke_token(CP_TOKEN);
-    let spec = DaemonSpec {
-        control_plane: "unauthorized_retry = \"1s\"",
-        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
-    };
-    let daemon = start_daemon(&env, &env.daemon_toml(&cp, &spec)).await;
+    let spec = env
+        .daemon_config(&cp, &[("orders-db", "grant-db")])
+        .set("control_plane.unauthorized_retry", "1s");
+    let daemon = RunningDaemon::start(&env, &spec).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while cp.calls().unauthorized() == 0 {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, body) = get(daemon.admin_addr, "/readyz").await;
+    let (status, body) = daemon.admin_get("/readyz").await;
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["ready"], false);
@@ -113,7 +103,7 @@ async fn readiness_names_the_failing_check() {
         "{cpc}"
     );
     assert_eq!(check(&body, "journal")["ok"], true);
-    let (_, metrics) = get(daemon.admin_addr, "/metrics").await;
+    let (_, metrics) = daemon.admin_get("/metrics").await;
     assert!(
         metrics.contains(
             r#"grantbridge_control_plane_errors_total{call="lease",kind="unauthorized"}"#
@@ -125,7 +115,7 @@ async fn readiness_names_the_failing_check() {
         "{metrics}"
     );
     // The process itself is healthy: liveness must not restart it for this.
-    assert_eq!(get(daemon.admin_addr, "/healthz").await.0, 200);
+    assert_eq!(daemon.admin_get("/healthz").await.0, 200);
     daemon.stop().await;
 }
 
@@ -163,8 +153,8 @@ async fn sighup_reloads_integrations_and_refuses_a_broken_configuration() {
     env.deploy("grant-db");
     env.deploy("grant-crm");
     let cp = spawn_control_plane().await;
-    let before = env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")]));
-    let mut child = spawn_daemon_process(&env, &before, "reload");
+    let before = env.daemon_config(&cp, &[("orders-db", "grant-db")]);
+    let mut child = env.spawn_process(&before, "reload");
     let config = env.dir.path().join("reload.toml");
     let log = env.dir.path().join("reload.log");
     cp.enqueue(action("before-1", "orders-db"));
@@ -172,12 +162,9 @@ async fn sighup_reloads_integrations_and_refuses_a_broken_configuration() {
 
     // A new integration and new custom parameters, then SIGHUP.
     let after = env
-        .daemon_toml(
-            &cp,
-            &DaemonSpec::new(&env, &[("orders-db", "grant-db"), ("crm", "grant-crm")]),
-        )
-        .replace("param1 = \"x\"", "param1 = \"reloaded\"");
-    std::fs::write(&config, &after).unwrap();
+        .daemon_config(&cp, &[("orders-db", "grant-db"), ("crm", "grant-crm")])
+        .set("integrations.crm.custom_parameters.param1", "reloaded");
+    after.write_to(&config).unwrap();
     hup(&child).await;
     wait_for_log(&log, "configuration reloaded", 1).await;
     cp.enqueue(action("after-1", "crm"));
@@ -194,14 +181,12 @@ async fn sighup_reloads_integrations_and_refuses_a_broken_configuration() {
     );
 
     // A broken file is refused; the running configuration keeps working.
-    std::fs::write(
-        &config,
-        after.replace(
-            "[integrations.crm]",
-            "[integrations.crm]\nregion = \"mars-north1\"\nbogus = 1",
-        ),
-    )
-    .unwrap();
+    after
+        .clone()
+        .set("integrations.crm.region", "mars-north1")
+        .set("integrations.crm.bogus", 1)
+        .write_to(&config)
+        .unwrap();
     hup(&child).await;
     let text = wait_for_log(&log, "configuration reload refused", 1).await;
     assert!(text.contains("bogus"), "the refusal says why");
@@ -216,13 +201,10 @@ async fn debug_logs_carry_action_context_and_no_secret() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let spec = DaemonSpec {
-        push: true,
-        ..DaemonSpec::new(&env, &[("orders-db", "grant-db")])
-    };
-    let toml = env.daemon_toml(&cp, &spec);
+    let spec = env.with_push(env.daemon_config(&cp, &[("orders-db", "grant-db")]));
+    let toml = spec.clone();
     let path = env.dir.path().join("secrets.toml");
-    std::fs::write(&path, &toml).unwrap();
+    toml.write_to(&path).unwrap();
     let log_path = env.dir.path().join("secrets.log");
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
         .arg("--config")
@@ -311,12 +293,15 @@ async fn online_check_verdicts_reach_heartbeats_and_readiness() {
     // A public grant function: anyone on the internet could call it.
     env.sandbox.set_invokers("grant-db", &[SA, "allUsers"]);
     let cp = spawn_control_plane().await;
-    let toml = format!(
-        "{}\n[checks]\nonline = true\ninterval = \"10s\"\n\n[google]\ncloudfunctions_api = \"{}\"\n",
-        env.daemon_toml(&cp, &DaemonSpec::new(&env, &[("orders-db", "grant-db")])),
-        env.sandbox.cloudfunctions_api_url()
-    );
-    let daemon = start_daemon(&env, &toml).await;
+    let toml = env
+        .daemon_config(&cp, &[("orders-db", "grant-db")])
+        .set("checks.online", true)
+        .set("checks.interval", "10s")
+        .set(
+            "google.cloudfunctions_api",
+            env.sandbox.cloudfunctions_api_url(),
+        );
+    let daemon = RunningDaemon::start(&env, &toml).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let integration = loop {
         let hb = cp.heartbeats().remove("it-0/0001").map(|(hb, _)| hb);
@@ -334,7 +319,7 @@ async fn online_check_verdicts_reach_heartbeats_and_readiness() {
     };
     let detail = integration["detail"].as_str().unwrap();
     assert!(detail.contains("allUsers"), "{detail}");
-    let (status, body) = get(daemon.admin_addr, "/readyz").await;
+    let (status, body) = daemon.admin_get("/readyz").await;
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         status, 200,

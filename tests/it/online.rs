@@ -5,33 +5,34 @@
 use std::process::Output;
 use std::time::Duration;
 
-use grantbridge::app::GoogleSide;
-use grantbridge::check::{self, Severity, Status, Verdict};
+use grantbridge::app::Services;
+use grantbridge::check::{self, Severity, Verdict};
 use grantbridge::google::AccessToken;
 use grantbridge::google::functions_api::{ApiErrorKind, CloudFunctionsApi, FunctionName};
+use grantbridge::health::Health;
 use grantbridge::retry::Backoff;
-use grantbridge::sandbox::{FunctionImpl, FunctionMeta};
+use grantbridge_sandbox::daemon_config::DaemonConfig;
+use grantbridge_sandbox::{FunctionImpl, FunctionMeta};
 
 use crate::helpers::{SA, TestEnv, spawn_env};
 
 const PROJECT: &str = "sandbox-project";
 
-/// `config_toml` plus `[google]` pointing at the sandbox's Cloud Functions API.
-fn online_toml(env: &TestEnv, integrations: &[(&str, &str)], extra: &str) -> String {
-    format!(
-        "{}\n[google]\ncloudfunctions_api = \"{}\"\n",
-        env.config_toml(integrations, extra),
-        env.sandbox.cloudfunctions_api_url()
+/// [`TestEnv::config`] plus `[google]` pointing at the sandbox's Cloud Functions API.
+fn online_config(env: &TestEnv, integrations: &[(&str, &str)]) -> DaemonConfig {
+    env.config(integrations).set(
+        "google.cloudfunctions_api",
+        env.sandbox.cloudfunctions_api_url(),
     )
 }
 
 /// An integration without `url`: grantbridge uses the default 1st gen URL
 /// (`https://us-central1-sandbox-project.cloudfunctions.net/FUNCTION`).
-fn default_url_toml(env: &TestEnv, name: &str, function: &str) -> String {
-    format!(
-        "{}\n[integrations.{name}]\nconnection = \"prod\"\nproject_id = \"{PROJECT}\"\nfunction = \"{function}\"\n",
-        online_toml(env, &[], "")
-    )
+fn default_url_config(env: &TestEnv, name: &str, function: &str) -> DaemonConfig {
+    online_config(env, &[])
+        .set(&format!("integrations.{name}.connection"), "prod")
+        .set(&format!("integrations.{name}.project_id"), PROJECT)
+        .set(&format!("integrations.{name}.function"), function)
 }
 
 /// Deploys `function` as `SA` may invoke it, and lets `SA` read it and its policy.
@@ -42,8 +43,8 @@ fn deploy_readable(env: &TestEnv, function: &str) -> String {
     url
 }
 
-async fn check_one(env: &TestEnv, toml: &str) -> Verdict {
-    let google = env.google(toml);
+async fn check_one(env: &TestEnv, config: &DaemonConfig) -> Verdict {
+    let google = env.services(config);
     let mut verdicts = check::check_all(&google).await;
     assert_eq!(verdicts.len(), 1);
     verdicts.remove(0)
@@ -63,14 +64,14 @@ fn message<'a>(v: &'a Verdict, code: &str) -> &'a str {
 async fn a_healthy_integration_is_ok() {
     let env = spawn_env().await;
     deploy_readable(&env, "grant-db");
-    let v = check_one(&env, &online_toml(&env, &[("orders-db", "grant-db")], "")).await;
-    assert_eq!(v.status, Status::Ok, "{v:#?}");
+    let v = check_one(&env, &online_config(&env, &[("orders-db", "grant-db")])).await;
+    assert_eq!(v.status, Health::Ok, "{v:#?}");
     assert_eq!(codes(&v), ["timeout", "ingress", "invoke_permission"]);
     assert!(v.findings.iter().all(|f| f.severity == Severity::Info));
     assert!(message(&v, "invoke_permission").contains(SA));
     assert!(message(&v, "ingress").contains("ALLOW_ALL"));
     assert_eq!(v.function_url, env.sandbox.function_url("grant-db"));
-    assert_eq!(v.heartbeat_status(), "ok");
+    assert_eq!(v.status.as_str(), "ok");
     assert!(v.detail().starts_with("ok"));
     // The check never calls the function.
     assert!(env.sandbox.invocations("grant-db").is_empty());
@@ -80,19 +81,19 @@ async fn a_healthy_integration_is_ok() {
 async fn check_integration_checks_one_integration_with_a_given_client() {
     let env = spawn_env().await;
     deploy_readable(&env, "grant-db");
-    let google = env.google(&online_toml(&env, &[("orders-db", "grant-db")], ""));
+    let google = env.services(&online_config(&env, &[("orders-db", "grant-db")]));
     let api = check::api(&google.config).unwrap();
     let v = check::check_integration(&google, &api, &google.config.integrations["orders-db"]).await;
     assert_eq!(v.integration, "orders-db");
-    assert_eq!(v.status, Status::Ok, "{v:#?}");
+    assert_eq!(v.status, Health::Ok, "{v:#?}");
 }
 
 #[tokio::test]
 async fn a_missing_function_is_an_error_that_points_at_functions_list() {
     let env = spawn_env().await;
     env.sandbox.grant_viewer(&format!("projects/{PROJECT}"), SA);
-    let v = check_one(&env, &default_url_toml(&env, "hr", "grant-hr")).await;
-    assert_eq!(v.status, Status::Error);
+    let v = check_one(&env, &default_url_config(&env, "hr", "grant-hr")).await;
+    assert_eq!(v.status, Health::Error);
     let m = message(&v, "not_found");
     assert!(
         m.contains("grant-hr does not exist in region us-central1 of project sandbox-project"),
@@ -102,7 +103,7 @@ async fn a_missing_function_is_an_error_that_points_at_functions_list() {
         m.contains("grantbridge functions list --connection prod"),
         "{m}"
     );
-    assert_eq!(v.heartbeat_status(), "error");
+    assert_eq!(v.status.as_str(), "error");
 }
 
 #[tokio::test]
@@ -110,8 +111,8 @@ async fn an_unknown_non_cloudfunctions_url_is_checked_only_by_minting() {
     let env = spawn_env().await;
     env.sandbox.grant_viewer(&format!("projects/{PROJECT}"), SA);
     // Configured with an explicit URL (a local server, Cloud Run, ...) the API does not know.
-    let v = check_one(&env, &online_toml(&env, &[("local", "not-deployed")], "")).await;
-    assert_eq!(v.status, Status::Ok, "{v:#?}");
+    let v = check_one(&env, &online_config(&env, &[("local", "not-deployed")])).await;
+    assert_eq!(v.status, Health::Ok, "{v:#?}");
     let m = message(&v, "not_cloud_functions");
     assert!(m.contains("checked only by minting an ID token"), "{m}");
     assert!(m.contains("not a cloudfunctions.net URL"), "{m}");
@@ -128,8 +129,8 @@ async fn an_offline_function_is_an_error() {
             ..FunctionMeta::default()
         },
     );
-    let v = check_one(&env, &online_toml(&env, &[("orders-db", "grant-db")], "")).await;
-    assert_eq!(v.status, Status::Error);
+    let v = check_one(&env, &online_config(&env, &[("orders-db", "grant-db")])).await;
+    assert_eq!(v.status, Health::Error);
     assert!(message(&v, "not_active").contains("OFFLINE"));
 }
 
@@ -144,8 +145,8 @@ async fn a_second_gen_function_is_an_error_with_what_to_change() {
             ..FunctionMeta::default()
         },
     );
-    let v = check_one(&env, &online_toml(&env, &[("orders-db", "grant-db")], "")).await;
-    assert_eq!(v.status, Status::Error);
+    let v = check_one(&env, &online_config(&env, &[("orders-db", "grant-db")])).await;
+    assert_eq!(v.status, Health::Error);
     let m = message(&v, "gen2");
     assert!(
         m.contains("2nd gen") && m.contains("roles/run.invoker") && m.contains("`audience`"),
@@ -164,8 +165,8 @@ async fn an_event_driven_function_has_no_https_trigger() {
             ..FunctionMeta::default()
         },
     );
-    let v = check_one(&env, &online_toml(&env, &[("orders-db", "grant-db")], "")).await;
-    assert_eq!(v.status, Status::Error);
+    let v = check_one(&env, &online_config(&env, &[("orders-db", "grant-db")])).await;
+    assert_eq!(v.status, Health::Error);
     assert!(message(&v, "no_https_trigger").contains("--trigger-http"));
 }
 
@@ -174,8 +175,8 @@ async fn a_trigger_url_that_is_not_the_configured_url_is_an_error() {
     let env = spawn_env().await;
     let url = deploy_readable(&env, "grant-db");
     // The default URL (cloudfunctions.net) is not where this function answers.
-    let v = check_one(&env, &default_url_toml(&env, "orders-db", "grant-db")).await;
-    assert_eq!(v.status, Status::Error);
+    let v = check_one(&env, &default_url_config(&env, "orders-db", "grant-db")).await;
+    assert_eq!(v.status, Health::Error);
     let m = message(&v, "url_mismatch");
     assert!(m.contains(&format!("url = \"{url}\"")), "{m}");
     assert!(
@@ -195,9 +196,9 @@ async fn timeouts_that_do_not_fit_are_warnings() {
             ..FunctionMeta::default()
         },
     );
-    let v = check_one(&env, &online_toml(&env, &[("orders-db", "grant-db")], "")).await;
-    assert_eq!(v.status, Status::Warning);
-    assert_eq!(v.heartbeat_status(), "degraded");
+    let v = check_one(&env, &online_config(&env, &[("orders-db", "grant-db")])).await;
+    assert_eq!(v.status, Health::Degraded);
+    assert_eq!(v.status.as_str(), "degraded");
     let m = message(&v, "timeout_shorter");
     assert!(
         m.contains("60s") && m.contains("540s") && m.contains("execute twice"),
@@ -208,10 +209,10 @@ async fn timeouts_that_do_not_fit_are_warnings() {
         .set_function_meta("grant-db", FunctionMeta::default());
     let v = check_one(
         &env,
-        &online_toml(&env, &[("orders-db", "grant-db")], "timeout = \"300s\""),
+        &online_config(&env, &[("orders-db", "grant-db")]).every_integration("timeout", "300s"),
     )
     .await;
-    assert_eq!(v.status, Status::Warning);
+    assert_eq!(v.status, Health::Degraded);
     assert!(message(&v, "timeout_longer").contains("waits for nothing"));
 }
 
@@ -223,8 +224,8 @@ async fn a_missing_invoke_permission_is_an_error_naming_the_account_and_role() {
         "grant-db",
         &["someone-else@sandbox-project.iam.gserviceaccount.com"],
     );
-    let v = check_one(&env, &online_toml(&env, &[("orders-db", "grant-db")], "")).await;
-    assert_eq!(v.status, Status::Error);
+    let v = check_one(&env, &online_config(&env, &[("orders-db", "grant-db")])).await;
+    assert_eq!(v.status, Health::Error);
     let m = message(&v, "no_invoke_permission");
     assert!(m.contains(SA), "{m}");
     assert!(m.contains("roles/cloudfunctions.invoker"), "{m}");
@@ -241,8 +242,8 @@ async fn a_public_function_is_a_loud_warning() {
     let env = spawn_env().await;
     deploy_readable(&env, "grant-db");
     env.sandbox.set_invokers("grant-db", &[SA, "allUsers"]);
-    let v = check_one(&env, &online_toml(&env, &[("orders-db", "grant-db")], "")).await;
-    assert_eq!(v.status, Status::Warning, "{v:#?}");
+    let v = check_one(&env, &online_config(&env, &[("orders-db", "grant-db")])).await;
+    assert_eq!(v.status, Health::Degraded, "{v:#?}");
     let m = message(&v, "public_invoker");
     assert!(m.starts_with("PUBLIC FUNCTION: allUsers"), "{m}");
     assert!(m.contains("anyone on the internet can grant access"), "{m}");
@@ -254,8 +255,8 @@ async fn a_public_function_is_a_loud_warning() {
 
     env.sandbox
         .set_invokers("grant-db", &["allAuthenticatedUsers"]);
-    let v = check_one(&env, &online_toml(&env, &[("orders-db", "grant-db")], "")).await;
-    assert_eq!(v.status, Status::Warning);
+    let v = check_one(&env, &online_config(&env, &[("orders-db", "grant-db")])).await;
+    assert_eq!(v.status, Health::Degraded);
     assert!(message(&v, "public_invoker").contains("allAuthenticatedUsers"));
     // allAuthenticatedUsers includes us: the invoke permission holds.
     assert!(v.finding("invoke_permission").is_some());
@@ -265,8 +266,8 @@ async fn a_public_function_is_a_loud_warning() {
 async fn without_the_viewer_role_the_error_says_which_role_to_grant() {
     let env = spawn_env().await;
     env.deploy("grant-db");
-    let v = check_one(&env, &online_toml(&env, &[("orders-db", "grant-db")], "")).await;
-    assert_eq!(v.status, Status::Error);
+    let v = check_one(&env, &online_config(&env, &[("orders-db", "grant-db")])).await;
+    assert_eq!(v.status, Health::Error);
     let m = message(&v, "no_viewer");
     assert!(m.contains("roles/cloudfunctions.viewer"), "{m}");
     assert!(
@@ -283,8 +284,8 @@ async fn without_the_viewer_role_the_error_says_which_role_to_grant() {
 
     // With the viewer role only, public access is "not checked", loudly.
     env.sandbox.grant_viewer("grant-db", SA);
-    let v = check_one(&env, &online_toml(&env, &[("orders-db", "grant-db")], "")).await;
-    assert_eq!(v.status, Status::Warning);
+    let v = check_one(&env, &online_config(&env, &[("orders-db", "grant-db")])).await;
+    assert_eq!(v.status, Health::Degraded);
     assert_eq!(
         codes(&v),
         ["timeout", "ingress", "invoke_permission", "policy_unknown"]
@@ -297,15 +298,14 @@ async fn check_all_reports_every_integration_in_name_order() {
     deploy_readable(&env, "grant-db");
     deploy_readable(&env, "grant-crm");
     env.sandbox.set_invokers("grant-crm", &[]);
-    let google = env.google(&online_toml(
+    let google = env.services(&online_config(
         &env,
         &[("orders-db", "grant-db"), ("crm", "grant-crm")],
-        "",
     ));
     let verdicts = check::check_all(&google).await;
     let summary: Vec<(&str, &str)> = verdicts
         .iter()
-        .map(|v| (v.integration.as_str(), v.heartbeat_status()))
+        .map(|v| (v.integration.as_str(), v.status.as_str()))
         .collect();
     assert_eq!(summary, [("crm", "error"), ("orders-db", "ok")]);
     // One access token for the connection, however many integrations.
@@ -323,7 +323,7 @@ fn api(env: &TestEnv) -> CloudFunctionsApi {
     })
 }
 
-async fn token(google: &GoogleSide) -> AccessToken {
+async fn token(google: &Services) -> AccessToken {
     check::access_token(google, "prod").await.unwrap()
 }
 
@@ -343,7 +343,7 @@ async fn list_functions_follows_pages_and_regions() {
             },
         );
     }
-    let google = env.google(&online_toml(&env, &[], ""));
+    let google = env.services(&online_config(&env, &[]));
     let token = token(&google).await;
     let api = api(&env);
 
@@ -390,7 +390,7 @@ async fn the_client_classifies_googles_errors() {
     );
     assert!(!err.is_retryable());
 
-    let google = env.google(&online_toml(&env, &[], ""));
+    let google = env.services(&online_config(&env, &[]));
     let token = token(&google).await;
     env.sandbox.grant_viewer(&format!("projects/{PROJECT}"), SA);
     let missing = FunctionName::new(PROJECT, "us-central1", "nope");
@@ -465,7 +465,7 @@ fn text(out: &[u8]) -> String {
 async fn check_online_exits_zero_when_healthy_and_prints_each_verdict() {
     let env = spawn_env().await;
     deploy_readable(&env, "grant-db");
-    let config = env.write_config(&online_toml(&env, &[("orders-db", "grant-db")], ""));
+    let config = env.write_config(&online_config(&env, &[("orders-db", "grant-db")]));
     let out = run(&env, &config, &["check", "--online"]).await;
     let stdout = text(&out.stdout);
     assert_eq!(
@@ -496,7 +496,7 @@ async fn check_online_warns_loudly_but_exits_zero_for_a_public_function() {
     let env = spawn_env().await;
     deploy_readable(&env, "grant-db");
     env.sandbox.set_invokers("grant-db", &[SA, "allUsers"]);
-    let config = env.write_config(&online_toml(&env, &[("orders-db", "grant-db")], ""));
+    let config = env.write_config(&online_config(&env, &[("orders-db", "grant-db")]));
     let out = run(&env, &config, &["check", "--online"]).await;
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
@@ -513,10 +513,10 @@ async fn check_online_exits_non_zero_on_any_error() {
     let env = spawn_env().await;
     deploy_readable(&env, "grant-db");
     env.sandbox.grant_viewer(&format!("projects/{PROJECT}"), SA);
-    let toml = format!(
-        "{}\n[integrations.hr]\nconnection = \"prod\"\nproject_id = \"{PROJECT}\"\nfunction = \"grant-hr\"\n",
-        online_toml(&env, &[("orders-db", "grant-db")], "")
-    );
+    let toml = online_config(&env, &[("orders-db", "grant-db")])
+        .set("integrations.hr.connection", "prod")
+        .set("integrations.hr.project_id", PROJECT)
+        .set("integrations.hr.function", "grant-hr");
     let config = env.write_config(&toml);
     let out = run(&env, &config, &["check", "--online"]).await;
     let stdout = text(&out.stdout);
@@ -553,7 +553,7 @@ async fn functions_list_prints_a_table_of_the_connections_project() {
     );
     env.sandbox.grant_viewer(&format!("projects/{PROJECT}"), SA);
     // No integration uses `prod`: the project comes from the key file.
-    let config = env.write_config(&online_toml(&env, &[], ""));
+    let config = env.write_config(&online_config(&env, &[]));
     let out = run(
         &env,
         &config,
@@ -653,7 +653,7 @@ async fn without_the_viewer_role_a_missing_function_is_still_found_missing() {
     let env = spawn_env().await;
     // No read grant at all, and no such function: testIamPermissions (which
     // needs no role) tells what `get` could not.
-    let v = check_one(&env, &default_url_toml(&env, "hr", "grant-hr")).await;
+    let v = check_one(&env, &default_url_config(&env, "hr", "grant-hr")).await;
     assert_eq!(codes(&v), ["no_viewer", "not_found"]);
-    assert_eq!(v.status, Status::Error);
+    assert_eq!(v.status, Health::Error);
 }

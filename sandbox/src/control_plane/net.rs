@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::sandbox::SandboxError;
+use crate::SandboxError;
 
 /// The socket and the token that cuts the connections accepted on it.
 pub(crate) struct Socket {

@@ -24,8 +24,8 @@ use serde_json::{Value, json};
 use super::ledger::{Extend, ResultRecord};
 use super::net::ConnHandle;
 use super::{Endpoint, Outage, Shared};
-use crate::action::{parse_rfc3339, rfc3339};
-use crate::sandbox::keys;
+use crate::keys;
+use crate::protocol::{parse_rfc3339, rfc3339};
 
 /// Largest request body accepted.
 pub(crate) const MAX_BODY_BYTES: usize = 1024 * 1024;

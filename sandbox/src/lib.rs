@@ -1,24 +1,37 @@
-//! The sandbox: Google on 127.0.0.1. One listener per Google service, as Google
-//! uses one host per service: the OAuth token endpoint and signing certs
-//! ([`oauth`]), the GCE metadata server ([`metadata`]), IAM Credentials
-//! ([`iam`]), the Cloud Functions front end with sample and proxied
-//! functions ([`functions`]) and the Cloud Functions API that describes them
-//! ([`functions_api`]); [`standalone`] runs it all for `grantbridge sandbox`.
+//! grantbridge's sandbox: the world the connector talks to, emulated on
+//! 127.0.0.1. Google, one listener per service as Google uses one host per
+//! service: the OAuth token endpoint and signing certs ([`oauth`]), the GCE
+//! metadata server ([`metadata`]), IAM Credentials ([`iam`]), the Cloud
+//! Functions front end with sample and proxied functions ([`functions`]) and
+//! the Cloud Functions API that describes them ([`functions_api`]). Beside it,
+//! a control plane ([`control_plane`]) and a push sender ([`pusher`]).
 //!
-//! Everything binds port 0 and is started in-process by tests, the demo and
-//! `grantbridge sandbox`. It must never be reachable from production code paths,
-//! must not read the process environment or wall-clock time directly (time comes
-//! from the injected [`Clock`]), and keeps all state in one `Arc<State>` owned by
-//! the [`Sandbox`] (no globals), so tests run side by side.
+//! [`standalone`] serves it all for `grantbridge sandbox`, [`demo`] holds the
+//! README's scenario, and [`daemon_config`] writes the connector's
+//! configuration file for all of them and for the tests.
+//!
+//! This crate is never linked into a production build: the `grantbridge`
+//! library does not depend on it, and the binary only with its default
+//! `sandbox` feature. It speaks the protocol from its own types
+//! ([`protocol`]), never the connector's. Everything binds port 0, reads
+//! neither the process environment nor the wall clock directly (time comes
+//! from the injected [`Clock`]), and keeps its state in one `Arc` owned by
+//! the [`Sandbox`] or [`ControlPlane`] (no globals), so tests run side by side.
+#![forbid(unsafe_code)]
 
 mod api_error;
+mod clock;
 pub mod control_plane;
+pub mod daemon_config;
+pub mod demo;
 mod functions;
 mod functions_api;
 mod iam;
 mod keys;
 mod metadata;
 mod oauth;
+pub mod protocol;
+pub mod pusher;
 mod standalone;
 
 use std::collections::{HashMap, HashSet};
@@ -31,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
+pub use clock::Clock;
 
 pub use control_plane::{CallCounts, ControlPlane, ControlPlaneOptions, Outage, ResultRecord};
 pub use functions::{Faults, FunctionImpl, Invocation};

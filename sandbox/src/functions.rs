@@ -781,7 +781,7 @@ mod tests {
         let (sb, url, _) = setup().await;
         let token = sb
             .state
-            .mint_id_token(SA, &url, crate::sandbox::IdTokenFormat::Standard)
+            .mint_id_token(SA, &url, crate::IdTokenFormat::Standard)
             .expect("mint");
         assert_eq!(invoke(&url, Some(&token), grant()).await.status(), 200);
         assert_eq!(sb.invocations(FN)[0].caller_email.as_deref(), Some(SA));

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 
 use url::Url;
 
-use super::{FunctionImpl, Sandbox, SandboxError, SandboxOptions};
+use crate::daemon_config::{DaemonConfig, Integration};
+use crate::{FunctionImpl, Sandbox, SandboxError, SandboxOptions};
 
 /// What `grantbridge sandbox` was asked for.
 #[derive(Debug, Clone)]
@@ -53,7 +54,7 @@ pub async fn start_standalone(
         let path = path.to_owned();
         move |source| SandboxError::Write { path, source }
     };
-    std::fs::create_dir_all(&args.dir).map_err(write_err(&args.dir))?;
+    create_private_dir(&args.dir).map_err(write_err(&args.dir))?;
     let dir = std::fs::canonicalize(&args.dir).map_err(write_err(&args.dir))?;
 
     let sandbox = Sandbox::start(SandboxOptions::default()).await?;
@@ -80,8 +81,12 @@ pub async fn start_standalone(
     }
 
     let config_file = dir.join("grantbridge.toml");
-    let mut config = render_config(&key_file, sandbox.project_id(), &functions);
-    config.push_str(&format!("\n# The sandbox's Cloud Functions API, for `grantbridge check --online`.\n[google]\ncloudfunctions_api = \"{}\"\n", sandbox.cloudfunctions_api_url()));
+    let config = render_config(
+        &key_file,
+        sandbox.project_id(),
+        &functions,
+        &sandbox.cloudfunctions_api_url(),
+    );
     std::fs::write(&config_file, config).map_err(write_err(&config_file))?;
 
     Ok((
@@ -126,64 +131,71 @@ pub async fn run_standalone(
         sandbox.functions_base_url()
     );
     println!("config written to {}", info.config_file.display());
-    println!("run: grantbridge --config {}", info.config_file.display());
+    println!(
+        "run:  grantbridge --config {} run",
+        info.config_file.display()
+    );
     shutdown.await;
     drop(sandbox);
     Ok(())
 }
 
-/// TOML basic string with escapes.
-fn toml_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn render_config(key_file: &Path, project_id: &str, functions: &[(String, String)]) -> String {
-    let mut out = String::from(
-        "# Written by `grantbridge sandbox`: points grantbridge at the local sandbox.\n\
-         connector_id = \"sandbox\"\n\n\
-         # The sandbox serves plain http on 127.0.0.1; real deployments never need this.\n\
-         [http]\n\
-         allow_insecure_loopback = true\n\n\
-         [connections.sandbox]\n\
-         credentials = \"service_account_key\"\n",
-    );
-    out.push_str(&format!(
-        "key_file = {}\n",
-        toml_str(&key_file.display().to_string())
-    ));
+fn render_config(
+    key_file: &Path,
+    project_id: &str,
+    functions: &[(String, String)],
+    cloudfunctions_api: &str,
+) -> String {
+    let mut config = DaemonConfig::new("sandbox").key_file_connection("sandbox", key_file);
     for (name, url) in functions {
-        out.push_str(&format!(
-            "\n[integrations.{}]\nconnection = \"sandbox\"\nproject_id = {}\nregion = \"us-central1\"\nfunction = {}\nurl = {}\n",
-            toml_str(name),
-            toml_str(project_id),
-            toml_str(name),
-            toml_str(url)
-        ));
+        config = config.integration(
+            name,
+            Integration::new("sandbox", project_id, name, url).set("region", "us-central1"),
+        );
     }
-    out
+    // The sandbox's Cloud Functions API, for `grantbridge check --online`.
+    let config = config.set("google.cloudfunctions_api", cloudfunctions_api);
+    format!(
+        "# Written by `grantbridge sandbox`: points grantbridge at the local sandbox.\n\
+         # It serves plain http on 127.0.0.1 (http.allow_insecure_loopback); real\n\
+         # deployments never need that.\n{}",
+        config.to_toml()
+    )
 }
 
-/// Write a file readable only by its owner where the platform supports it.
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    std::fs::write(path, contents)?;
+/// Writes a file only its owner can read: created 0600 with `O_EXCL` beside
+/// the target, then renamed over it, so no other user ever sees the contents
+/// and a symlink planted at `path` is replaced, never followed.
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".grantbridge-").suffix(".tmp");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        builder.permissions(std::fs::Permissions::from_mode(0o600));
     }
+    let mut file = builder.tempfile_in(dir)?;
+    file.write_all(contents.as_bytes())?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Creates `dir` (owner-only on Unix when it is new).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
 }
 
 #[cfg(test)]
@@ -209,11 +221,16 @@ mod tests {
         assert_eq!(key["client_email"], args.service_account.as_str());
         assert_eq!(key["token_uri"], sandbox.token_url().as_str());
 
-        let config = config::Config::builder()
-            .add_source(config::File::from(info.config_file.clone()))
-            .build()
-            .expect("grantbridge.toml is valid TOML");
-        let get = |key: &str| config.get_string(key).expect(key);
+        let config: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&info.config_file).expect("config"))
+                .expect("grantbridge.toml is valid TOML");
+        let get = |key: &str| {
+            let mut v = &config[key.split('.').next().expect("key")];
+            for part in key.split('.').skip(1) {
+                v = &v[part];
+            }
+            v.as_str().expect(key).to_owned()
+        };
         assert_eq!(get("connector_id"), "sandbox");
         assert_eq!(
             get("connections.sandbox.credentials"),
@@ -271,5 +288,35 @@ mod tests {
             .expect("runs and stops");
         assert!(dir.path().join("grantbridge.toml").exists());
         assert!(dir.path().join("sa-key.json").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_owner_only_and_replace_a_planted_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").expect("victim");
+        let key = dir.path().join("sa-key.json");
+        std::os::unix::fs::symlink(&victim, &key).expect("symlink");
+        write_private(&key, "secret").expect("write");
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("victim"),
+            "untouched"
+        );
+        let meta = std::fs::symlink_metadata(&key).expect("meta");
+        assert!(
+            meta.file_type().is_file(),
+            "the symlink was replaced by a file"
+        );
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+        let fresh = dir.path().join("new/dir");
+        create_private_dir(&fresh).expect("dir");
+        let mode = std::fs::metadata(&fresh)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
-use crate::action::{ActionResult, rfc3339, valid_action_id};
+use crate::protocol::{ReportedResult, is_protocol_id, rfc3339};
 
 /// The first accepted result of an action, and how often it was reported.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,7 +18,7 @@ pub struct ResultRecord {
     /// The first accepted report, exactly as sent (including any `lease_token`).
     pub result: Value,
     /// The same report, parsed (every accepted report parses as a §2 Result).
-    pub parsed: ActionResult,
+    pub parsed: ReportedResult,
     /// How many times the action was reported; 1 means no duplicates.
     pub reports: u32,
     /// When the first report was accepted, by the control plane's clock.
@@ -225,7 +225,7 @@ impl Ledger {
             return Err(reject("a result must be a JSON object".into()));
         };
         let id = match obj.get("action_id") {
-            Some(Value::String(s)) if valid_action_id(s) => s.clone(),
+            Some(Value::String(s)) if is_protocol_id(s) => s.clone(),
             _ => {
                 return Err(reject(
                     "`action_id` must be 1-128 characters of [A-Za-z0-9._:-]".into(),
@@ -237,9 +237,9 @@ impl Ledger {
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => return Err(reject("`lease_token` must be a string".into())),
         };
-        let parsed: ActionResult = serde_json::from_value(report.clone())
+        let parsed: ReportedResult = serde_json::from_value(report.clone())
             .map_err(|e| reject(format!("malformed result: {e}")))?;
-        if let Some(reason) = inconsistent(&parsed) {
+        if let Some(reason) = parsed.inconsistency() {
             return Err(reject(format!("malformed result: {reason}")));
         }
         let record = |pushed: bool| ResultRecord {
@@ -318,20 +318,10 @@ impl Ledger {
     }
 }
 
-/// A result whose fields contradict each other (§2: `error` when, and only
-/// when, the outcome is `failed`).
-fn inconsistent(r: &ActionResult) -> Option<&'static str> {
-    match (r.succeeded(), &r.error) {
-        (true, Some(_)) => Some("a succeeded result must have `error: null`"),
-        (false, None) => Some("a failed result must carry `error`"),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::action::parse_rfc3339;
+    use crate::protocol::parse_rfc3339;
     use proptest::prelude::*;
 
     fn t0() -> SystemTime {

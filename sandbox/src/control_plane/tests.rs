@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::action::parse_rfc3339;
+use crate::protocol::parse_rfc3339;
 
 const TOKEN: &str = "sandbox-connector-token";
 /// Generous bound for things that should happen "at once".

@@ -1,0 +1,226 @@
+//! The command line: the commands, their dispatch and the errors they share.
+//! Each command lives in its own file as a function of its arguments that
+//! prints for a person and returns an exit code.
+//!
+//! It must not print secrets except where the command exists to (`token`
+//! prints the ID token it was asked for, like `gcloud auth print-identity-token`).
+//! `demo` and `sandbox` exist only with the default `sandbox` feature.
+
+mod audit;
+mod check;
+#[cfg(feature = "sandbox")]
+mod demo;
+mod functions;
+mod health;
+mod invoke;
+mod run;
+#[cfg(feature = "sandbox")]
+mod sandbox;
+mod token;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{BuildError, Services};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
+use crate::env::Environment;
+use crate::metrics::Metrics;
+use crate::telemetry::LogFormat;
+
+pub use audit::AuditArgs;
+pub use check::CheckArgs;
+pub use functions::{FunctionsCommand, FunctionsListArgs};
+pub use invoke::{InvokeArgs, ParamError, parse_params};
+#[cfg(feature = "sandbox")]
+pub use sandbox::SandboxArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "grantbridge",
+    version,
+    about = "Invoke Google Cloud Functions with Google-signed ID tokens for an access-management control plane"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "GRANTBRIDGE_CONFIG",
+        default_value = "/etc/grantbridge/grantbridge.toml"
+    )]
+    pub config: PathBuf,
+    /// Log format on stderr (default: `[log] format` for `run`, else human).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log level or filter (e.g. info, grantbridge=debug); RUST_LOG wins when set.
+    /// Default: info for `run`, error for `demo`, warn otherwise.
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print an ID token for an audience (like `gcloud auth print-identity-token`).
+    Token {
+        /// The connection whose credentials mint it.
+        #[arg(long)]
+        connection: String,
+        /// The audience, usually a function URL.
+        #[arg(long)]
+        audience: String,
+    },
+    /// Call an integration's function once and print the answer (like `gcloud functions call`).
+    Invoke(InvokeArgs),
+    /// Validate the configuration and mint a token for every integration;
+    /// `--online` also checks every function through the Cloud Functions API.
+    Check(CheckArgs),
+    /// Read the Cloud Functions API with a connection's credentials.
+    #[command(subcommand)]
+    Functions(FunctionsCommand),
+    /// Run Google on 127.0.0.1 (token endpoint, metadata server, IAM, functions) for local development.
+    #[cfg(feature = "sandbox")]
+    Sandbox(SandboxArgs),
+    /// Run the daemon: receive actions (poll and/or push), invoke, report. SIGTERM/SIGINT stop it gracefully.
+    Run,
+    /// Show the audit trail of function calls from the journal.
+    Audit(AuditArgs),
+    /// Play a scenario against the embedded sandbox (Google + control plane) and print the results.
+    #[cfg(feature = "sandbox")]
+    Demo,
+    /// Exit 0 when the daemon's /healthz answers 200 (for container HEALTHCHECKs without curl).
+    Health {
+        /// The health endpoint.
+        #[arg(
+            long,
+            env = "GRANTBRIDGE_HEALTH_URL",
+            default_value = "http://127.0.0.1:9090/healthz"
+        )]
+        url: String,
+    },
+}
+
+/// What a command can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Token(#[from] crate::google::TokenError),
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
+    #[error("journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    FunctionsApi(#[from] crate::google::FunctionsApiError),
+    #[error(transparent)]
+    AccessToken(#[from] crate::check::AccessTokenError),
+    #[error(transparent)]
+    Params(#[from] crate::contract::ParamsError),
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error("no {what} named `{name}` (configured: {known})")]
+    Unknown {
+        what: &'static str,
+        name: String,
+        known: String,
+    },
+    #[error("`{0}` is not an event type; expected one of {1}")]
+    EventType(String, String),
+    #[error(
+        "which project? No integration uses connection `{0}` and its credentials name no project: pass --project PROJECT_ID"
+    )]
+    NoProject(String),
+    #[error("--since `{0}`: expected a duration like 1h or an RFC 3339 time")]
+    Since(String),
+    #[error("building an HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[cfg(feature = "sandbox")]
+    #[error(transparent)]
+    Sandbox(#[from] grantbridge_sandbox::SandboxError),
+    #[cfg(feature = "sandbox")]
+    #[error("demo: {0}")]
+    Demo(String),
+}
+
+impl CliError {
+    /// `name` is not among `known` (the configured connections, integrations, ...).
+    fn unknown<'a>(
+        what: &'static str,
+        name: &str,
+        known: impl IntoIterator<Item = &'a String>,
+    ) -> Self {
+        Self::Unknown {
+            what,
+            name: name.to_owned(),
+            known: known
+                .into_iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
+impl Cli {
+    /// The log filter: `--log-level`, else the command's default.
+    pub fn log_level(&self) -> &str {
+        match (&self.log_level, &self.command) {
+            (Some(level), _) => level,
+            (None, Command::Run) => "info",
+            #[cfg(feature = "sandbox")]
+            (None, Command::Demo) => "error",
+            (None, _) => "warn",
+        }
+    }
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> {
+    if let Command::Run = cli.command {
+        // Logging waits for the configuration, which may set its level and format.
+        return run::run(&cli, env).await;
+    }
+    crate::telemetry::init(
+        cli.log_format.unwrap_or_default(),
+        cli.log_level(),
+        cli.log_level.is_some(),
+    );
+    match cli.command {
+        Command::Token {
+            connection,
+            audience,
+        } => token::token(&cli.config, env, &connection, &audience).await,
+        Command::Invoke(args) => invoke::invoke(&cli.config, env, args).await,
+        Command::Check(args) => check::check(&cli.config, env, args).await,
+        Command::Functions(FunctionsCommand::List(args)) => {
+            functions::list(&cli.config, env, args).await
+        }
+        #[cfg(feature = "sandbox")]
+        Command::Sandbox(args) => sandbox::sandbox(args).await,
+        Command::Audit(args) => audit::audit(&cli.config, env, args).await,
+        #[cfg(feature = "sandbox")]
+        Command::Demo => demo::demo().await,
+        Command::Health { url } => health::health(&url).await,
+        Command::Run => unreachable!("handled above"),
+    }
+}
+
+/// The configuration at `path`, and what it builds (for one-shot commands).
+fn services(path: &Path, env: &dyn Environment) -> Result<Services, CliError> {
+    let config = Config::load(path, env)?;
+    Ok(Services::build(
+        config,
+        env,
+        Clock::system(),
+        Arc::new(Metrics::new()),
+    )?)
+}

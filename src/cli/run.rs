@@ -1,0 +1,32 @@
+//! `grantbridge run`: the daemon. Loads the configuration, starts logging as
+//! it says, builds the [`Application`], and runs it until SIGTERM or SIGINT;
+//! SIGHUP reloads the configuration.
+
+use std::process::ExitCode;
+
+use super::{Cli, CliError};
+use crate::app::Application;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::daemon::signals;
+use crate::env::Environment;
+use crate::telemetry::LogFormat;
+
+pub(super) async fn run(cli: &Cli, env: &dyn Environment) -> Result<ExitCode, CliError> {
+    let config = Config::load(&cli.config, env)?;
+    let format = cli.log_format.unwrap_or(if config.log.json {
+        LogFormat::Json
+    } else {
+        LogFormat::Human
+    });
+    let level = cli
+        .log_level
+        .clone()
+        .unwrap_or_else(|| config.log.level.clone());
+    let log = crate::telemetry::init(format, &level, cli.log_level.is_some());
+    let app = Application::build(config, env, Clock::system()).await?;
+    signals::reload_on_hangup(app.reloader(cli.config.clone(), log), env);
+    app.run_until_stopped(signals::shutdown_on_termination())
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}
