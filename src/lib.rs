@@ -64,3 +64,5 @@ pub mod journal;
 pub mod metrics;
 pub mod retry;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;

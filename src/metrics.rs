@@ -195,6 +195,16 @@ impl Metrics {
             .inc();
     }
 
+    /// How many control-plane errors of `kind` a `call` has had (tests, tools).
+    pub fn control_plane_errors(&self, call: &str, kind: &str) -> u64 {
+        self.control_plane_errors
+            .get_or_create(&ControlPlaneLabels {
+                call: call.into(),
+                kind: kind.into(),
+            })
+            .get()
+    }
+
     pub fn config_reloaded(&self, ok: bool) {
         self.config_reloads
             .get_or_create(&ResultLabel {

@@ -308,6 +308,9 @@ fn header_string(
         .map(str::to_owned)
 }
 
+/// The Cloud Functions front end: find the function, authenticate the
+/// caller as Google does, record the invocation, then answer with a fault,
+/// the sample function or the proxied upstream.
 async fn front_end(
     AxState(state): AxState<Arc<State>>,
     method: Method,
@@ -316,11 +319,7 @@ async fn front_end(
     body: Body,
 ) -> Response {
     let path = uri.path().to_owned();
-    let trimmed = path.trim_start_matches('/');
-    let (name, rest) = match trimmed.split_once('/') {
-        Some((n, r)) => (n.to_owned(), format!("/{r}")),
-        None => (trimmed.to_owned(), "/".to_owned()),
-    };
+    let (name, rest) = split_function_path(&path);
     let Some((invokers, latency)) = ({
         let inner = state.lock();
         inner
@@ -337,23 +336,17 @@ async fn front_end(
         Auth::Allowed(c) => c,
         Auth::Denied(resp) => return resp,
     };
-
-    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => {
-            return google_html(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request Entity Too Large",
-                "Request Entity Too Large",
-                "Your client issued a request that was too large.",
-            );
-        }
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return google_html(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request Entity Too Large",
+            "Request Entity Too Large",
+            "Your client issued a request that was too large.",
+        );
     };
-    let body_value = serde_json::from_slice::<Value>(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     let path_and_query = match uri.query() {
         Some(q) => format!("{rest}?{q}"),
-        None => rest.clone(),
+        None => rest,
     };
     let mut invocation = Invocation {
         function: name.clone(),
@@ -364,60 +357,100 @@ async fn front_end(
         user_agent: header_string(&headers, header::USER_AGENT),
         content_type: header_string(&headers, header::CONTENT_TYPE),
         caller_email: caller,
-        body: body_value,
+        body: serde_json::from_slice::<Value>(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())),
         status: 0,
         fault: None,
         duplicate: false,
     };
-
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let request = Request {
+        method: &method,
+        path_and_query: &path_and_query,
+        headers: &headers,
+        bytes,
+    };
+    let mut resp = match execute(&state, &name, request, &mut invocation).await {
+        Some(Ok(resp)) => resp,
+        // Recorded already (a hang that ended with the sandbox).
+        Some(Err(resp)) => return resp,
+        None => return page_not_found(),
+    };
+    invocation.status = resp.status().as_u16();
+    record(&state, invocation);
+    if let Ok(v) = HeaderValue::from_str(&keys::random_token(12)) {
+        resp.headers_mut().insert("function-execution-id", v);
+    }
+    resp
+}
 
+/// `/NAME/rest` → (`NAME`, `/rest`).
+fn split_function_path(path: &str) -> (String, String) {
+    let trimmed = path.trim_start_matches('/');
+    match trimmed.split_once('/') {
+        Some((n, r)) => (n.to_owned(), format!("/{r}")),
+        None => (trimmed.to_owned(), "/".to_owned()),
+    }
+}
+
+/// What the front end passes on to the function.
+struct Request<'a> {
+    method: &'a Method,
+    path_and_query: &'a str,
+    headers: &'a HeaderMap,
+    bytes: bytes::Bytes,
+}
+
+/// Runs the function (or its injected fault); `None` when it was deleted
+/// meanwhile. A hanging fault records the invocation itself and returns
+/// (as `Err`) only when the sandbox shuts down.
+async fn execute(
+    state: &Arc<State>,
+    name: &str,
+    request: Request<'_>,
+    invocation: &mut Invocation,
+) -> Option<Result<Response, Response>> {
     let (action, imp) = {
         let mut inner = state.lock();
-        let Some(f) = inner.functions.get_mut(&name) else {
-            return page_not_found();
-        };
+        let f = inner.functions.get_mut(name)?;
         (take_fault(&mut f.faults), f.imp.clone())
     };
-    let execution_id = keys::random_token(12);
-    let mut resp = match action {
+    match action {
         FaultAction::Hang => {
             invocation.fault = Some("hang".into());
-            record(&state, invocation);
+            record(state, invocation.clone());
             // Never answer: wait until the client drops the connection (which
             // drops this future) or the sandbox shuts down.
             state.cancel.cancelled().await;
-            return could_not_handle();
+            Some(Err(could_not_handle()))
         }
         FaultAction::Answer(resp, knob) => {
             invocation.fault = Some(knob.into());
-            resp
+            Some(Ok(resp))
         }
         FaultAction::None => match imp {
             FunctionImpl::Sample => {
                 let (status, value, duplicate) = {
                     let mut inner = state.lock();
-                    match inner.functions.get_mut(&name) {
-                        Some(f) => sample(f, invocation.idempotency_key.as_deref(), &bytes),
-                        None => return page_not_found(),
-                    }
+                    let f = inner.functions.get_mut(name)?;
+                    sample(f, invocation.idempotency_key.as_deref(), &request.bytes)
                 };
                 invocation.duplicate = duplicate;
-                (status, Json(value)).into_response()
+                Some(Ok((status, Json(value)).into_response()))
             }
-            FunctionImpl::Proxy(upstream) => {
-                proxy(&state, &upstream, &method, &path_and_query, &headers, bytes).await
-            }
+            FunctionImpl::Proxy(upstream) => Some(Ok(proxy(
+                state,
+                &upstream,
+                request.method,
+                request.path_and_query,
+                request.headers,
+                request.bytes,
+            )
+            .await)),
         },
-    };
-    invocation.status = resp.status().as_u16();
-    record(&state, invocation);
-    if let Ok(v) = HeaderValue::from_str(&execution_id) {
-        resp.headers_mut().insert("function-execution-id", v);
     }
-    resp
 }
 
 fn record(state: &State, invocation: Invocation) {

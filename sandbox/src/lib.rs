@@ -680,7 +680,7 @@ impl State {
     }
 
     pub(crate) fn clock(&self) -> Clock {
-        self.clock.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        *self.clock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Now, in Unix seconds, by the injected clock.

@@ -99,8 +99,18 @@ async fn token(AxState(state): AxState<Arc<State>>, body: Body) -> Response {
     resp
 }
 
-/// The token endpoint's logic, from the raw form body to the JSON reply.
+/// The token endpoint's logic, from the raw form body to the JSON reply:
+/// the form, the assertion's signature (Google looks the account up by
+/// `iss`, then the key by `kid`), its claims, then the token asked for.
 fn grant(state: &State, form: &[u8]) -> Result<Value, OAuthError> {
+    let assertion = jwt_bearer_assertion(form)?;
+    let (iss, claims) = verified_claims(state, &assertion)?;
+    check_claims(state, &iss, &claims)?;
+    issue(state, &iss, &claims)
+}
+
+/// The `assertion` of a `jwt-bearer` grant.
+fn jwt_bearer_assertion(form: &[u8]) -> Result<String, OAuthError> {
     let mut grant_type = None;
     let mut assertion = None;
     for (k, v) in url::form_urlencoded::parse(form) {
@@ -117,21 +127,23 @@ fn grant(state: &State, form: &[u8]) -> Result<Value, OAuthError> {
             format!("Invalid grant_type: {grant_type}"),
         ));
     }
-    let assertion = assertion.filter(|a| !a.is_empty()).ok_or_else(|| {
-        OAuthError::new("invalid_request", "Missing required parameter: assertion")
-    })?;
+    assertion
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| OAuthError::new("invalid_request", "Missing required parameter: assertion"))
+}
 
-    let header = jsonwebtoken::decode_header(&assertion)
-        .map_err(|_| OAuthError::new("invalid_request", "Invalid JWT: malformed assertion."))?;
-    let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(&assertion)
-        .map_err(|_| OAuthError::new("invalid_request", "Invalid JWT: malformed assertion."))?;
+/// The issuer and the claims of an assertion signed by one of the issuer's
+/// live keys.
+fn verified_claims(state: &State, assertion: &str) -> Result<(String, Value), OAuthError> {
+    let malformed = || OAuthError::new("invalid_request", "Invalid JWT: malformed assertion.");
+    let header = jsonwebtoken::decode_header(assertion).map_err(|_| malformed())?;
+    let unverified: Value =
+        jsonwebtoken::dangerous::insecure_decode_claims(assertion).map_err(|_| malformed())?;
     let iss = unverified
         .get("iss")
         .and_then(Value::as_str)
         .ok_or_else(|| OAuthError::grant(ACCOUNT_NOT_FOUND))?
         .to_owned();
-
-    // Google looks the account up by `iss`, then the key by `kid` among its keys.
     let candidates: Vec<_> = {
         let inner = state.lock();
         let account = inner
@@ -152,12 +164,16 @@ fn grant(state: &State, form: &[u8]) -> Result<Value, OAuthError> {
     validation.validate_exp = false;
     validation.validate_aud = false;
     validation.required_spec_claims = HashSet::new();
-    let claims: Value = candidates
+    let claims = candidates
         .iter()
-        .find_map(|k| jsonwebtoken::decode::<Value>(&assertion, &k.decoding, &validation).ok())
+        .find_map(|k| jsonwebtoken::decode::<Value>(assertion, &k.decoding, &validation).ok())
         .map(|d| d.claims)
         .ok_or_else(|| OAuthError::grant(INVALID_SIGNATURE))?;
+    Ok((iss, claims))
+}
 
+/// `sub`, `aud` and the time frame, as Google checks them.
+fn check_claims(state: &State, iss: &str, claims: &Value) -> Result<(), OAuthError> {
     if let Some(sub) = claims.get("sub").and_then(Value::as_str)
         && sub != iss
     {
@@ -166,7 +182,6 @@ fn grant(state: &State, form: &[u8]) -> Result<Value, OAuthError> {
             "Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.",
         ));
     }
-
     let token_url = state.urls.token_url();
     let aud_ok = |a: &str| ACCEPTED_AUDIENCES.contains(&a) || a == token_url;
     let aud_matches = match claims.get("aud") {
@@ -179,7 +194,6 @@ fn grant(state: &State, form: &[u8]) -> Result<Value, OAuthError> {
             "Invalid JWT: Failed audience check. The right audience is https://oauth2.googleapis.com/token",
         ));
     }
-
     let num = |name: &str| claims.get(name).and_then(Value::as_f64).map(|f| f as i64);
     let (Some(iat), Some(exp)) = (num("iat"), num("exp")) else {
         return Err(OAuthError::grant(BAD_TIMEFRAME));
@@ -192,7 +206,11 @@ fn grant(state: &State, form: &[u8]) -> Result<Value, OAuthError> {
     {
         return Err(OAuthError::grant(BAD_TIMEFRAME));
     }
+    Ok(())
+}
 
+/// An ID token for `target_audience`, else an access token for `scope`.
+fn issue(state: &State, iss: &str, claims: &Value) -> Result<Value, OAuthError> {
     let nonempty = |name: &str| {
         claims
             .get(name)
@@ -202,12 +220,12 @@ fn grant(state: &State, form: &[u8]) -> Result<Value, OAuthError> {
     };
     if let Some(audience) = nonempty("target_audience") {
         let token = state
-            .mint_id_token(&iss, &audience, IdTokenFormat::WithEmail)
+            .mint_id_token(iss, &audience, IdTokenFormat::WithEmail)
             .map_err(|_| OAuthError::grant(ACCOUNT_NOT_FOUND))?;
         return Ok(json!({"id_token": token}));
     }
     if nonempty("scope").is_some() {
-        let (token, _) = state.mint_access_token(&iss, TOKEN_LIFETIME_SECS);
+        let (token, _) = state.mint_access_token(iss, TOKEN_LIFETIME_SECS);
         return Ok(json!({
             "access_token": token,
             "expires_in": TOKEN_LIFETIME_SECS - 1,

@@ -369,6 +369,19 @@ async fn check_with_token(
 /// checks do not apply (2nd gen).
 fn check_function(v: &mut Verdict, integration: &Integration, f: &CloudFunction) -> bool {
     let args = f.name.gcloud_args();
+    check_state(v, f, &args);
+    if f.generation == Generation::Gen2 {
+        check_gen2(v, integration, &args);
+        return false;
+    }
+    check_trigger(v, integration, f);
+    check_timeout(v, integration, f);
+    check_ingress(v, f);
+    true
+}
+
+/// ACTIVE, deploying, or broken.
+fn check_state(v: &mut Verdict, f: &CloudFunction, args: &str) {
     match &f.status {
         FunctionStatus::Active => {}
         FunctionStatus::DeployInProgress => v.warning(
@@ -384,28 +397,31 @@ fn check_function(v: &mut Verdict, integration: &Integration, f: &CloudFunction)
             ),
         ),
     }
+}
 
-    if f.generation == Generation::Gen2 {
-        if is_cloud_run(&integration.url) {
-            v.info(
-                "gen2",
-                format!(
-                    "2nd gen function called at its Cloud Run URL {}: its invoker role is roles/run.invoker on the Cloud Run service, which the Cloud Functions v1 API cannot check; checked by minting an ID token and by calling it",
-                    integration.url
-                ),
-            );
-        } else {
-            v.error(
-                "gen2",
-                format!(
-                    "this is a 2nd gen function, but integrations.{} is set up for 1st gen (URL {}): set `url` and `audience` to its Cloud Run URL (gcloud functions describe {args} --gen2 --format='value(serviceConfig.uri)') and grant the connection's account roles/run.invoker (gcloud functions add-invoker-policy-binding {args} --member=...), or redeploy it as 1st gen (--no-gen2)",
-                    integration.name, integration.url
-                ),
-            );
-        }
-        return false;
+/// A 2nd gen function: only its Cloud Run URL works.
+fn check_gen2(v: &mut Verdict, integration: &Integration, args: &str) {
+    if is_cloud_run(&integration.url) {
+        v.info(
+            "gen2",
+            format!(
+                "2nd gen function called at its Cloud Run URL {}: its invoker role is roles/run.invoker on the Cloud Run service, which the Cloud Functions v1 API cannot check; checked by minting an ID token and by calling it",
+                integration.url
+            ),
+        );
+    } else {
+        v.error(
+            "gen2",
+            format!(
+                "this is a 2nd gen function, but integrations.{} is set up for 1st gen (URL {}): set `url` and `audience` to its Cloud Run URL (gcloud functions describe {args} --gen2 --format='value(serviceConfig.uri)') and grant the connection's account roles/run.invoker (gcloud functions add-invoker-policy-binding {args} --member=...), or redeploy it as 1st gen (--no-gen2)",
+                integration.name, integration.url
+            ),
+        );
     }
+}
 
+/// The HTTPS trigger is the URL grantbridge calls and the audience it mints for.
+fn check_trigger(v: &mut Verdict, integration: &Integration, f: &CloudFunction) {
     match &f.https_trigger {
         None => v.error(
             "no_https_trigger",
@@ -437,7 +453,10 @@ fn check_function(v: &mut Verdict, integration: &Integration, f: &CloudFunction)
             }
         }
     }
+}
 
+/// The connector's per-attempt timeout against the function's.
+fn check_timeout(v: &mut Verdict, integration: &Integration, f: &CloudFunction) {
     let function_timeout = f.timeout.unwrap_or(Duration::from_secs(60));
     let ours = integration.timeout;
     let (fs, os) = (function_timeout.as_secs(), ours.as_secs());
@@ -465,7 +484,10 @@ fn check_function(v: &mut Verdict, integration: &Integration, f: &CloudFunction)
             format!("timeout: the function's is {fs}s, the connector's per attempt {os}s"),
         );
     }
+}
 
+/// Who can reach the function at all.
+fn check_ingress(v: &mut Verdict, f: &CloudFunction) {
     match &f.ingress {
         Ingress::AllowAll => v.info(
             "ingress",
@@ -485,7 +507,6 @@ fn check_function(v: &mut Verdict, integration: &Integration, f: &CloudFunction)
         ),
         Ingress::Other(s) => v.info("ingress", format!("ingress {s}")),
     }
-    true
 }
 
 /// Returns false when the function turned out not to exist.

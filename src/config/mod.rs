@@ -19,8 +19,8 @@ use url::Url;
 
 pub use gcp::{DEFAULT_REGION, FIRST_GEN_REGIONS, first_gen_url};
 use raw::{
-    RawConfig, RawConnection, RawControlPlane, RawEngine, RawGoogle, RawIntegration, RawJournal,
-    RawPush,
+    RawConfig, RawConnection, RawControlPlane, RawEngine, RawGoogle, RawHttp, RawIntegration,
+    RawJournal, RawPush,
 };
 
 use crate::action::valid_id;
@@ -298,69 +298,14 @@ impl Validator {
         origin: &Path,
         env: &dyn Environment,
     ) -> Result<Config, ConfigError> {
-        let http = crate::config::HttpSettings {
-            max_response_bytes: raw
-                .http
-                .max_response_bytes
-                .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
-            allow_insecure_loopback: raw.http.allow_insecure_loopback.unwrap_or(false),
-        };
-        if http.max_response_bytes == 0 {
-            self.problem("http.max_response_bytes", "must be at least 1");
-        }
-        let connector_id = match raw.connector_id {
-            Some(id) if valid_id(&id) => id,
-            Some(id) => {
-                self.problem("connector_id", format!("`{id}` is not valid; expected 1-128 characters of letters, digits, `.`, `_`, `:` or `-`"));
-                String::new()
-            }
-            None => {
-                self.problem("connector_id", "missing; expected the connector id from the control plane, e.g. connector_id = \"conn-prod-1\"");
-                String::new()
-            }
-        };
-        let refresh_ahead = self
-            .duration("tokens.refresh_ahead", raw.tokens.refresh_ahead.as_deref())
-            .unwrap_or(DEFAULT_REFRESH_AHEAD);
-        if refresh_ahead > Duration::from_secs(3000) {
-            self.problem(
-                "tokens.refresh_ahead",
-                "must be well under the 1 hour token lifetime (at most 50m)",
-            );
-        }
-
+        let http = self.http(&raw.http);
+        let connector_id = self.connector_id(raw.connector_id);
+        let refresh_ahead = self.refresh_ahead(raw.tokens.refresh_ahead.as_deref());
         // Declared names, valid or not: an integration naming a connection that
         // has its own problem should not also be told it does not exist.
         let declared: Vec<String> = raw.connections.keys().cloned().collect();
-        let mut connections = BTreeMap::new();
-        for (name, rc) in raw.connections {
-            let key = format!("connections.{name}");
-            if !valid_id(&name) {
-                self.problem(
-                    &key,
-                    "connection names may use letters, digits, `.`, `_`, `:` and `-`",
-                );
-            }
-            if let Some(credentials) = self.credentials(&key, rc, &http) {
-                connections.insert(name.clone(), Connection { name, credentials });
-            }
-        }
-
-        let mut integrations = BTreeMap::new();
-        for (name, ri) in raw.integrations {
-            let key = format!("integrations.{name}");
-            if !valid_id(&name) {
-                self.problem(
-                    &key,
-                    "integration names may use letters, digits, `.`, `_`, `:` and `-`",
-                );
-            }
-            let known: Vec<&str> = declared.iter().map(String::as_str).collect();
-            if let Some(i) = self.integration(&key, &name, ri, &known, &http) {
-                integrations.insert(name, i);
-            }
-        }
-
+        let connections = self.connections(raw.connections, &http);
+        let integrations = self.integrations(raw.integrations, &declared, &http);
         let instance_id = self.instance_id(raw.instance_id, env);
         let control_plane = raw
             .control_plane
@@ -398,6 +343,88 @@ impl Validator {
                 problems: self.problems,
             })
         }
+    }
+
+    fn http(&mut self, raw: &RawHttp) -> HttpSettings {
+        let http = HttpSettings {
+            max_response_bytes: raw.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE_BYTES),
+            allow_insecure_loopback: raw.allow_insecure_loopback.unwrap_or(false),
+        };
+        if http.max_response_bytes == 0 {
+            self.problem("http.max_response_bytes", "must be at least 1");
+        }
+        http
+    }
+
+    fn connector_id(&mut self, raw: Option<String>) -> String {
+        match raw {
+            Some(id) if valid_id(&id) => id,
+            Some(id) => {
+                self.problem("connector_id", format!("`{id}` is not valid; expected 1-128 characters of letters, digits, `.`, `_`, `:` or `-`"));
+                String::new()
+            }
+            None => {
+                self.problem("connector_id", "missing; expected the connector id from the control plane, e.g. connector_id = \"conn-prod-1\"");
+                String::new()
+            }
+        }
+    }
+
+    fn refresh_ahead(&mut self, raw: Option<&str>) -> Duration {
+        let refresh_ahead = self
+            .duration("tokens.refresh_ahead", raw)
+            .unwrap_or(DEFAULT_REFRESH_AHEAD);
+        if refresh_ahead > Duration::from_secs(3000) {
+            self.problem(
+                "tokens.refresh_ahead",
+                "must be well under the 1 hour token lifetime (at most 50m)",
+            );
+        }
+        refresh_ahead
+    }
+
+    fn connections(
+        &mut self,
+        raw: BTreeMap<String, RawConnection>,
+        http: &HttpSettings,
+    ) -> BTreeMap<String, Connection> {
+        let mut connections = BTreeMap::new();
+        for (name, rc) in raw {
+            let key = format!("connections.{name}");
+            if !valid_id(&name) {
+                self.problem(
+                    &key,
+                    "connection names may use letters, digits, `.`, `_`, `:` and `-`",
+                );
+            }
+            if let Some(credentials) = self.credentials(&key, rc, http) {
+                connections.insert(name.clone(), Connection { name, credentials });
+            }
+        }
+        connections
+    }
+
+    fn integrations(
+        &mut self,
+        raw: BTreeMap<String, RawIntegration>,
+        declared: &[String],
+        http: &HttpSettings,
+    ) -> BTreeMap<String, Integration> {
+        let known: Vec<&str> = declared.iter().map(String::as_str).collect();
+        let mut integrations = BTreeMap::new();
+        for (name, ri) in raw {
+            let key = format!("integrations.{name}");
+            if !valid_id(&name) {
+                self.problem(
+                    &key,
+                    "integration names may use letters, digits, `.`, `_`, `:` and `-`",
+                );
+            }
+            if let Some(i) = self.integration(&key, &name, ri, &known, http) {
+                integrations.insert(name, i);
+            }
+        }
+        integrations
     }
 
     fn instance_id(&mut self, raw: Option<String>, env: &dyn Environment) -> String {
@@ -867,25 +894,7 @@ impl Validator {
         connections: &[&str],
         http: &HttpSettings,
     ) -> Option<Integration> {
-        let connection = self.required(
-            key,
-            "connection",
-            ri.connection,
-            "the name of a [connections.NAME] section",
-        );
-        if let Some(c) = &connection
-            && !connections.contains(&c.as_str())
-        {
-            let known = if connections.is_empty() {
-                "none are configured".to_owned()
-            } else {
-                connections.join(", ")
-            };
-            self.problem(
-                format!("{key}.connection"),
-                format!("`{c}` is not a configured connection (known: {known})"),
-            );
-        }
+        let connection = self.connection_ref(key, ri.connection, connections);
         let project_id = self.required(
             key,
             "project_id",
@@ -905,31 +914,12 @@ impl Validator {
         {
             self.problem(format!("{key}.region"), m);
         }
-        let url = match (&ri.url, &project_id, &function) {
-            (Some(u), _, _) => checked_url(u, http.allow_insecure_loopback)
-                .map_err(|e| self.problem(format!("{key}.url"), e.to_string()))
-                .ok(),
-            (None, Some(p), Some(f)) => Url::parse(&first_gen_url(&region, p, f)).ok(),
-            _ => None,
+        let target = FunctionTarget {
+            region: &region,
+            project_id: project_id.as_deref(),
+            function: function.as_deref(),
         };
-        if let Some(u) = &url
-            && (u.query().is_some() || u.fragment().is_some())
-        {
-            self.problem(
-                format!("{key}.url"),
-                "must not carry a query string or fragment",
-            );
-        }
-        // The default audience is the URL exactly as written: normalising would add a
-        // trailing `/` to a host-only URL (a Cloud Run service), which is another audience.
-        let audience = ri.audience.or_else(|| match (&ri.url, &url) {
-            (Some(raw), Some(_)) => Some(raw.trim().to_owned()),
-            (None, Some(derived)) => Some(derived.as_str().to_owned()),
-            _ => None,
-        });
-        if audience.as_deref().is_some_and(str::is_empty) {
-            self.problem(format!("{key}.audience"), "must not be empty");
-        }
+        let (url, audience) = self.url_and_audience(key, ri.url, ri.audience, target, http);
         let timeout = self
             .duration(&format!("{key}.timeout"), ri.timeout.as_deref())
             .unwrap_or(DEFAULT_TIMEOUT);
@@ -946,17 +936,16 @@ impl Validator {
                 format!("{max_attempts} is out of range; expected 1 to 20"),
             );
         }
-        let access_details = match ri.access_details {
-            Some(a) => Url::parse(&a)
+        let access_details = ri.access_details.and_then(|a| {
+            Url::parse(&a)
                 .map_err(|_| {
                     self.problem(
                         format!("{key}.access_details"),
                         format!("`{a}` is not a URL"),
                     )
                 })
-                .ok(),
-            None => None,
-        };
+                .ok()
+        });
         Some(Integration {
             name: name.to_owned(),
             connection: connection?,
@@ -971,6 +960,81 @@ impl Validator {
             max_attempts,
         })
     }
+
+    /// `connection`: present, and one of the declared connections.
+    fn connection_ref(
+        &mut self,
+        key: &str,
+        raw: Option<String>,
+        connections: &[&str],
+    ) -> Option<String> {
+        let connection = self.required(
+            key,
+            "connection",
+            raw,
+            "the name of a [connections.NAME] section",
+        );
+        if let Some(c) = &connection
+            && !connections.contains(&c.as_str())
+        {
+            let known = if connections.is_empty() {
+                "none are configured".to_owned()
+            } else {
+                connections.join(", ")
+            };
+            self.problem(
+                format!("{key}.connection"),
+                format!("`{c}` is not a configured connection (known: {known})"),
+            );
+        }
+        connection
+    }
+
+    /// The URL to call (as configured, else the 1st gen default) and the
+    /// audience of the ID token (as configured, else the URL exactly as
+    /// written: normalising would add a trailing `/` to a host-only URL, a
+    /// Cloud Run service, which is another audience).
+    fn url_and_audience(
+        &mut self,
+        key: &str,
+        raw_url: Option<String>,
+        raw_audience: Option<String>,
+        target: FunctionTarget<'_>,
+        http: &HttpSettings,
+    ) -> (Option<Url>, Option<String>) {
+        let url = match (&raw_url, target.project_id, target.function) {
+            (Some(u), _, _) => checked_url(u, http.allow_insecure_loopback)
+                .map_err(|e| self.problem(format!("{key}.url"), e.to_string()))
+                .ok(),
+            (None, Some(p), Some(f)) => Url::parse(&first_gen_url(target.region, p, f)).ok(),
+            _ => None,
+        };
+        if let Some(u) = &url
+            && (u.query().is_some() || u.fragment().is_some())
+        {
+            self.problem(
+                format!("{key}.url"),
+                "must not carry a query string or fragment",
+            );
+        }
+        let audience = raw_audience.or_else(|| match (&raw_url, &url) {
+            (Some(raw), Some(_)) => Some(raw.trim().to_owned()),
+            (None, Some(derived)) => Some(derived.as_str().to_owned()),
+            _ => None,
+        });
+        if audience.as_deref().is_some_and(str::is_empty) {
+            self.problem(format!("{key}.audience"), "must not be empty");
+        }
+        (url, audience)
+    }
+}
+
+/// Where an integration's function is, as far as the file says.
+#[derive(Clone, Copy)]
+struct FunctionTarget<'a> {
+    region: &'a str,
+    project_id: Option<&'a str>,
+    function: Option<&'a str>,
 }
 
 /// Instance ids may also carry `/` (host/suffix).

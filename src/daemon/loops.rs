@@ -376,3 +376,77 @@ pub(super) async fn prune(engine: Arc<Engine>, stop: CancellationToken) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use grantbridge_sandbox::{ControlPlane, ControlPlaneOptions};
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::testing::{Fixture, SA, grant};
+
+    /// A journal that cannot write, behind a control plane that works: the
+    /// failure is the journal's, and the control plane is not blamed for it
+    /// (no control-plane error counted, `/readyz` keeps saying reachable).
+    #[tokio::test]
+    async fn a_journal_failure_while_reporting_is_not_a_control_plane_error() {
+        let f = Fixture::start(&[("db", "grant-db", &[SA])], |c| c).await;
+        let (result, _) = f.engine.process(&grant("j-1", "db")).await;
+        f.engine
+            .journal()
+            .complete_unrecorded(&result, Source::Push, None)
+            .await
+            .unwrap();
+        let server = ControlPlane::start(ControlPlaneOptions {
+            connector_id: "unit".into(),
+            tokens: vec!["t".into()],
+            clock: grantbridge_sandbox::Clock::system(),
+        })
+        .await
+        .unwrap();
+        let cp = ControlPlaneClient::new(
+            f.engine.services().http.clone(),
+            url::Url::parse(&server.url()).unwrap(),
+            "unit".into(),
+            SecretString::from("t"),
+        );
+        f.engine.journal().clone().close().await;
+
+        let err = flush_outbox(&f.engine, Some(&cp), 10).await.unwrap_err();
+        assert!(matches!(err, FlushError::Journal(_)), "{err}");
+        assert_eq!(
+            server.results().len(),
+            1,
+            "the control plane got the result"
+        );
+
+        let state = Arc::new(ControlPlaneState::default());
+        state.reachable.store(true, Ordering::SeqCst);
+        state.auth_ok.store(true, Ordering::SeqCst);
+        let stop = CancellationToken::new();
+        let looping = tokio::spawn(report(
+            f.engine.clone(),
+            Some(cp),
+            10,
+            Duration::from_secs(30),
+            state.clone(),
+            stop.clone(),
+        ));
+        // The loop tries (and fails on the journal) at least once more.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while server.calls().results < 2 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        looping.await.unwrap();
+        assert!(server.calls().results >= 2, "the loop retried");
+        assert!(state.reachable.load(Ordering::SeqCst));
+        assert!(state.auth_ok.load(Ordering::SeqCst));
+        let metrics = &f.engine.services().metrics;
+        for kind in ["unauthorized", "unavailable", "lease_lost", "protocol"] {
+            assert_eq!(metrics.control_plane_errors("results", kind), 0, "{kind}");
+        }
+    }
+}

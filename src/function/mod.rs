@@ -222,6 +222,8 @@ impl Invoker {
         }
     }
 
+    /// One attempt: an ID token, the POST, and what its answer means. What
+    /// came back is left in `last` for the report.
     async fn attempt(
         &self,
         integration: &Integration,
@@ -230,25 +232,27 @@ impl Invoker {
         trace_id: &str,
         last: &mut Attempt,
     ) -> Disposition {
+        *last = Attempt {
+            status: None,
+            body: None,
+            latency: Duration::ZERO,
+        };
         let token = match self
             .tokens
             .get(&integration.connection, &integration.audience)
             .await
         {
             Ok(t) => t,
-            Err(e) if e.is_retryable() => {
-                (last.status, last.body, last.latency) = (None, None, Duration::ZERO);
-                return Disposition::Retry {
-                    code: ErrorCode::Credentials,
-                    message: e.to_string(),
-                    retry_after: None,
-                };
-            }
             Err(e) => {
-                (last.status, last.body, last.latency) = (None, None, Duration::ZERO);
-                return Disposition::Fail {
-                    code: ErrorCode::Credentials,
-                    message: e.to_string(),
+                let (code, message) = (ErrorCode::Credentials, e.to_string());
+                return if e.is_retryable() {
+                    Disposition::Retry {
+                        code,
+                        message,
+                        retry_after: None,
+                    }
+                } else {
+                    Disposition::Fail { code, message }
                 };
             }
         };
@@ -265,44 +269,41 @@ impl Invoker {
             .json(body)
             .send()
             .await;
-        let resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                last.latency = started.elapsed();
-                last.status = None;
-                last.body = None;
-                let what = if e.is_timeout() {
-                    format!(
-                        "no answer within the {} timeout",
-                        humantime::format_duration(integration.timeout)
-                    )
-                } else if e.is_connect() {
-                    "could not connect".to_owned()
-                } else {
-                    "the connection failed".to_owned()
-                };
-                self.metrics.function_attempt(
-                    &integration.name,
-                    "unavailable",
-                    last.latency.as_secs_f64(),
-                );
-                return Disposition::Retry {
-                    code: ErrorCode::FunctionUnavailable,
-                    message: format!("calling {}: {what}", integration.url),
-                    retry_after: None,
-                };
-            }
+        let verdict = match sent {
+            Ok(resp) => self.read_answer(integration, resp, last).await,
+            Err(e) => no_answer(integration, &e),
         };
+        last.latency = started.elapsed();
+        let label = match &verdict {
+            Disposition::Success => "succeeded",
+            Disposition::Retry {
+                code: ErrorCode::FunctionUnavailable,
+                ..
+            } if last.status.is_none() => "unavailable",
+            Disposition::Retry { .. } => "retryable",
+            Disposition::Fail { code, .. } => code.as_str(),
+        };
+        self.metrics
+            .function_attempt(&integration.name, label, last.latency.as_secs_f64());
+        verdict
+    }
+
+    /// Reads the function's answer (at most `max_response_bytes`) and
+    /// classifies it.
+    async fn read_answer(
+        &self,
+        integration: &Integration,
+        resp: reqwest::Response,
+        last: &mut Attempt,
+    ) -> Disposition {
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, self.clock.now()));
-        let read = read_limited(resp, self.max_response_bytes).await;
-        last.latency = started.elapsed();
         last.status = Some(status);
-        let verdict = match read {
+        match read_limited(resp, self.max_response_bytes).await {
             Ok(bytes) => {
                 last.body = Body::from_bytes(&bytes);
                 let who = format!(
@@ -314,33 +315,36 @@ impl Invoker {
                 );
                 classify(status, last.body.as_ref(), retry_after, &who)
             }
-            Err(BodyError::TooLarge { limit }) => {
-                last.body = None;
-                Disposition::Fail {
-                    code: ErrorCode::FunctionError,
-                    message: format!(
-                        "function answered HTTP {status} with a body over the {limit}-byte limit (for a 2xx, the call may have taken effect)"
-                    ),
-                }
-            }
-            Err(BodyError::Read(_)) => {
-                last.body = None;
-                Disposition::Retry {
-                    code: ErrorCode::FunctionUnavailable,
-                    message: format!(
-                        "function answered HTTP {status} but the body could not be read"
-                    ),
-                    retry_after,
-                }
-            }
-        };
-        let label = match &verdict {
-            Disposition::Success => "succeeded",
-            Disposition::Retry { .. } => "retryable",
-            Disposition::Fail { code, .. } => code.as_str(),
-        };
-        self.metrics
-            .function_attempt(&integration.name, label, last.latency.as_secs_f64());
-        verdict
+            Err(BodyError::TooLarge { limit }) => Disposition::Fail {
+                code: ErrorCode::FunctionError,
+                message: format!(
+                    "function answered HTTP {status} with a body over the {limit}-byte limit (for a 2xx, the call may have taken effect)"
+                ),
+            },
+            Err(BodyError::Read(_)) => Disposition::Retry {
+                code: ErrorCode::FunctionUnavailable,
+                message: format!("function answered HTTP {status} but the body could not be read"),
+                retry_after,
+            },
+        }
+    }
+}
+
+/// What a call that got no HTTP answer means: retry, the function is unavailable.
+fn no_answer(integration: &Integration, e: &reqwest::Error) -> Disposition {
+    let what = if e.is_timeout() {
+        format!(
+            "no answer within the {} timeout",
+            humantime::format_duration(integration.timeout)
+        )
+    } else if e.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        "the connection failed".to_owned()
+    };
+    Disposition::Retry {
+        code: ErrorCode::FunctionUnavailable,
+        message: format!("calling {}: {what}", integration.url),
+        retry_after: None,
     }
 }

@@ -249,6 +249,7 @@ impl SeqCounter {
     }
 }
 
+/// Applies one write (inside the batch's transaction, in its own savepoint).
 fn apply(conn: &Connection, request: &Request, seq: &mut SeqCounter) -> Result<Done, JournalError> {
     let at = request.at;
     match &request.op {
@@ -257,110 +258,16 @@ fn apply(conn: &Connection, request: &Request, seq: &mut SeqCounter) -> Result<D
             action_json,
             source,
             lease_token,
-        } => {
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT INTO actions (id, action, source, lease_token, status, recorded_at)
-                     VALUES (?1, ?2, ?3, ?4, 'queued', ?5) ON CONFLICT (id) DO NOTHING",
-                )?
-                .execute(params![id, action_json, source.as_str(), lease_token, at])?;
-            if inserted == 1 {
-                return Ok(Done::Recorded(Box::new(Recorded::New)));
-            }
-            // A redelivered lease brings a new token; a result stored by
-            // complete_unrecorded gains its action.
-            conn.prepare_cached(
-                "UPDATE actions SET lease_token = coalesce(?2, lease_token), action = coalesce(action, ?3)
-                 WHERE id = ?1 AND (?2 IS NOT NULL OR action IS NULL)",
-            )?
-            .execute(params![id, lease_token, action_json])?;
-            let state = load_state(conn, id)?.ok_or_else(|| {
-                JournalError::corrupt(id, "the row vanished between insert and read")
-            })?;
-            Ok(Done::Recorded(Box::new(Recorded::Known(state))))
-        }
-        Op::MarkRunning { id } => {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE actions SET status = 'running', running_at = ?2
-                     WHERE id = ?1 AND status = 'queued'",
-                )?
-                .execute(params![id, at])?;
-            if changed == 0 && !exists(conn, id)? {
-                return Err(JournalError::NotRecorded { id: id.clone() });
-            }
-            Ok(Done::Unit)
-        }
+        } => record(conn, id, action_json, *source, lease_token.as_deref(), at),
+        Op::MarkRunning { id } => mark_running(conn, id, at),
         Op::Complete {
             id,
             status,
             result_json,
             unrecorded,
-        } => {
-            let next = seq.peek(conn)?;
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE actions SET status = ?2, result = ?3, completed_at = ?4, completed_seq = ?5
-                     WHERE id = ?1 AND result IS NULL",
-                )?
-                .execute(params![id, status.as_str(), result_json, at, next])?;
-            if changed == 0 {
-                if exists(conn, id)? {
-                    // Completed before: the first result stands.
-                    return Ok(Done::Unit);
-                }
-                let Some((source, lease_token)) = unrecorded else {
-                    return Err(JournalError::NotRecorded { id: id.clone() });
-                };
-                conn.prepare_cached(
-                    "INSERT INTO actions (id, action, source, lease_token, status, recorded_at,
-                                          completed_at, completed_seq, result)
-                     VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
-                )?
-                .execute(params![
-                    id,
-                    source.as_str(),
-                    lease_token,
-                    status.as_str(),
-                    at,
-                    next,
-                    result_json
-                ])?;
-            }
-            seq.advance();
-            Ok(Done::Unit)
-        }
-        Op::Attempt(e) => {
-            conn.prepare_cached(
-                "INSERT INTO audit (at, action_id, integration, event_type, username, function_url,
-                                    http_status, latency_ms, outcome, attempt, instance_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?
-            .execute(params![
-                to_ms(e.at),
-                e.action_id,
-                e.integration,
-                e.event_type,
-                e.username,
-                e.function_url,
-                e.http_status,
-                i64::try_from(e.latency_ms).unwrap_or(i64::MAX),
-                e.outcome,
-                e.attempt,
-                e.instance_id,
-            ])?;
-            Ok(Done::Unit)
-        }
-        Op::MarkReported(ids) => {
-            let mut stmt = conn.prepare_cached(
-                "UPDATE actions SET reported_at = ?2
-                 WHERE id = ?1 AND reported_at IS NULL AND result IS NOT NULL",
-            )?;
-            for id in ids {
-                stmt.execute(params![id, at])?;
-            }
-            Ok(Done::Unit)
-        }
+        } => complete(conn, seq, id, *status, result_json, unrecorded.as_ref(), at),
+        Op::Attempt(e) => insert_attempt(conn, e),
+        Op::MarkReported(ids) => mark_reported(conn, ids, at),
         Op::Requeue(id) => {
             conn.prepare_cached(
                 "UPDATE actions SET reported_at = NULL WHERE id = ?1 AND result IS NOT NULL",
@@ -368,18 +275,139 @@ fn apply(conn: &Connection, request: &Request, seq: &mut SeqCounter) -> Result<D
             .execute([id])?;
             Ok(Done::Unit)
         }
-        Op::Prune { cutoff } => {
-            let audit = conn
-                .prepare_cached("DELETE FROM audit WHERE at < ?1")?
-                .execute([cutoff])?;
-            let actions = conn
-                .prepare_cached(
-                    "DELETE FROM actions WHERE reported_at IS NOT NULL AND completed_at < ?1",
-                )?
-                .execute([cutoff])?;
-            Ok(Done::Count((audit + actions) as u64))
-        }
+        Op::Prune { cutoff } => prune(conn, *cutoff),
     }
+}
+
+/// A new action, or the state of a known one (a redelivered lease brings a
+/// new token; a result stored by `complete_unrecorded` gains its action).
+fn record(
+    conn: &Connection,
+    id: &str,
+    action_json: &str,
+    source: Source,
+    lease_token: Option<&str>,
+    at: i64,
+) -> Result<Done, JournalError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO actions (id, action, source, lease_token, status, recorded_at)
+             VALUES (?1, ?2, ?3, ?4, 'queued', ?5) ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![id, action_json, source.as_str(), lease_token, at])?;
+    if inserted == 1 {
+        return Ok(Done::Recorded(Box::new(Recorded::New)));
+    }
+    conn.prepare_cached(
+        "UPDATE actions SET lease_token = coalesce(?2, lease_token), action = coalesce(action, ?3)
+         WHERE id = ?1 AND (?2 IS NOT NULL OR action IS NULL)",
+    )?
+    .execute(params![id, lease_token, action_json])?;
+    let state = load_state(conn, id)?
+        .ok_or_else(|| JournalError::corrupt(id, "the row vanished between insert and read"))?;
+    Ok(Done::Recorded(Box::new(Recorded::Known(state))))
+}
+
+fn mark_running(conn: &Connection, id: &str, at: i64) -> Result<Done, JournalError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE actions SET status = 'running', running_at = ?2
+             WHERE id = ?1 AND status = 'queued'",
+        )?
+        .execute(params![id, at])?;
+    if changed == 0 && !exists(conn, id)? {
+        return Err(JournalError::NotRecorded { id: id.to_owned() });
+    }
+    Ok(Done::Unit)
+}
+
+/// Stores the first result of an action (a later one is ignored); with
+/// `unrecorded`, an action never recorded gets a row holding only its result.
+fn complete(
+    conn: &Connection,
+    seq: &mut SeqCounter,
+    id: &str,
+    status: Progress,
+    result_json: &str,
+    unrecorded: Option<&(Source, Option<String>)>,
+    at: i64,
+) -> Result<Done, JournalError> {
+    let next = seq.peek(conn)?;
+    let changed = conn
+        .prepare_cached(
+            "UPDATE actions SET status = ?2, result = ?3, completed_at = ?4, completed_seq = ?5
+             WHERE id = ?1 AND result IS NULL",
+        )?
+        .execute(params![id, status.as_str(), result_json, at, next])?;
+    if changed == 0 {
+        if exists(conn, id)? {
+            // Completed before: the first result stands.
+            return Ok(Done::Unit);
+        }
+        let Some((source, lease_token)) = unrecorded else {
+            return Err(JournalError::NotRecorded { id: id.to_owned() });
+        };
+        conn.prepare_cached(
+            "INSERT INTO actions (id, action, source, lease_token, status, recorded_at,
+                                  completed_at, completed_seq, result)
+             VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            id,
+            source.as_str(),
+            lease_token,
+            status.as_str(),
+            at,
+            next,
+            result_json
+        ])?;
+    }
+    seq.advance();
+    Ok(Done::Unit)
+}
+
+fn insert_attempt(conn: &Connection, e: &AuditEntry) -> Result<Done, JournalError> {
+    conn.prepare_cached(
+        "INSERT INTO audit (at, action_id, integration, event_type, username, function_url,
+                            http_status, latency_ms, outcome, attempt, instance_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        to_ms(e.at),
+        e.action_id,
+        e.integration,
+        e.event_type,
+        e.username,
+        e.function_url,
+        e.http_status,
+        i64::try_from(e.latency_ms).unwrap_or(i64::MAX),
+        e.outcome,
+        e.attempt,
+        e.instance_id,
+    ])?;
+    Ok(Done::Unit)
+}
+
+fn mark_reported(conn: &Connection, ids: &[String], at: i64) -> Result<Done, JournalError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE actions SET reported_at = ?2
+         WHERE id = ?1 AND reported_at IS NULL AND result IS NOT NULL",
+    )?;
+    for id in ids {
+        stmt.execute(params![id, at])?;
+    }
+    Ok(Done::Unit)
+}
+
+/// Drops audit entries, and reported actions, older than `cutoff`.
+fn prune(conn: &Connection, cutoff: i64) -> Result<Done, JournalError> {
+    let audit = conn
+        .prepare_cached("DELETE FROM audit WHERE at < ?1")?
+        .execute([cutoff])?;
+    let actions = conn
+        .prepare_cached("DELETE FROM actions WHERE reported_at IS NOT NULL AND completed_at < ?1")?
+        .execute([cutoff])?;
+    Ok(Done::Count((audit + actions) as u64))
 }
 
 fn exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {

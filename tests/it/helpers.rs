@@ -280,10 +280,8 @@ impl RunningDaemon {
         body: &str,
         ts_offset: i64,
     ) -> reqwest::Response {
-        self.pusher()
-            .send(method, path, body, ts_offset)
+        self.signed_with(PUSH_SECRET, method, path, body, ts_offset)
             .await
-            .expect("the push endpoint answers")
     }
 
     /// A request signed with another secret.

@@ -1,0 +1,170 @@
+//! The engine's step, [`Engine::process`], tested on its own: validation
+//! before any call, the result and audit entries of a call, what it records
+//! in the health board, and the concurrency bounds. The journal, the loops
+//! and the listeners are the daemon's and are tested there.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::routing::post;
+use grantbridge_sandbox::FunctionImpl;
+use serde_json::json;
+
+use crate::action::Action;
+use crate::contract::ErrorCode;
+use crate::health::Health;
+use crate::testing::{Fixture, SA, grant};
+
+fn action(v: serde_json::Value) -> Action {
+    Action::from_value(&v).expect("a structurally valid action")
+}
+
+#[tokio::test]
+async fn invalid_actions_fail_with_their_code_and_reach_no_function() {
+    let f = Fixture::start(&[("orders-db", "grant-db", &[SA])], |c| c).await;
+    let cases = [
+        (grant("a1", "payroll"), ErrorCode::UnknownIntegration),
+        (
+            action(json!({"id": "a2", "integration": "orders-db", "event_type": "drop-table"})),
+            ErrorCode::UnsupportedEventType,
+        ),
+        (
+            action(
+                json!({"id": "a3", "integration": "orders-db", "event_type": "grant-access",
+                "params": {"grant_id": "g"}}),
+            ),
+            ErrorCode::InvalidAction,
+        ),
+        (
+            action(
+                json!({"id": "a4", "integration": "orders-db", "event_type": "get-status",
+                "params": {"custom_parameters": {"role": "admin"}}}),
+            ),
+            ErrorCode::InvalidAction,
+        ),
+        (
+            action(
+                json!({"id": "a5", "integration": "orders-db", "event_type": "get-status",
+                "not_after": "2020-01-01T00:00:00Z"}),
+            ),
+            ErrorCode::Expired,
+        ),
+    ];
+    for (a, code) in cases {
+        let (result, audit) = f.engine.process(&a).await;
+        assert_eq!(result.error_code(), Some(code), "{}", a.id);
+        assert_eq!((result.attempts, audit.len()), (0, 0), "{}", a.id);
+        assert!(result.function.is_none());
+        assert!(!result.error.as_ref().unwrap().message.is_empty());
+    }
+    assert!(f.google.invocations("grant-db").is_empty());
+    // Names the control plane sent are never metric labels.
+    let metrics = &f.engine.services().metrics;
+    assert_eq!(
+        metrics.actions("(unknown)", "grant-access", "unknown_integration"),
+        1
+    );
+    assert_eq!(
+        metrics.actions("orders-db", "(unsupported)", "unsupported_event_type"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_call_gives_a_result_an_audit_entry_and_healthy_integration() {
+    let f = Fixture::start(&[("orders-db", "grant-db", &[SA])], |c| c).await;
+    let (result, audit) = f.engine.process(&grant("ok-1", "orders-db")).await;
+    assert!(result.succeeded(), "{result:?}");
+    assert_eq!(result.attempts, 1);
+    assert_eq!(result.instance_id, "unit/0");
+    let call = result.function.expect("the call is reported");
+    assert_eq!(call.status, Some(200));
+    assert_eq!(audit.len(), 1);
+    let entry = &audit[0];
+    assert_eq!(
+        (
+            entry.action_id.as_str(),
+            entry.integration.as_str(),
+            entry.attempt
+        ),
+        ("ok-1", "orders-db", 1)
+    );
+    assert_eq!(entry.username.as_deref(), Some("alice@example.com"));
+    let invocations = f.google.invocations("grant-db");
+    assert_eq!(invocations.len(), 1);
+    assert_eq!(invocations[0].idempotency_key.as_deref(), Some("ok-1"));
+    let health = f.engine.health_report();
+    assert_eq!(
+        (health[0].name.as_str(), health[0].health),
+        ("orders-db", Health::Ok)
+    );
+}
+
+#[tokio::test]
+async fn a_refused_call_puts_the_integration_in_error_with_the_reason() {
+    let f = Fixture::start(
+        &[(
+            "hr",
+            "grant-hr",
+            &["someone-else@x.iam.gserviceaccount.com"],
+        )],
+        |c| c,
+    )
+    .await;
+    let (result, _) = f.engine.process(&grant("no-1", "hr")).await;
+    assert_eq!(result.error_code(), Some(ErrorCode::PermissionDenied));
+    let health = f.engine.health_report();
+    assert_eq!(health[0].health, Health::Error);
+    assert!(
+        health[0].detail.contains("roles/cloudfunctions.invoker"),
+        "{}",
+        health[0].detail
+    );
+    // The next success clears it.
+    f.google.set_invokers("grant-hr", &[SA]);
+    let (result, _) = f.engine.process(&grant("no-2", "hr")).await;
+    assert!(result.succeeded());
+    assert_eq!(f.engine.health_report()[0].health, Health::Ok);
+}
+
+/// An upstream that counts calls in flight and keeps the peak.
+async fn gauge_upstream(peak: Arc<AtomicUsize>) -> url::Url {
+    let now = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().fallback(post(move || {
+        let (now, peak) = (now.clone(), peak.clone());
+        async move {
+            let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(n, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            axum::Json(json!({"status": "ok"}))
+        }
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = url::Url::parse(&format!("http://{}/", listener.local_addr().unwrap())).unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn calls_to_one_integration_never_exceed_its_concurrency() {
+    let f = Fixture::start(&[("db", "slow-db", &[SA])], |c| {
+        c.set("engine.per_integration_concurrency", 2)
+    })
+    .await;
+    let peak = Arc::new(AtomicUsize::new(0));
+    f.google.deploy_function(
+        "slow-db",
+        FunctionImpl::Proxy(gauge_upstream(peak.clone()).await),
+        &[SA],
+    );
+    let runs = (0..10).map(|i| {
+        let engine = f.engine.clone();
+        async move { engine.process(&grant(&format!("c-{i}"), "db")).await }
+    });
+    let results = futures_util::future::join_all(runs).await;
+    assert!(results.iter().all(|(r, _)| r.succeeded()));
+    let peak = peak.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&peak), "peak concurrency {peak}, limit 2");
+}
