@@ -1,8 +1,6 @@
-//! The composition root. [`Services`] is everything built from one
-//! configuration (shared HTTP clients, each connection's credentials, the
-//! token cache, the invoker), swapped whole on reload; the one-shot CLI
-//! commands use it alone. [`Application`] is the daemon: it opens the journal,
-//! builds the services, the control-plane client and the engine, binds the
+//! The composition root. [`Application`] is the daemon: from one validated
+//! configuration it opens the journal, builds the [`Services`] (credentials,
+//! tokens, invoker), the control-plane client and the engine, binds the
 //! listeners, and runs the loops until shutdown. `grantbridge run`, the demo,
 //! the benches and the tests all start the daemon through
 //! [`Application::build`] and [`Application::run_until_stopped`].
@@ -10,7 +8,6 @@
 //! Building must not make network calls other than binding the listeners: the
 //! first token is minted on first use (or by `grantbridge check`).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,17 +21,16 @@ use crate::control_plane::ControlPlaneClient;
 use crate::daemon::{ControlPlaneState, Daemon, DaemonError, Listeners, Reloader, RunSummary};
 use crate::engine::Engine;
 use crate::env::Environment;
-use crate::function::Invoker;
-use crate::google::{Credentials, CredentialsContext, CredentialsError, IdTokenSource, TokenCache};
 use crate::journal::{Journal, JournalError, JournalOptions};
 use crate::metrics::Metrics;
+use crate::services::{Services, ServicesError};
 use crate::telemetry::LogHandle;
 
 /// Why the application could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("building the HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Services(#[from] ServicesError),
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
     #[error(
@@ -48,80 +44,6 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
-    #[error("configuration {file}: connections.{connection}: {source}")]
-    Credentials {
-        file: String,
-        connection: String,
-        #[source]
-        source: Box<CredentialsError>,
-    },
-}
-
-/// Everything built from one configuration: credentials, tokens and the
-/// invoker. The engine holds one and swaps it whole on reload, so an action
-/// runs with one configuration from start to end.
-pub struct Services {
-    pub config: Arc<Config>,
-    pub credentials: BTreeMap<String, Arc<Credentials>>,
-    pub tokens: Arc<TokenCache>,
-    pub invoker: Arc<Invoker>,
-    pub metrics: Arc<Metrics>,
-    /// The pooled client (rustls, proxy from the environment, no redirects), for
-    /// other peers such as the control plane to share.
-    pub http: reqwest::Client,
-}
-
-impl Services {
-    pub fn build(
-        config: Config,
-        env: &dyn Environment,
-        clock: Clock,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, BuildError> {
-        let http = crate::http::client()?;
-        let ctx = CredentialsContext {
-            env,
-            http: http.clone(),
-            metadata_http: crate::http::metadata_client()?,
-            clock: clock.clone(),
-            allow_insecure_loopback: config.http.allow_insecure_loopback,
-        };
-        let mut credentials = BTreeMap::new();
-        let mut sources: BTreeMap<String, Arc<dyn IdTokenSource>> = BTreeMap::new();
-        for (name, connection) in &config.connections {
-            let creds =
-                ctx.build(&connection.credentials)
-                    .map_err(|source| BuildError::Credentials {
-                        file: config.source.display().to_string(),
-                        connection: name.clone(),
-                        source: Box::new(source),
-                    })?;
-            let creds = Arc::new(creds);
-            sources.insert(name.clone(), creds.clone());
-            credentials.insert(name.clone(), creds);
-        }
-        let tokens = Arc::new(TokenCache::new(
-            sources,
-            config.tokens.refresh_ahead,
-            clock.clone(),
-            metrics.clone(),
-        ));
-        let invoker = Arc::new(Invoker::new(
-            http.clone(),
-            tokens.clone(),
-            clock,
-            metrics.clone(),
-            config.http.max_response_bytes,
-        ));
-        Ok(Self {
-            config: Arc::new(config),
-            credentials,
-            tokens,
-            invoker,
-            metrics,
-            http,
-        })
-    }
 }
 
 /// The daemon, built and bound, not yet running.

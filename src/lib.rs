@@ -7,10 +7,11 @@
 //! feature links it, for `grantbridge demo` and `grantbridge sandbox`.
 //!
 //! # Map
-//! - [`app`]: the one composition root. [`app::Services`] is everything built
-//!   from one configuration (credentials, token cache, invoker), swapped whole
-//!   on reload; [`app::Application`] builds the journal, the control-plane
-//!   client, the engine and the listeners from a configuration and runs them.
+//! - [`app`]: the one composition root. [`app::Application`] builds the
+//!   journal, the services, the control-plane client, the engine and the
+//!   listeners from a configuration and runs them.
+//! - [`services`]: everything built from one configuration (credentials,
+//!   token cache, invoker), swapped whole on reload.
 //! - [`config`]: the TOML file (+ `GRANTBRIDGE__*` env overrides) parsed once into
 //!   validated types: connections, integrations, control plane, push, journal, engine.
 //! - [`google`]: credentials (service-account key, metadata server, impersonation,
@@ -63,6 +64,7 @@ pub mod http;
 pub mod journal;
 pub mod metrics;
 pub mod retry;
+pub mod services;
 pub mod telemetry;
 #[cfg(test)]
 mod testing;

@@ -10,13 +10,13 @@ use grantbridge_sandbox::{FunctionImpl, Sandbox, SandboxOptions};
 use serde_json::json;
 
 use crate::action::Action;
-use crate::app::Services;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::env::MapEnv;
 use crate::journal::{Journal, JournalOptions};
 use crate::metrics::Metrics;
+use crate::services::Services;
 
 pub(crate) const SA: &str = "unit@sandbox-project.iam.gserviceaccount.com";
 

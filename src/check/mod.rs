@@ -18,7 +18,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::app::Services;
 use crate::config::{Config, Integration};
 use crate::google::AccessToken;
 use crate::google::CredentialsSpec;
@@ -27,6 +26,7 @@ use crate::google::functions_api::{
     INVOKE_PERMISSION, INVOKER_ROLE, Ingress, member,
 };
 use crate::health::{Health, Reading};
+use crate::services::Services;
 
 pub use render::{render_functions, render_verdicts};
 

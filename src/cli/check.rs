@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{CliError, services};
-use crate::app::Services;
 use crate::env::Environment;
 use crate::health::Health;
+use crate::services::Services;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {

@@ -24,11 +24,12 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::app::{BuildError, Services};
+use crate::app::BuildError;
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::env::Environment;
 use crate::metrics::Metrics;
+use crate::services::{Services, ServicesError};
 use crate::telemetry::LogFormat;
 
 pub use audit::AuditArgs;
@@ -113,6 +114,8 @@ pub enum CliError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error(transparent)]
+    Services(#[from] ServicesError),
     #[error(transparent)]
     Token(#[from] crate::google::TokenError),
     #[error(transparent)]

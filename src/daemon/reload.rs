@@ -8,12 +8,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::app::{BuildError, Services};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::control_plane::ControlPlaneClient;
 use crate::engine::Engine;
 use crate::env::Environment;
+use crate::services::{Services, ServicesError};
 use crate::telemetry::{LogHandle, LogLevelError};
 
 /// Why a new configuration was refused (the running one stays).
@@ -22,7 +22,7 @@ pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Build(#[from] BuildError),
+    Services(#[from] ServicesError),
     #[error(transparent)]
     LogLevel(#[from] LogLevelError),
 }

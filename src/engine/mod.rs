@@ -23,13 +23,13 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::action::{Action, ActionResult, InvalidAction};
-use crate::app::Services;
 use crate::clock::Clock;
 use crate::config::{Config, EngineSettings};
 use crate::contract::{ErrorCode, EventType, validate_params};
 use crate::function::Call;
 use crate::health::{HealthBoard, IntegrationHealth};
 use crate::journal::{AuditEntry, Journal, JournalError, Progress, Recorded, Source};
+use crate::services::Services;
 pub use result::{cap_body, failed_result};
 
 /// Why an action was not accepted.

@@ -192,9 +192,10 @@ async fn adc_refuses_a_persons_gcloud_login_at_start() {
     let menv = MapEnv::new().with("CLOUDSDK_CONFIG", gcloud.to_str().unwrap());
     let path = env.write_config(&adc_config());
     let config = Config::load(&path, &menv).unwrap();
-    let err = grantbridge::app::Services::build(config, &menv, Clock::system(), Default::default())
-        .err()
-        .expect("refused");
+    let err =
+        grantbridge::services::Services::build(config, &menv, Clock::system(), Default::default())
+            .err()
+            .expect("refused");
     let text = err.to_string();
     assert!(
         text.contains("connections.adc")

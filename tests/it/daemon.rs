@@ -239,7 +239,7 @@ async fn push_requests_must_be_signed_fresh_and_small() {
     );
     // A signature over a different path or body does not carry over.
     let ts = grantbridge::clock::Clock::system().unix_secs();
-    let sig = grantbridge::daemon::signature::sign(PUSH_SECRET, ts, "POST", "/v1/actions", b"{}");
+    let sig = grantbridge_sandbox::pusher::signature(PUSH_SECRET, ts, "POST", "/v1/actions", b"{}");
     let r = reqwest::Client::new()
         .post(format!("http://{addr}/v1/actions"))
         .header("x-grantbridge-timestamp", ts.to_string())

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use grantbridge::app::{Application, Services};
+use grantbridge::app::Application;
 use grantbridge::clock::Clock;
 use grantbridge::config::Config;
 use grantbridge::daemon::{ControlPlaneState, Reloader, RunSummary};
@@ -15,6 +15,7 @@ use grantbridge::engine::Engine;
 use grantbridge::env::MapEnv;
 use grantbridge::function::{Call, Invoker, Report};
 use grantbridge::retry::Backoff;
+use grantbridge::services::Services;
 use grantbridge_sandbox::daemon_config::{DaemonConfig, Integration};
 use grantbridge_sandbox::pusher::Pusher;
 use grantbridge_sandbox::{

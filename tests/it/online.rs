@@ -5,12 +5,12 @@
 use std::process::Output;
 use std::time::Duration;
 
-use grantbridge::app::Services;
 use grantbridge::check::{self, Severity, Verdict};
 use grantbridge::google::AccessToken;
 use grantbridge::google::functions_api::{ApiErrorKind, CloudFunctionsApi, FunctionName};
 use grantbridge::health::Health;
 use grantbridge::retry::Backoff;
+use grantbridge::services::Services;
 use grantbridge_sandbox::daemon_config::DaemonConfig;
 use grantbridge_sandbox::{FunctionImpl, FunctionMeta};
 
