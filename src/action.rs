@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::contract::ErrorCode;
+use crate::contract::{ErrorCode, MAX_JSON_DEPTH, value_nesting};
 
 /// A structurally valid action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +87,11 @@ impl Action {
             Some(Value::Object(m)) => m.clone(),
             Some(_) => return Err(fail("`params` must be a JSON object".into())),
         };
+        if value_nesting(&Value::Object(params.clone())) > MAX_JSON_DEPTH {
+            return Err(fail(format!(
+                "`params` nests deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
+            )));
+        }
         let time = |field: &str| match obj.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
@@ -153,7 +158,37 @@ pub struct ActionResult {
     pub connector_version: String,
 }
 
+/// `connector_version` of every result.
+pub const CONNECTOR_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 impl ActionResult {
+    /// A failed result for an action that never reached a function (or
+    /// whose outcome can no longer be known).
+    pub fn failed(
+        id: &str,
+        code: ErrorCode,
+        message: &str,
+        started: SystemTime,
+        finished: SystemTime,
+        instance_id: &str,
+    ) -> Self {
+        Self {
+            action_id: id.to_owned(),
+            outcome: ResultOutcome::Failed,
+            error: Some(ResultError {
+                code,
+                message: message.to_owned(),
+                retryable: false,
+            }),
+            function: None,
+            attempts: 0,
+            started_at: rfc3339(started),
+            finished_at: rfc3339(finished),
+            instance_id: instance_id.to_owned(),
+            connector_version: CONNECTOR_VERSION.to_owned(),
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         self.outcome == ResultOutcome::Succeeded
     }
@@ -234,6 +269,21 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn params_nested_too_deep_are_refused_with_the_id_kept() {
+        let mut params = json!(1);
+        for _ in 0..40 {
+            params = json!([params]);
+        }
+        let err = Action::from_value(
+            &json!({"id": "deep", "integration": "x", "event_type": "grant-access",
+            "params": {"p": params}}),
+        )
+        .unwrap_err();
+        assert_eq!(err.id.as_deref(), Some("deep"));
+        assert!(err.reason.contains("nests deeper"), "{}", err.reason);
     }
 
     proptest! {

@@ -177,22 +177,113 @@ pub enum Body {
     Text(String),
 }
 
+/// The deepest nesting of JSON arrays and objects grantbridge accepts from
+/// outside (function answers, action params). Whatever it stores embeds such
+/// a value a few levels deeper, and must stay well inside serde_json's
+/// recursion limit (128) to be read back.
+pub const MAX_JSON_DEPTH: usize = 32;
+
 impl Body {
+    /// A function's answer: JSON when it parses and nests at most
+    /// [`MAX_JSON_DEPTH`] levels, else the text as received.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return None;
         }
-        Some(match serde_json::from_slice(bytes) {
-            Ok(v) => Self::Json(v),
-            Err(_) => Self::Text(String::from_utf8_lossy(bytes).into_owned()),
+        let parsed = (json_nesting(bytes) <= MAX_JSON_DEPTH)
+            .then(|| serde_json::from_slice(bytes).ok())
+            .flatten();
+        Some(match parsed {
+            Some(v) => Self::Json(v),
+            None => Self::Text(String::from_utf8_lossy(bytes).into_owned()),
         })
     }
+}
+
+/// How deeply `bytes` nest JSON arrays and objects (0 for a scalar), counted
+/// by a scan that ignores brackets inside strings. Not a validator: it only
+/// bounds what a parser would have to recurse through.
+pub fn json_nesting(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// How deeply a parsed value nests arrays and objects (0 for a scalar),
+/// without recursion.
+pub fn value_nesting(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(o) => Box::new(o.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    deepest
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn nesting_is_counted_outside_strings() {
+        assert_eq!(json_nesting(b"1"), 0);
+        assert_eq!(json_nesting(br#"{"a":[1,{"b":2}]}"#), 3);
+        assert_eq!(json_nesting(br#"{"a":"[[[[\"]]]]"}"#), 1);
+        let deep = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+        assert_eq!(json_nesting(deep.as_bytes()), 1000);
+        let v: Value = serde_json::from_str(r#"{"a":[1,{"b":[]}]}"#).unwrap();
+        assert_eq!(value_nesting(&v), 4);
+        assert_eq!(value_nesting(&json!(3)), 0);
+    }
+
+    #[test]
+    fn a_body_nested_too_deep_is_kept_as_the_text_received() {
+        let ok = format!(
+            "{{\"status\":\"ok\",\"x\":{}1{}}}",
+            "[".repeat(30),
+            "]".repeat(30)
+        );
+        assert!(matches!(
+            Body::from_bytes(ok.as_bytes()),
+            Some(Body::Json(_))
+        ));
+        let deep = format!(
+            "{{\"status\":\"ok\",\"x\":{}1{}}}",
+            "[".repeat(125),
+            "]".repeat(125)
+        );
+        match Body::from_bytes(deep.as_bytes()) {
+            Some(Body::Text(t)) => assert_eq!(t, deep),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn event_types_round_trip() {

@@ -5,6 +5,7 @@
 //! It must not record secrets, usernames or action ids as labels.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -62,6 +63,7 @@ pub struct Metrics {
     control_plane_errors: Family<ControlPlaneLabels, Counter>,
     config_reloads: Family<ResultLabel, Counter>,
     outbox_depth: Gauge,
+    outbox_oldest: Gauge,
     in_flight: Gauge,
 }
 
@@ -110,6 +112,12 @@ impl Metrics {
             "Results waiting to be accepted by the control plane",
             outbox_depth.clone(),
         );
+        let outbox_oldest = Gauge::default();
+        registry.register(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest result waiting for the control plane (0 when none waits); a growing value means the outbox is not draining",
+            outbox_oldest.clone(),
+        );
         let in_flight = Gauge::default();
         registry.register(
             "in_flight_actions",
@@ -136,6 +144,7 @@ impl Metrics {
             control_plane_errors,
             config_reloads,
             outbox_depth,
+            outbox_oldest,
             in_flight,
         }
     }
@@ -214,8 +223,10 @@ impl Metrics {
     }
 
     /// Gauges read at scrape time.
-    pub fn set_queue(&self, outbox_depth: u64, in_flight: u64) {
+    pub fn set_queue(&self, outbox_depth: u64, outbox_oldest_age: Duration, in_flight: u64) {
         self.outbox_depth.set(outbox_depth as i64);
+        self.outbox_oldest
+            .set(i64::try_from(outbox_oldest_age.as_secs()).unwrap_or(i64::MAX));
         self.in_flight.set(in_flight as i64);
     }
 

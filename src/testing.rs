@@ -35,6 +35,16 @@ impl Fixture {
         functions: &[(&str, &str, &[&str])],
         tune: impl FnOnce(DaemonConfig) -> DaemonConfig,
     ) -> Self {
+        Self::start_at(Clock::system(), functions, tune).await
+    }
+
+    /// The same with `clock` as the engine's clock (the journal keeps the
+    /// host's), so a test can make what the journal stored look old.
+    pub(crate) async fn start_at(
+        clock: Clock,
+        functions: &[(&str, &str, &[&str])],
+        tune: impl FnOnce(DaemonConfig) -> DaemonConfig,
+    ) -> Self {
         let google = Sandbox::start(SandboxOptions::default())
             .await
             .expect("sandbox starts");
@@ -59,10 +69,10 @@ impl Fixture {
         let config = Config::load(&path, &env).expect("config loads");
         let journal = Journal::open(JournalOptions::new(&config.journal.path), Clock::system())
             .expect("journal opens");
-        let services = Services::build(config, &env, Clock::system(), Arc::new(Metrics::new()))
+        let services = Services::build(config, &env, clock.clone(), Arc::new(Metrics::new()))
             .expect("services build");
         Self {
-            engine: Engine::new(services, journal, Clock::system()),
+            engine: Engine::new(services, journal, clock),
             google,
             _dir: dir,
         }

@@ -133,6 +133,8 @@ pub struct PushSettings {
 pub struct JournalSettings {
     pub path: PathBuf,
     pub retention: Duration,
+    /// The oldest unreported result may be this old before `/readyz` fails.
+    pub outbox_max_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +160,7 @@ impl Default for EngineSettings {
 
 pub const DEFAULT_JOURNAL_PATH: &str = "/var/lib/grantbridge/journal.db";
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const DEFAULT_OUTBOX_MAX_AGE: Duration = Duration::from_secs(300);
 pub const DEFAULT_TOKEN_ENV: &str = "GRANTBRIDGE_CONNECTOR_TOKEN";
 
 #[derive(Debug, Clone)]
@@ -687,7 +690,17 @@ impl Validator {
         if retention < Duration::from_secs(3600) {
             self.problem("journal.retention", "must be at least 1h");
         }
-        JournalSettings { path, retention }
+        let outbox_max_age = self
+            .duration("journal.outbox_max_age", j.outbox_max_age.as_deref())
+            .unwrap_or(DEFAULT_OUTBOX_MAX_AGE);
+        if outbox_max_age < Duration::from_secs(10) {
+            self.problem("journal.outbox_max_age", "must be at least 10s");
+        }
+        JournalSettings {
+            path,
+            retention,
+            outbox_max_age,
+        }
     }
 
     fn engine(&mut self, e: RawEngine) -> EngineSettings {

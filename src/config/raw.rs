@@ -127,6 +127,9 @@ pub(crate) struct RawJournal {
     pub path: Option<PathBuf>,
     /// How long finished actions and audit entries are kept (default "30d").
     pub retention: Option<String>,
+    /// `/readyz` fails when the oldest result waiting for the control plane
+    /// is older than this: the outbox is not draining (default "5m").
+    pub outbox_max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

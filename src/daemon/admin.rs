@@ -67,18 +67,7 @@ pub async fn readiness(
             google.config.integrations.len()
         ),
     }];
-    checks.push(match engine.journal().outbox_depth().await {
-        Ok(depth) => Check {
-            name: "journal".into(),
-            ok: true,
-            detail: format!("open; {depth} result(s) waiting for the control plane"),
-        },
-        Err(e) => Check {
-            name: "journal".into(),
-            ok: false,
-            detail: e.to_string(),
-        },
-    });
+    checks.extend(outbox_checks(engine, google.config.journal.outbox_max_age).await);
     for connection in google.config.connections.keys() {
         let name = format!("credentials:{connection}");
         // Any audience proves the connection can mint; one it uses is cached already.
@@ -152,6 +141,54 @@ pub async fn readiness(
     checks
 }
 
+/// The journal answers, and the outbox drains: its oldest result is younger
+/// than `max_age`.
+async fn outbox_checks(engine: &Engine, max_age: Duration) -> Vec<Check> {
+    let summary = match engine.journal().outbox_summary().await {
+        Ok(s) => s,
+        Err(e) => {
+            return vec![Check {
+                name: "journal".into(),
+                ok: false,
+                detail: e.to_string(),
+            }];
+        }
+    };
+    let age = outbox_age(engine, summary.oldest);
+    let draining = age <= max_age;
+    vec![
+        Check {
+            name: "journal".into(),
+            ok: true,
+            detail: format!(
+                "open; {} result(s) waiting for the control plane",
+                summary.depth
+            ),
+        },
+        Check {
+            name: "outbox".into(),
+            ok: draining,
+            detail: if draining {
+                format!("draining (oldest waiting result {}s old)", age.as_secs())
+            } else {
+                format!(
+                    "not draining: the oldest of {} waiting result(s) is {}s old (journal.outbox_max_age is {}s); see the report errors in the log",
+                    summary.depth,
+                    age.as_secs(),
+                    max_age.as_secs()
+                )
+            },
+        },
+    ]
+}
+
+/// How long the oldest waiting result has waited (zero when none waits).
+fn outbox_age(engine: &Engine, oldest: Option<std::time::SystemTime>) -> Duration {
+    oldest
+        .and_then(|t| engine.clock().now().duration_since(t).ok())
+        .unwrap_or_default()
+}
+
 async fn readyz(State(s): State<AdminState>) -> Response {
     let checks = readiness(&s.engine, &s.state, s.has_control_plane).await;
     let ready = checks.iter().all(|c| c.ok) && !s.engine.is_draining();
@@ -165,8 +202,13 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 
 async fn metrics(State(s): State<AdminState>) -> Response {
     let services = s.engine.services();
-    let depth = s.engine.journal().outbox_depth().await.unwrap_or(0);
-    services.metrics.set_queue(depth, s.engine.pending() as u64);
+    let summary = s.engine.journal().outbox_summary().await.ok();
+    let (depth, oldest) = summary.map_or((0, None), |s| (s.depth, s.oldest));
+    services.metrics.set_queue(
+        depth,
+        outbox_age(&s.engine, oldest),
+        s.engine.pending() as u64,
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -175,4 +217,74 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         services.metrics.encode(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::journal::Source;
+    use crate::testing::{Fixture, SA, grant};
+
+    fn check<'a>(checks: &'a [Check], name: &str) -> &'a Check {
+        checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name} check in {checks:?}"))
+    }
+
+    /// A result that has waited longer than `journal.outbox_max_age` makes
+    /// the connector not ready, and the gauge shows its age.
+    #[tokio::test]
+    async fn a_stalled_outbox_is_not_ready() {
+        // The engine's clock runs an hour ahead of the journal's: what the
+        // journal stores now is an hour old to the engine.
+        let f = Fixture::start_at(
+            Clock::system().skewed(3600),
+            &[("db", "grant-db", &[SA])],
+            |c| c.set("journal.outbox_max_age", "5m"),
+        )
+        .await;
+        let state = ControlPlaneState::default();
+        let fresh = readiness(&f.engine, &state, false).await;
+        assert!(check(&fresh, "outbox").ok, "an empty outbox drains");
+
+        let result = crate::action::ActionResult::failed(
+            &grant("s-1", "db").id,
+            crate::contract::ErrorCode::Internal,
+            "m",
+            std::time::SystemTime::now(),
+            std::time::SystemTime::now(),
+            "unit/0",
+        );
+        f.engine
+            .journal()
+            .complete_unrecorded(&result, Source::Poll, None)
+            .await
+            .unwrap();
+        let stalled = readiness(&f.engine, &state, false).await;
+        let outbox = check(&stalled, "outbox");
+        assert!(!outbox.ok);
+        assert!(outbox.detail.contains("not draining"), "{}", outbox.detail);
+
+        let app = router(f.engine.clone(), Arc::new(state), false);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let metrics = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let age: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("grantbridge_outbox_oldest_age_seconds "))
+            .expect("the gauge is exported")
+            .parse()
+            .unwrap();
+        assert!((3590..=3700).contains(&age), "{age}");
+        let ready = reqwest::get(format!("http://{addr}/readyz")).await.unwrap();
+        assert_eq!(ready.status(), 503);
+    }
 }

@@ -30,7 +30,7 @@ use crate::function::Call;
 use crate::health::{HealthBoard, IntegrationHealth};
 use crate::journal::{AuditEntry, Journal, JournalError, Progress, Recorded, Source};
 use crate::services::Services;
-pub use result::{cap_body, failed_result};
+pub use result::cap_body;
 
 /// Why an action was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -239,7 +239,7 @@ impl Engine {
             return Ok(());
         }
         let now = self.clock.now();
-        let result = failed_result(
+        let result = ActionResult::failed(
             id,
             ErrorCode::InvalidAction,
             &invalid.reason,
@@ -377,7 +377,7 @@ impl Engine {
             Err((code, message)) => {
                 let now = self.clock.now();
                 (
-                    failed_result(&action.id, code, &message, now, now, &self.instance_id),
+                    ActionResult::failed(&action.id, code, &message, now, now, &self.instance_id),
                     Vec::new(),
                 )
             }

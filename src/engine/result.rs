@@ -3,41 +3,13 @@
 //!
 //! It must not log bodies: create-credentials answers carry passwords.
 
-use std::time::SystemTime;
-
 use serde_json::Value;
 
-use crate::action::{ActionResult, FunctionCall, ResultError, ResultOutcome, rfc3339};
+use crate::action::{
+    ActionResult, CONNECTOR_VERSION, FunctionCall, ResultError, ResultOutcome, rfc3339,
+};
 use crate::contract::{Body, ErrorCode};
 use crate::function::{Outcome, Report};
-
-pub const CONNECTOR_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// A failed result for an action that never reached a function.
-pub fn failed_result(
-    id: &str,
-    code: ErrorCode,
-    message: &str,
-    started: SystemTime,
-    finished: SystemTime,
-    instance_id: &str,
-) -> ActionResult {
-    ActionResult {
-        action_id: id.to_owned(),
-        outcome: ResultOutcome::Failed,
-        error: Some(ResultError {
-            code,
-            message: message.to_owned(),
-            retryable: false,
-        }),
-        function: None,
-        attempts: 0,
-        started_at: rfc3339(started),
-        finished_at: rfc3339(finished),
-        instance_id: instance_id.to_owned(),
-        connector_version: CONNECTOR_VERSION.to_owned(),
-    }
-}
 
 /// The result of an invocation.
 pub(crate) fn from_report(

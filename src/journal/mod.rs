@@ -102,6 +102,14 @@ pub enum Source {
     Push,
 }
 
+/// The outbox at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxSummary {
+    pub depth: u64,
+    /// When the oldest waiting result was stored (`None`: the outbox is empty).
+    pub oldest: Option<SystemTime>,
+}
+
 /// Where an action is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -375,6 +383,11 @@ impl Journal {
     /// How many results wait in the outbox.
     pub async fn outbox_depth(&self) -> Result<u64, JournalError> {
         self.read(read::outbox_depth).await
+    }
+
+    /// How many results wait in the outbox, and when the oldest was stored.
+    pub async fn outbox_summary(&self) -> Result<OutboxSummary, JournalError> {
+        self.read(read::outbox_summary).await
     }
 
     /// Actions recorded but without a result (queued or running), oldest

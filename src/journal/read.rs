@@ -2,36 +2,42 @@
 //! trail. Plain functions over a connection, run on the read-only connection
 //! (and `load_state` also inside the writer's transaction).
 //!
-//! It must not write, and must report a row it cannot decode as
-//! [`JournalError::Corrupt`] naming the action rather than skip it.
+//! It must not write. A row it cannot decode is reported as
+//! [`JournalError::Corrupt`] naming the action rather than skipped, except a
+//! stored result, which reads as a failed `internal` result (see
+//! `parse_result`): a result must always be deliverable.
 
 use rusqlite::{Connection, OptionalExtension, Row, ToSql};
 
 use super::{
-    ActionState, AuditEntry, AuditQuery, JournalError, OutboxItem, Progress, Source, Unfinished,
-    from_ms, to_ms,
+    ActionState, AuditEntry, AuditQuery, JournalError, OutboxItem, OutboxSummary, Progress, Source,
+    Unfinished, from_ms, to_ms,
 };
 use crate::action::{Action, ActionResult};
+use crate::contract::ErrorCode;
 
 pub(crate) fn load_state(conn: &Connection, id: &str) -> Result<Option<ActionState>, JournalError> {
     let row = conn
-        .prepare_cached("SELECT status, result, source, lease_token FROM actions WHERE id = ?1")?
+        .prepare_cached(
+            "SELECT status, result, source, lease_token, completed_at FROM actions WHERE id = ?1",
+        )?
         .query_row([id], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, Option<String>>(1)?,
                 r.get::<_, String>(2)?,
                 r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
             ))
         })
         .optional()?;
-    let Some((status, result, source, lease_token)) = row else {
+    let Some((status, result, source, lease_token, completed_at)) = row else {
         return Ok(None);
     };
     Ok(Some(ActionState {
         status: Progress::parse(&status)
             .ok_or_else(|| JournalError::corrupt(id, format!("unknown status {status:?}")))?,
-        result: result.map(|r| parse_result(id, &r)).transpose()?,
+        result: result.map(|r| parse_result(id, &r, completed_at.unwrap_or(0))),
         source: parse_source(id, &source)?,
         lease_token,
     }))
@@ -39,7 +45,7 @@ pub(crate) fn load_state(conn: &Connection, id: &str) -> Result<Option<ActionSta
 
 pub(crate) fn outbox(conn: &Connection, limit: usize) -> Result<Vec<OutboxItem>, JournalError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, result, lease_token, source, completed_seq FROM actions
+        "SELECT id, result, lease_token, source, completed_seq, completed_at FROM actions
          WHERE completed_seq IS NOT NULL AND reported_at IS NULL
          ORDER BY completed_seq LIMIT ?1",
     )?;
@@ -50,19 +56,34 @@ pub(crate) fn outbox(conn: &Connection, limit: usize) -> Result<Vec<OutboxItem>,
             r.get::<_, Option<String>>(2)?,
             r.get::<_, String>(3)?,
             r.get::<_, i64>(4)?,
+            r.get::<_, Option<i64>>(5)?,
         ))
     })?;
     let mut items = Vec::new();
     for row in rows {
-        let (id, result, lease_token, source, completed_seq) = row?;
+        let (id, result, lease_token, source, completed_seq, completed_at) = row?;
         items.push(OutboxItem {
-            result: parse_result(&id, &result)?,
+            result: parse_result(&id, &result, completed_at.unwrap_or(0)),
             lease_token,
             source: parse_source(&id, &source)?,
             completed_seq,
         });
     }
     Ok(items)
+}
+
+/// How many results wait for the control plane, and since when the oldest.
+pub(crate) fn outbox_summary(conn: &Connection) -> Result<OutboxSummary, JournalError> {
+    let (n, oldest): (i64, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT count(*), min(completed_at) FROM actions
+             WHERE completed_seq IS NOT NULL AND reported_at IS NULL",
+        )?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(OutboxSummary {
+        depth: n.try_into().unwrap_or(0),
+        oldest: oldest.map(from_ms),
+    })
 }
 
 pub(crate) fn outbox_depth(conn: &Connection) -> Result<u64, JournalError> {
@@ -143,8 +164,25 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     })
 }
 
-fn parse_result(id: &str, json: &str) -> Result<ActionResult, JournalError> {
-    serde_json::from_str(json).map_err(|e| JournalError::corrupt(id, format!("stored result: {e}")))
+/// A stored result. One that cannot be read back (a journal written by a
+/// version that stored what it could not read) becomes a failed `internal`
+/// result saying so, so that it can still be reported and answered: one bad
+/// row must never block the outbox or a status query.
+fn parse_result(id: &str, json: &str, completed_at_ms: i64) -> ActionResult {
+    serde_json::from_str(json).unwrap_or_else(|e| {
+        tracing::error!(action_id = %id, error = %e, "a stored result is unreadable; reporting it as failed (internal)");
+        let at = from_ms(completed_at_ms);
+        ActionResult::failed(
+            id,
+            ErrorCode::Internal,
+            &format!(
+                "the connector stored this action's result but cannot read it back ({e}); the function may have run: look for Idempotency-Key {id} in its logs"
+            ),
+            at,
+            at,
+            "unknown",
+        )
+    })
 }
 
 fn parse_source(id: &str, s: &str) -> Result<Source, JournalError> {

@@ -928,3 +928,84 @@ mod model {
         }
     }
 }
+
+/// A stored result that cannot be read back (here: nested past serde_json's
+/// recursion limit, as an older version stored a deep function answer) is
+/// delivered as a failed `internal` result and never blocks the others.
+#[tokio::test]
+async fn an_unreadable_stored_result_is_reported_failed_and_blocks_nothing() {
+    let (dir, journal) = temp_journal();
+    for id in ["a-1", "a-2", "a-3"] {
+        journal
+            .record(&action(id), Source::Poll, None)
+            .await
+            .unwrap();
+        journal.complete(&result(id, true)).await.unwrap();
+    }
+    journal.clone().close().await;
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let conn = rusqlite::Connection::open(dir.path().join("journal.db")).unwrap();
+    conn.execute(
+        "UPDATE actions SET result = json_set(result, '$.function.body', ?1) WHERE id = 'a-2'",
+        [&deep],
+    )
+    .unwrap();
+    // json_set stored it as a string; store the nesting itself, as the old code did.
+    let raw: String = conn
+        .query_row("SELECT result FROM actions WHERE id = 'a-2'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let poisoned = raw.replace(&format!("\"{deep}\""), &deep);
+    conn.execute(
+        "UPDATE actions SET result = ?1 WHERE id = 'a-2'",
+        [&poisoned],
+    )
+    .unwrap();
+    assert!(serde_json::from_str::<ActionResult>(&poisoned).is_err());
+    drop(conn);
+
+    let journal = open(&dir.path().join("journal.db"));
+    let outbox = journal.outbox(10).await.unwrap();
+    assert_eq!(ids(&outbox), ["a-1", "a-2", "a-3"]);
+    let bad = &outbox[1].result;
+    assert_eq!(bad.error_code(), Some(ErrorCode::Internal));
+    assert!(
+        bad.error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("Idempotency-Key a-2")
+    );
+    let state = journal.state("a-2").await.unwrap().unwrap();
+    assert_eq!(
+        state.result.unwrap().error_code(),
+        Some(ErrorCode::Internal)
+    );
+    journal
+        .mark_reported(&["a-1".into(), "a-2".into(), "a-3".into()])
+        .await
+        .unwrap();
+    assert_eq!(journal.outbox_depth().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_outbox_summary_names_the_oldest_waiting_result() {
+    let (_dir, journal) = temp_journal();
+    assert_eq!(
+        journal.outbox_summary().await.unwrap(),
+        OutboxSummary {
+            depth: 0,
+            oldest: None
+        }
+    );
+    let before = SystemTime::now() - Duration::from_secs(1);
+    journal
+        .record(&action("o-1"), Source::Poll, None)
+        .await
+        .unwrap();
+    journal.complete(&result("o-1", true)).await.unwrap();
+    let summary = journal.outbox_summary().await.unwrap();
+    assert_eq!(summary.depth, 1);
+    assert!(summary.oldest.is_some_and(|t| t >= before));
+}

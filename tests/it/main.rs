@@ -11,3 +11,4 @@ mod interop;
 mod invoke;
 mod observability;
 mod online;
+mod security;
