@@ -127,6 +127,13 @@ pub struct PushSettings {
     /// HMAC secrets; any one may sign (rotation).
     pub secrets: Vec<SecretString>,
     pub max_body_bytes: usize,
+    /// Headers (and the next request on a kept-alive connection) within this.
+    pub header_timeout: Duration,
+    /// The whole body within this, else 408.
+    pub body_timeout: Duration,
+    pub max_connections: usize,
+    /// Bodies buffered at once across connections, in bytes.
+    pub max_buffered_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +168,9 @@ impl Default for EngineSettings {
 pub const DEFAULT_JOURNAL_PATH: &str = "/var/lib/grantbridge/journal.db";
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const DEFAULT_OUTBOX_MAX_AGE: Duration = Duration::from_secs(300);
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_PUSH_CONNECTIONS: usize = 256;
+pub const DEFAULT_PUSH_BUFFERED_BYTES: usize = 32 * 1024 * 1024;
 pub const DEFAULT_TOKEN_ENV: &str = "GRANTBRIDGE_CONNECTOR_TOKEN";
 
 #[derive(Debug, Clone)]
@@ -603,11 +613,39 @@ impl Validator {
         if !(1024..=16 * 1024 * 1024).contains(&max_body_bytes) {
             self.problem("push.max_body_bytes", "must be between 1 KiB and 16 MiB");
         }
+        let header_timeout = self.bounded_timeout("push.header_timeout", p.header_timeout);
+        let body_timeout = self.bounded_timeout("push.body_timeout", p.body_timeout);
+        let max_connections = p.max_connections.unwrap_or(DEFAULT_PUSH_CONNECTIONS);
+        if !(1..=65_536).contains(&max_connections) {
+            self.problem("push.max_connections", "must be between 1 and 65536");
+        }
+        let max_buffered_bytes = p.max_buffered_bytes.unwrap_or(DEFAULT_PUSH_BUFFERED_BYTES);
+        if max_buffered_bytes < max_body_bytes || max_buffered_bytes > u32::MAX as usize {
+            self.problem(
+                "push.max_buffered_bytes",
+                "must be at least push.max_body_bytes (one whole body) and at most 4 GiB",
+            );
+        }
         Some(PushSettings {
             listen: listen?,
             secrets,
             max_body_bytes,
+            header_timeout,
+            body_timeout,
+            max_connections,
+            max_buffered_bytes,
         })
+    }
+
+    /// A read timeout between 1s and 5m (default 10s).
+    fn bounded_timeout(&mut self, key: &str, raw: Option<String>) -> Duration {
+        let timeout = self
+            .duration(key, raw.as_deref())
+            .unwrap_or(DEFAULT_READ_TIMEOUT);
+        if timeout < Duration::from_secs(1) || timeout > Duration::from_secs(300) {
+            self.problem(key, "must be between 1s and 5m");
+        }
+        timeout
     }
 
     fn admin(&mut self, a: raw::RawAdmin) -> Option<std::net::SocketAddr> {

@@ -118,6 +118,16 @@ pub(crate) struct RawPush {
     pub secret_envs: Vec<String>,
     /// Largest accepted request body in bytes (default 1 MiB).
     pub max_body_bytes: Option<usize>,
+    /// A request's headers must arrive within this, which is also how long an
+    /// idle keep-alive connection is kept (default "10s").
+    pub header_timeout: Option<String>,
+    /// A request's body must arrive within this, else 408 (default "10s").
+    pub body_timeout: Option<String>,
+    /// Connections served at once; more are closed on arrival (default 256).
+    pub max_connections: Option<usize>,
+    /// Request bodies buffered at once, in bytes, across all connections;
+    /// past it a request gets 503 with Retry-After (default 32 MiB).
+    pub max_buffered_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -8,6 +8,7 @@
 //! control plane's acceptance.
 
 pub mod admin;
+pub mod listener;
 mod loops;
 pub mod push;
 mod reload;
@@ -25,6 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::listener::ConnectionLimits;
 use crate::clock::Clock;
 use crate::config::{Config, ControlPlaneSettings};
 use crate::control_plane::ControlPlaneClient;
@@ -138,9 +140,15 @@ impl Daemon {
                 .push
                 .clone()
                 .expect("a push listener implies push settings");
+            let limits = ConnectionLimits {
+                header_timeout: settings.header_timeout,
+                max_connections: settings.max_connections,
+            }
+            .within_open_files(0.5, "push");
             serve(
                 listener,
                 push::router(self.engine.clone(), settings),
+                limits,
                 stops.background.clone(),
             )
         });
@@ -152,7 +160,8 @@ impl Daemon {
                 self.state.clone(),
                 self.control_plane.is_some(),
             );
-            serve(listener, router, admin_stop.clone())
+            let limits = ADMIN_LIMITS.within_open_files(0.125, "admin");
+            serve(listener, router, limits, admin_stop.clone())
         });
 
         shutdown.cancelled().await;
@@ -271,15 +280,18 @@ fn control_plane_settings(config: &Config) -> ReportSettings {
     )
 }
 
+/// The admin listener's limits: probes and scrapes are small and few.
+const ADMIN_LIMITS: ConnectionLimits = ConnectionLimits {
+    header_timeout: Duration::from_secs(10),
+    max_connections: 64,
+};
+
 /// Serves `router` on `listener` until `stop` is cancelled.
 fn serve(
     listener: TcpListener,
     router: axum::Router,
+    limits: ConnectionLimits,
     stop: CancellationToken,
 ) -> JoinHandle<std::io::Result<()>> {
-    tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    })
+    tokio::spawn(listener::serve(listener, router, limits, stop))
 }

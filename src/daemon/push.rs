@@ -3,20 +3,35 @@
 //! HMAC-signed, bodies size-limited, 503 + `Retry-After` while draining or full.
 //!
 //! It must record nothing for a request whose signature fails, and must answer
-//! 202 only after the journal says the action is durable.
+//! 202 only after the journal says the action is durable. What an unsigned
+//! client can cost is bounded: malformed or stale signature headers are
+//! refused before the body is read, the MACs are computed off the I/O threads
+//! (one per secret), and rejections are logged at most once per interval.
+//!
+//! A replayed request (a signature already accepted within the window) is
+//! answered, but never with the function's answer body: that is where
+//! `create-credentials` returns a password. A sender that lost an answer
+//! signs a fresh request (a new timestamp) to get it again.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::extract::{DefaultBodyLimit, Extension, Path, RawQuery, Request, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::signature::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
+use super::signature::{
+    SIGNATURE_HEADER, SignatureError, SignedHeaders, TIMESTAMP_HEADER, WINDOW_SECS,
+};
 use crate::action::{Action, ActionResult};
 use crate::config::PushSettings;
 use crate::engine::{Engine, EngineError, Submitted};
@@ -25,19 +40,171 @@ use crate::journal::{Progress, Source};
 /// The longest `?wait=` honoured.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// Signatures remembered for replay detection at most (a full guard treats
+/// every new request as a replay: bodies are withheld, nothing is refused).
+const REPLAY_MEMORY: usize = 100_000;
+/// Rejected requests are logged at most once per this interval, with a count.
+const REJECTION_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 #[derive(Clone)]
 struct PushState {
     engine: Arc<Engine>,
+    replays: Arc<ReplayGuard>,
+    rejections: Arc<LogThrottle>,
+    bodies: Arc<BodyBudget>,
+}
+
+/// Bodies buffered at once: each request reserves its largest possible size
+/// (its Content-Length, else the body limit) before a byte is read.
+struct BodyBudget {
+    bytes: Arc<Semaphore>,
+    max_body: usize,
+    timeout: Duration,
 }
 
 pub fn router(engine: Arc<Engine>, settings: PushSettings) -> Router {
-    let limit = settings.max_body_bytes;
+    let state = PushState {
+        engine,
+        replays: Arc::new(ReplayGuard::new(REPLAY_MEMORY)),
+        rejections: Arc::new(LogThrottle::new(REJECTION_LOG_INTERVAL)),
+        bodies: Arc::new(BodyBudget {
+            bytes: Arc::new(Semaphore::new(settings.max_buffered_bytes)),
+            max_body: settings.max_body_bytes,
+            timeout: settings.body_timeout,
+        }),
+    };
     Router::new()
         .route("/v1/actions", post(post_action))
         .route("/v1/actions/{id}", get(get_action))
-        // Why: a pusher must not be able to make us buffer unbounded bodies; axum answers 413.
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(PushState { engine })
+        // The body is already buffered (and bounded) by `bounded_body`.
+        .layer(DefaultBodyLimit::disable())
+        // Why: one body may not exceed the limit (413), all bodies together may
+        // not exceed the budget (503), and a body must arrive in time (408).
+        .layer(middleware::from_fn_with_state(state.clone(), bounded_body))
+        // Why: missing, stale or oversized signature headers are refused before the body is read.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            signature_gate,
+        ))
+        .with_state(state)
+}
+
+/// Reads the whole body within the deadline and the budget, then hands it on.
+async fn bounded_body(State(state): State<PushState>, req: Request, next: Next) -> Response {
+    let budget = &state.bodies;
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > budget.max_body as u64) {
+        return too_large(budget.max_body);
+    }
+    let reserve = declared.map_or(budget.max_body, |n| n as usize).max(1);
+    let Ok(_reserved) = budget
+        .bytes
+        .clone()
+        .try_acquire_many_owned(u32::try_from(reserve).unwrap_or(u32::MAX))
+    else {
+        return unavailable(
+            "too many request bodies are being received; retry shortly",
+            1,
+        );
+    };
+    let read = tokio::time::timeout(budget.timeout, axum::body::to_bytes(body, budget.max_body));
+    let bytes = match read.await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return too_large(budget.max_body),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {}s",
+                    budget.timeout.as_secs()
+                ),
+            );
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+fn too_large(limit: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body exceeds push.max_body_bytes ({limit} bytes)"),
+    )
+}
+
+/// Signatures already accepted, with when: a second use within the window
+/// is a replay.
+struct ReplayGuard {
+    seen: Mutex<(HashMap<[u8; 32], i64>, i64)>,
+    capacity: usize,
+}
+
+impl ReplayGuard {
+    fn new(capacity: usize) -> Self {
+        Self {
+            seen: Mutex::new((HashMap::new(), 0)),
+            capacity,
+        }
+    }
+
+    /// True the first time `tag` is seen (signatures older than the window
+    /// are forgotten: the window check refuses them anyway).
+    fn first_use(&self, tag: [u8; 32], now: i64) -> bool {
+        let mut guard = self.seen.lock().expect("replay guard lock");
+        let (seen, pruned_at) = &mut *guard;
+        if now.abs_diff(*pruned_at) > 30 || seen.len() >= self.capacity {
+            seen.retain(|_, at| now.abs_diff(*at) <= WINDOW_SECS + 60);
+            *pruned_at = now;
+        }
+        if seen.contains_key(&tag) || seen.len() >= self.capacity {
+            return false;
+        }
+        seen.insert(tag, now);
+        true
+    }
+}
+
+/// A warning that repeats at most once per interval, counting the rest.
+struct LogThrottle {
+    interval: Duration,
+    last: Mutex<Option<Instant>>,
+    suppressed: AtomicU64,
+}
+
+impl LogThrottle {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            last: Mutex::new(None),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `log` with the number of calls it stood for, unless one ran less
+    /// than the interval ago.
+    fn log(&self, log: impl FnOnce(u64)) {
+        let mut last = self.last.lock().expect("throttle lock");
+        if last.is_some_and(|t| t.elapsed() < self.interval) {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        *last = Some(Instant::now());
+        log(self.suppressed.swap(0, Ordering::Relaxed) + 1);
+    }
+}
+
+/// Whether this delivery of a signed request is its first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    First,
+    Replayed,
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -55,39 +222,99 @@ fn unavailable(message: &str, retry_after: u64) -> Response {
     r
 }
 
-fn authenticate(
-    state: &PushState,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(), Box<Response>> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    // Secrets come from the configuration in force, so a SIGHUP reload rotates them.
-    let config = state.engine.config();
-    let secrets = config
-        .push
-        .as_ref()
-        .map(|p| p.secrets.as_slice())
-        .unwrap_or_default();
-    verify(
-                secrets,
-        header(TIMESTAMP_HEADER),
-        header(SIGNATURE_HEADER),
-        state.engine.clock().unix_secs(),
-        method.as_str(),
-        path_and_query,
-        body,
-    )
-    .map_err(|e| {
-        tracing::warn!(reason = %e, path = uri.path(), "rejected an unsigned or badly signed push request");
-        Box::new(error(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string()))
-    })
+fn refuse(state: &PushState, e: &SignatureError, path: &str) -> Response {
+    state.rejections.log(|count| {
+        tracing::warn!(reason = %e, path, count, "rejected unsigned or badly signed push request(s)")
+    });
+    error(StatusCode::UNAUTHORIZED, "unauthenticated", e.to_string())
 }
 
-fn status_body(id: &str, status: Progress, result: Option<&ActionResult>) -> Value {
-    json!({"action_id": id, "status": status_name(status), "result": result})
+async fn signature_gate(State(state): State<PushState>, mut req: Request, next: Next) -> Response {
+    let parsed = {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+        SignedHeaders::parse(
+            header(TIMESTAMP_HEADER),
+            header(SIGNATURE_HEADER),
+            state.engine.clock().unix_secs(),
+        )
+    };
+    match parsed {
+        Ok(signed) => {
+            req.extensions_mut().insert(signed);
+            next.run(req).await
+        }
+        Err(e) => refuse(&state, &e, req.uri().path()),
+    }
+}
+
+/// Verifies the signature over the whole request (off the I/O threads) and
+/// tells a first delivery from a replay.
+async fn authenticate(
+    state: &PushState,
+    signed: SignedHeaders,
+    method: &Method,
+    uri: &Uri,
+    body: Bytes,
+) -> Result<Delivery, Box<Response>> {
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    // Secrets come from the configuration in force, so a SIGHUP reload rotates them.
+    let secrets = state
+        .engine
+        .config()
+        .push
+        .as_ref()
+        .map(|p| p.secrets.clone())
+        .unwrap_or_default();
+    let method_name = method.as_str().to_owned();
+    let verified = tokio::task::spawn_blocking(move || {
+        signed.verify(&secrets, &method_name, &path_and_query, &body)
+    })
+    .await
+    .unwrap_or(Err(SignatureError::Mismatch));
+    match verified {
+        Ok(tag)
+            if state
+                .replays
+                .first_use(tag, state.engine.clock().unix_secs()) =>
+        {
+            Ok(Delivery::First)
+        }
+        Ok(_) => Ok(Delivery::Replayed),
+        Err(e) => Err(Box::new(refuse(state, &e, uri.path()))),
+    }
+}
+
+/// What a replay may see of a result: everything but the function's answer.
+fn for_delivery(result: &ActionResult, delivery: Delivery) -> Value {
+    let mut result = result.clone();
+    if delivery == Delivery::Replayed
+        && let Some(call) = result.function.as_mut()
+    {
+        call.body = None;
+    }
+    let mut value = json!(result);
+    if delivery == Delivery::Replayed {
+        value["replayed"] = json!(true);
+    }
+    value
+}
+
+fn status_body(
+    id: &str,
+    status: Progress,
+    result: Option<&ActionResult>,
+    delivery: Delivery,
+) -> Value {
+    let mut body = json!({"action_id": id, "status": status_name(status),
+        "result": result.map(|r| for_delivery(r, Delivery::First))});
+    if delivery == Delivery::Replayed {
+        body["replayed"] = json!(true);
+        if let Some(r) = result {
+            body["result"] = for_delivery(r, delivery);
+            body["result"].as_object_mut().map(|o| o.remove("replayed"));
+        }
+    }
+    body
 }
 
 fn status_name(s: Progress) -> &'static str {
@@ -117,15 +344,16 @@ fn parse_wait(query: Option<&str>) -> Result<Option<Duration>, String> {
 
 async fn post_action(
     State(state): State<PushState>,
+    Extension(signed): Extension<SignedHeaders>,
     method: Method,
     uri: Uri,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authenticate(&state, &method, &uri, &headers, &body) {
-        return *r;
-    }
+    let delivery = match authenticate(&state, signed, &method, &uri, body.clone()).await {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
     let wait = match parse_wait(query.as_deref()) {
         Ok(w) => w,
         Err(m) => return error(StatusCode::BAD_REQUEST, "bad_request", m),
@@ -167,7 +395,7 @@ async fn post_action(
     };
     match (submitted, wait) {
         (Submitted::Done(result), Some(_)) => {
-            (StatusCode::OK, axum::Json(json!(result))).into_response()
+            (StatusCode::OK, axum::Json(for_delivery(&result, delivery))).into_response()
         }
         (Submitted::Done(result), None) => {
             let status = if result.succeeded() {
@@ -177,47 +405,54 @@ async fn post_action(
             };
             (
                 StatusCode::OK,
-                axum::Json(status_body(&id, status, Some(&result))),
+                axum::Json(status_body(&id, status, Some(&result), delivery)),
             )
                 .into_response()
         }
         (other, Some(wait)) => match state.engine.wait_for(&id, wait).await {
-            Ok(Some(result)) => (StatusCode::OK, axum::Json(json!(result))).into_response(),
-            _ => accepted_or_known(&id, other),
+            Ok(Some(result)) => {
+                (StatusCode::OK, axum::Json(for_delivery(&result, delivery))).into_response()
+            }
+            _ => accepted_or_known(&id, other, delivery),
         },
-        (other, None) => accepted_or_known(&id, other),
+        (other, None) => accepted_or_known(&id, other, delivery),
     }
 }
 
-fn accepted_or_known(id: &str, submitted: Submitted) -> Response {
+fn accepted_or_known(id: &str, submitted: Submitted, delivery: Delivery) -> Response {
     match submitted {
         Submitted::Accepted => (
             StatusCode::ACCEPTED,
             axum::Json(json!({"action_id": id, "status": "accepted"})),
         )
             .into_response(),
-        Submitted::InProgress(status) => {
-            (StatusCode::OK, axum::Json(status_body(id, status, None))).into_response()
+        Submitted::InProgress(status) => (
+            StatusCode::OK,
+            axum::Json(status_body(id, status, None, delivery)),
+        )
+            .into_response(),
+        Submitted::Done(result) => {
+            (StatusCode::OK, axum::Json(for_delivery(&result, delivery))).into_response()
         }
-        Submitted::Done(result) => (StatusCode::OK, axum::Json(json!(*result))).into_response(),
     }
 }
 
 async fn get_action(
     State(state): State<PushState>,
+    Extension(signed): Extension<SignedHeaders>,
     Path(id): Path<String>,
     method: Method,
     uri: Uri,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = authenticate(&state, &method, &uri, &headers, &body) {
-        return *r;
-    }
+    let delivery = match authenticate(&state, signed, &method, &uri, body).await {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
     match state.engine.journal().state(&id).await {
         Ok(Some(s)) => (
             StatusCode::OK,
-            axum::Json(status_body(&id, s.status, s.result.as_ref())),
+            axum::Json(status_body(&id, s.status, s.result.as_ref(), delivery)),
         )
             .into_response(),
         Ok(None) => error(

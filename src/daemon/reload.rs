@@ -79,7 +79,17 @@ fn warn_restart_only(old: &Config, new: &Config) {
         (a, b) => a.is_some() != b.is_some(),
     };
     let push_listen = |c: &Config| c.push.as_ref().map(|p| p.listen);
-    let push_body = |c: &Config| c.push.as_ref().map(|p| p.max_body_bytes);
+    let push_limits = |c: &Config| {
+        c.push.as_ref().map(|p| {
+            (
+                p.max_body_bytes,
+                p.header_timeout,
+                p.body_timeout,
+                p.max_connections,
+                p.max_buffered_bytes,
+            )
+        })
+    };
     for (setting, changed) in [
         ("connector_id", new.connector_id != old.connector_id),
         (
@@ -90,7 +100,10 @@ fn warn_restart_only(old: &Config, new: &Config) {
         ("admin.listen", new.admin != old.admin),
         ("journal", new.journal != old.journal),
         ("log.format", new.log.json != old.log.json),
-        ("push.max_body_bytes", push_body(new) != push_body(old)),
+        (
+            "push limits (max_body_bytes, header_timeout, body_timeout, max_connections, max_buffered_bytes)",
+            push_limits(new) != push_limits(old),
+        ),
         ("checks", new.online_checks != old.online_checks),
         ("engine", new.engine != old.engine),
     ] {

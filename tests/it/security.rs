@@ -90,3 +90,357 @@ async fn params_nested_past_the_limit_are_refused() {
     assert!(env.sandbox.invocations("grant-db").is_empty());
     daemon.stop().await;
 }
+
+// ---- Denial of service on the listeners ----
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A raw client: sends `prefix` (and nothing more), then reads until the
+/// server closes the connection or `within` passes. What it read, and
+/// whether the server closed it in time.
+async fn send_and_wait_for_close(
+    addr: SocketAddr,
+    prefix: &[u8],
+    within: Duration,
+) -> (String, bool) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(prefix).await.expect("write");
+    let mut read = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&read).into_owned(), closed)
+}
+
+/// Connections that send nothing, half a header, or half a body are closed
+/// after the header or body timeout (a half body gets 408), while signed
+/// pushes and /healthz keep working.
+#[tokio::test]
+async fn slow_clients_are_cut_off_and_the_listeners_keep_serving() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let config = env
+        .with_push(env.daemon_config(&cp, &[("orders-db", "grant-db")]))
+        .set("push.header_timeout", "1s")
+        .set("push.body_timeout", "1s");
+    let daemon = RunningDaemon::start(&env, &config).await;
+    let addr = daemon.push_addr.unwrap();
+    // Well-formed signature headers pass the gate; the body never completes.
+    let half_body: &'static [u8] = format!(
+        "POST /v1/actions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nx-grantbridge-timestamp: {}\r\nx-grantbridge-signature: v1={}\r\n\r\n{{\"id\":",
+        grantbridge_sandbox::Clock::system().unix_secs(),
+        "00".repeat(32)
+    )
+    .into_bytes()
+    .leak();
+    let started = Instant::now();
+    let slow: Vec<_> = (0..30)
+        .map(|i| {
+            let prefix: &'static [u8] = match i % 3 {
+                0 => b"",
+                1 => b"POST /v1/actions HTTP/1.1\r\nHost: x\r\nX-Gra",
+                _ => half_body,
+            };
+            tokio::spawn(send_and_wait_for_close(
+                addr,
+                prefix,
+                Duration::from_secs(15),
+            ))
+        })
+        .collect();
+    // While they hang on, the listeners serve.
+    let (code, _) = daemon.admin_get("/healthz").await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        daemon.push(&action("during-1", "orders-db")).await.status(),
+        202
+    );
+    for (i, task) in slow.into_iter().enumerate() {
+        let (read, closed) = task.await.unwrap();
+        assert!(closed, "connection {i} still open after 15 s");
+        if i % 3 == 2 {
+            assert!(read.starts_with("HTTP/1.1 408"), "{i}: {read}");
+        }
+    }
+    let elapsed = started.elapsed();
+    println!("30 slow connections closed within {elapsed:?} (timeouts 1 s)");
+    assert!(elapsed < Duration::from_secs(15));
+    assert_eq!(
+        daemon.push(&action("after-1", "orders-db")).await.status(),
+        202
+    );
+    daemon.stop().await;
+}
+
+/// Past `push.max_connections`, new connections are closed on arrival;
+/// the admin listener has its own connections and keeps answering.
+#[tokio::test]
+async fn the_connection_cap_holds_and_health_still_answers() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let config = env
+        .with_push(env.daemon_config(&cp, &[("orders-db", "grant-db")]))
+        .set("push.max_connections", 8)
+        .set("push.header_timeout", "30s");
+    let daemon = RunningDaemon::start(&env, &config).await;
+    let addr = daemon.push_addr.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // Let the server take the eight before probing past them.
+    let (code, _) = daemon.admin_get("/healthz").await;
+    assert_eq!(code, 200);
+    let mut closed_at_once = 0;
+    for _ in 0..12 {
+        let (_, closed) = send_and_wait_for_close(addr, b"", Duration::from_secs(2)).await;
+        closed_at_once += usize::from(closed);
+    }
+    assert_eq!(closed_at_once, 12, "connections over the cap are closed");
+    let started = Instant::now();
+    let (code, _) = daemon.admin_get("/healthz").await;
+    assert_eq!(code, 200);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    drop(held);
+    // Slots free again: a signed push goes through.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match daemon
+            .pusher()
+            .send(
+                "POST",
+                "/v1/actions",
+                &action("cap-1", "orders-db").to_string(),
+                0,
+            )
+            .await
+        {
+            Ok(r) => {
+                assert_eq!(r.status(), 202);
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::task::yield_now().await;
+            }
+            Err(e) => panic!("no slot freed: {e}"),
+        }
+    }
+    daemon.stop().await;
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// `grantbridge run` under `ulimit -n 128`, with 140 connections that send
+/// half a header and 100 that hold a body one byte short: it never runs
+/// out of descriptors, /healthz and signed pushes keep working, and the
+/// bodies it buffers stay within `push.max_buffered_bytes`.
+#[tokio::test]
+async fn under_a_low_descriptor_limit_and_held_bodies_the_daemon_stays_up_and_small() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let push_port = free_port();
+    let admin_port = free_port();
+    let config = env
+        .with_push(env.daemon_config(&cp, &[("orders-db", "grant-db")]))
+        .set("push.listen", format!("127.0.0.1:{push_port}"))
+        .set("admin.listen", format!("127.0.0.1:{admin_port}"))
+        .set("push.max_body_bytes", 1024 * 1024)
+        .set("push.max_buffered_bytes", 8 * 1024 * 1024)
+        .set("push.header_timeout", "2s")
+        .set("push.body_timeout", "30s");
+    let path = env.dir.path().join("limits.toml");
+    config.write_to(&path).unwrap();
+    let log = env.dir.path().join("limits.log");
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 128 && exec {} --config {} --log-format json run",
+            env!("CARGO_BIN_EXE_grantbridge"),
+            path.display()
+        ))
+        .env("CP_TOKEN", crate::helpers::CP_TOKEN)
+        .env("HOME", env.dir.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let push: SocketAddr = format!("127.0.0.1:{push_port}").parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let health = || async move {
+        reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .unwrap()
+            .get(format!("http://{admin}/healthz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while health().await.is_err() {
+        assert!(Instant::now() < deadline, "the daemon never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = child.id().unwrap();
+    let idle_rss = rss_kib(pid);
+
+    // 140 half headers: more than the descriptors the process has.
+    let mut slow = Vec::new();
+    for _ in 0..140 {
+        let mut s = TcpStream::connect(push).await.unwrap();
+        let _ = s
+            .write_all(b"POST /v1/actions HTTP/1.1\r\nHost: x\r\n")
+            .await;
+        slow.push(s);
+    }
+    assert_eq!(health().await.expect("/healthz answers"), 200);
+    drop(slow);
+
+    // 100 bodies held one byte short of 1 MiB.
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        let mut s = TcpStream::connect(push).await.unwrap();
+        // Well-formed (not valid) signature headers: the body is read.
+        let head = format!(
+            "POST /v1/actions HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nx-grantbridge-timestamp: {}\r\nx-grantbridge-signature: v1={}\r\n\r\n",
+            1024 * 1024,
+            grantbridge_sandbox::Clock::system().unix_secs(),
+            "00".repeat(32)
+        );
+        if s.write_all(head.as_bytes()).await.is_ok() {
+            for _ in 0..15 {
+                if s.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            let _ = s.write_all(&chunk[..64 * 1024 - 1]).await;
+        }
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let loaded_rss = rss_kib(pid);
+    assert_eq!(health().await.expect("/healthz answers"), 200);
+    drop(held);
+
+    // A signed push works again.
+    let pusher = grantbridge_sandbox::pusher::Pusher::new(push, crate::helpers::PUSH_SECRET);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = pusher
+            .send(
+                "POST",
+                "/v1/actions",
+                &action("fd-1", "orders-db").to_string(),
+                0,
+            )
+            .await;
+        if let Ok(r) = r {
+            assert_eq!(r.status(), 202);
+            break;
+        }
+        assert!(Instant::now() < deadline, "signed pushes never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let grew_mib = loaded_rss.saturating_sub(idle_rss) / 1024;
+    println!(
+        "ulimit -n 128: idle RSS {} MiB, with 100 bodies held {} MiB (+{grew_mib} MiB; budget 8 MiB)",
+        idle_rss / 1024,
+        loaded_rss / 1024
+    );
+    assert!(grew_mib < 40, "RSS grew {grew_mib} MiB");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("lowering the connection limit"),
+        "the caps were fitted to the descriptor limit"
+    );
+    child.kill().await.unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Unsigned requests with a 1 MB body and thousands of signature candidates
+/// are refused at once, before their body is read, and do not slow /healthz.
+#[tokio::test]
+async fn signature_checks_cost_an_unauthenticated_client_nothing() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let daemon = RunningDaemon::start(
+        &env,
+        &env.with_push(env.daemon_config(&cp, &[("orders-db", "grant-db")]))
+            .set("push.max_body_bytes", 1024 * 1024),
+    )
+    .await;
+    let addr = daemon.push_addr.unwrap();
+    let ts = grantbridge_sandbox::Clock::system().unix_secs();
+    let candidates = std::iter::repeat_n(format!("v1={}", "ab".repeat(32)), 6000)
+        .collect::<Vec<_>>()
+        .join(",");
+    let few = std::iter::repeat_n(format!("v1={}", "ab".repeat(32)), 9)
+        .collect::<Vec<_>>()
+        .join(",");
+    let started = Instant::now();
+    let attacks: Vec<_> = [candidates.as_str(), few.as_str()]
+        .into_iter()
+        .cycle()
+        .take(4)
+        .map(|sig| {
+            let head = format!(
+                "POST /v1/actions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\nx-grantbridge-timestamp: {ts}\r\nx-grantbridge-signature: {sig}\r\n\r\n"
+            );
+            tokio::spawn(send_and_wait_for_close(
+                addr,
+                head.into_bytes().leak(),
+                Duration::from_secs(5),
+            ))
+        })
+        .collect();
+    let health_started = Instant::now();
+    let (code, _) = daemon.admin_get("/healthz").await;
+    let health_took = health_started.elapsed();
+    assert_eq!(code, 200);
+    for task in attacks {
+        let (read, _) = task.await.unwrap();
+        assert!(
+            read.starts_with("HTTP/1.1 401") || read.starts_with("HTTP/1.1 431"),
+            "{read}"
+        );
+    }
+    let took = started.elapsed();
+    println!("4 oversized unsigned requests refused in {took:?}; /healthz took {health_took:?}");
+    assert!(took < Duration::from_secs(5));
+    assert!(health_took < Duration::from_secs(2));
+    daemon.stop().await;
+}
