@@ -40,9 +40,12 @@ pub fn valid_action_id(s: &str) -> bool {
     valid_id(s)
 }
 
-/// Ids and names: 1-128 characters of `[A-Za-z0-9._:-]` (the action id alphabet).
+/// Ids and names: 1-128 characters of `[A-Za-z0-9._:-]` (the action id
+/// alphabet), except `.` and `..`, which URLs would read as path steps.
 pub fn valid_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
+        && s != "."
+        && s != ".."
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
 }
@@ -60,7 +63,8 @@ impl Action {
             Some(Value::String(_)) => {
                 return Err(InvalidAction {
                     id: None,
-                    reason: "`id` must be 1-128 characters of [A-Za-z0-9._:-]".into(),
+                    reason: "`id` must be 1-128 characters of [A-Za-z0-9._:-], and not `.` or `..`"
+                        .into(),
                 });
             }
             _ => {
@@ -272,6 +276,18 @@ mod tests {
     }
 
     #[test]
+    fn dot_segments_are_not_ids() {
+        for id in [".", ".."] {
+            let err = Action::from_value(&json!({"id": id, "integration": "x", "event_type": "e"}))
+                .unwrap_err();
+            assert_eq!(err.id, None);
+            assert!(err.reason.contains("not `.` or `..`"));
+        }
+        assert!(valid_id("..."));
+        assert!(valid_id(".a"));
+    }
+
+    #[test]
     fn params_nested_too_deep_are_refused_with_the_id_kept() {
         let mut params = json!(1);
         for _ in 0..40 {
@@ -293,7 +309,7 @@ mod tests {
         }
 
         #[test]
-        fn valid_ids_are_accepted(id in "[A-Za-z0-9._:-]{1,128}") {
+        fn valid_ids_are_accepted(id in "[A-Za-z0-9._:-]{1,128}".prop_filter("dot segments", |s| s != "." && s != "..")) {
             let a = Action::from_value(&json!({"id": id, "integration": "i", "event_type": "e"})).unwrap();
             prop_assert_eq!(a.id, id);
         }

@@ -56,14 +56,16 @@ pub enum UrlPolicyError {
     Credentials(String),
 }
 
-/// Parses `raw` and checks it against the TLS rule.
+/// Parses `raw` and checks it against the TLS rule. A user name or password
+/// in the URL is refused, and never repeated in the error.
 pub fn checked_url(raw: &str, allow_insecure_loopback: bool) -> Result<Url, UrlPolicyError> {
-    let url = Url::parse(raw).map_err(|_| UrlPolicyError::Invalid(raw.to_owned()))?;
+    let shown = || redact_userinfo(raw);
+    let url = Url::parse(raw).map_err(|_| UrlPolicyError::Invalid(shown()))?;
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(UrlPolicyError::Invalid(raw.to_owned()));
+        return Err(UrlPolicyError::Invalid(shown()));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(UrlPolicyError::Credentials(raw.to_owned()));
+        return Err(UrlPolicyError::Credentials(shown()));
     }
     match url.scheme() {
         "https" => Ok(url),
@@ -71,10 +73,26 @@ pub fn checked_url(raw: &str, allow_insecure_loopback: bool) -> Result<Url, UrlP
             if allow_insecure_loopback {
                 Ok(url)
             } else {
-                Err(UrlPolicyError::LoopbackNotAllowed(raw.to_owned()))
+                Err(UrlPolicyError::LoopbackNotAllowed(shown()))
             }
         }
-        _ => Err(UrlPolicyError::NotTls(raw.to_owned())),
+        _ => Err(UrlPolicyError::NotTls(shown())),
+    }
+}
+
+/// `raw` with anything before an `@` in its authority replaced by
+/// `REDACTED`: text to show for a URL that may carry a password, whether or
+/// not it parses.
+pub fn redact_userinfo(raw: &str) -> String {
+    let Some(scheme_end) = raw.find("://") else {
+        return raw.to_owned();
+    };
+    let authority_start = scheme_end + 3;
+    let rest = &raw[authority_start..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_len].rfind('@') {
+        Some(at) => format!("{}REDACTED{}", &raw[..authority_start], &rest[at..]),
+        None => raw.to_owned(),
     }
 }
 
@@ -210,6 +228,26 @@ mod tests {
         assert!(checked_url("http://localhost:8080/f", true).is_ok());
         // 10.x is private, not loopback: still refused.
         assert!(checked_url("http://10.0.0.1/f", true).is_err());
+    }
+
+    #[test]
+    fn a_password_in_a_url_is_never_repeated() {
+        for raw in [
+            "https://admin:PASSWORD@cp.example.com/api",
+            "http://admin:PASSWORD@127.0.0.1:1/x",
+            "https://admin:PASSWORD@[bad/",
+            "ftp://admin:PASSWORD@host/",
+        ] {
+            let e = checked_url(raw, true).unwrap_err();
+            assert!(!e.to_string().contains("PASSWORD"), "{e}");
+            assert!(e.to_string().contains("REDACTED@"), "{e}");
+        }
+        assert_eq!(
+            redact_userinfo("https://u:p@h/a@b?c@d"),
+            "https://REDACTED@h/a@b?c@d"
+        );
+        assert_eq!(redact_userinfo("https://h/x"), "https://h/x");
+        assert_eq!(redact_userinfo("not a url"), "not a url");
     }
 
     #[test]

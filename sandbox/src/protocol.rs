@@ -22,9 +22,11 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(s).ok()
 }
 
-/// The protocol's id rule: 1 to 128 characters of `[A-Za-z0-9._:-]`.
+/// The protocol's id rule: 1 to 128 characters of `[A-Za-z0-9._:-]`, but
+/// not `.` or `..`.
 pub fn is_protocol_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
+        && !matches!(s, "." | "..")
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
@@ -117,6 +119,8 @@ mod tests {
         assert!(is_protocol_id("act-1:a.b_c"));
         assert!(!is_protocol_id(""));
         assert!(!is_protocol_id("a b"));
+        assert!(!is_protocol_id("."));
+        assert!(!is_protocol_id(".."));
         assert!(!is_protocol_id(&"x".repeat(129)));
     }
 }

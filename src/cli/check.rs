@@ -33,6 +33,9 @@ pub(super) async fn check(
         services.credentials.len(),
         services.config.integrations.len()
     );
+    for warning in &services.config.warnings {
+        println!("  WARN  {warning}");
+    }
     for (name, creds) in &services.credentials {
         println!("connection {name}: {}", creds.principal());
     }

@@ -24,6 +24,9 @@ pub(super) async fn run(cli: &Cli, env: &dyn Environment) -> Result<ExitCode, Cl
         .clone()
         .unwrap_or_else(|| config.log.level.clone());
     let log = crate::telemetry::init(format, &level, cli.log_level.is_some());
+    for warning in &config.warnings {
+        tracing::warn!(file = %config.source.display(), "{warning}");
+    }
     let app = Application::build(config, env, Clock::system()).await?;
     signals::reload_on_hangup(app.reloader(cli.config.clone(), log), env);
     app.run_until_stopped(signals::shutdown_on_termination())

@@ -62,6 +62,9 @@ pub struct Config {
     pub google: GoogleSettings,
     /// Periodic online checks in the daemon; None: off.
     pub online_checks: Option<Duration>,
+    /// What is accepted but worth fixing (a secret file others can read);
+    /// `run` logs each one, `check` prints them.
+    pub warnings: Vec<String>,
 }
 
 /// The `[google]` section: Google APIs grantbridge reads (never calls functions through).
@@ -286,6 +289,7 @@ impl Config {
         let base_dir = origin.parent().map(Path::to_path_buf).unwrap_or_default();
         Validator {
             problems: Vec::new(),
+            warnings: Vec::new(),
             base_dir,
         }
         .validate(raw, origin, env)
@@ -294,10 +298,32 @@ impl Config {
 
 struct Validator {
     problems: Vec<Problem>,
+    warnings: Vec<String>,
     base_dir: PathBuf,
 }
 
 impl Validator {
+    /// Warns, as ssh does, when a file holding a secret can be read by users
+    /// other than its owner.
+    fn warn_if_shared(&mut self, key: &str, path: &Path) {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                self.warnings.push(format!(
+                    "{key}: {} holds a secret and is accessible to other users (mode {:o}); make it readable by grantbridge's user only: chmod 600 {}",
+                    path.display(),
+                    meta.permissions().mode() & 0o777,
+                    path.display()
+                ));
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (key, path);
+    }
+
     fn problem(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.problems.push(Problem {
             key: key.into(),
@@ -349,6 +375,7 @@ impl Validator {
                 log,
                 online_checks,
                 google,
+                warnings: self.warnings,
             })
         } else {
             Err(ConfigError::Invalid {
@@ -469,7 +496,10 @@ impl Validator {
             path.to_path_buf()
         };
         match std::fs::read_to_string(&path) {
-            Ok(text) if !text.trim().is_empty() => Some(SecretString::from(text.trim().to_owned())),
+            Ok(text) if !text.trim().is_empty() => {
+                self.warn_if_shared(key, &path);
+                Some(SecretString::from(text.trim().to_owned()))
+            }
             Ok(_) => {
                 self.problem(key, format!("{} is empty", path.display()));
                 None
@@ -803,9 +833,12 @@ impl Validator {
             path
         };
         match ServiceAccountKey::from_file(&path, http.allow_insecure_loopback) {
-            Ok(k) => Some(CredentialsSpec::ServiceAccountKey {
-                key_file: path,
-                key: Arc::new(k),
+            Ok(k) => Some({
+                self.warn_if_shared(&format!("{key}.key_file"), &path);
+                CredentialsSpec::ServiceAccountKey {
+                    key_file: path,
+                    key: Arc::new(k),
+                }
             }),
             Err(e) => {
                 self.problem(format!("{key}.key_file"), e.to_string());

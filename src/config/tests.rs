@@ -382,3 +382,65 @@ fn the_default_audience_is_the_url_as_written() {
         "https://grant-crm-abc123-ew.a.run.app/"
     );
 }
+
+#[test]
+fn a_password_in_a_configured_url_is_refused_and_never_shown() {
+    let d = Dir::new();
+    let toml = format!(
+        "{GOOD}\n[control_plane]\nurl = \"https://admin:PASSWORD@cp.example.com/\"\ntoken_env = \"T\"\n"
+    );
+    let err = d.load_env(&toml, MapEnv::new().with("T", "t")).unwrap_err();
+    assert_eq!(problem_keys(&err), ["control_plane.url"]);
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("PASSWORD"), "{text}");
+    assert!(text.contains("REDACTED@cp.example.com"), "{text}");
+
+    // The same for a key file's token_uri.
+    std::fs::write(
+        d.dir.path().join("sa.json"),
+        key_json(
+            &test_pem(),
+            "https://u:PASSWORD@oauth2.googleapis.com/token",
+        ),
+    )
+    .unwrap();
+    let err = d.load(GOOD).unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("PASSWORD"), "{text}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_secret_file_others_can_read_is_accepted_with_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Dir::new();
+    let secret = d.dir.path().join("push-secret");
+    std::fs::write(&secret, "a-push-secret-0123456789").unwrap();
+    let key = d.dir.path().join("sa.json");
+    let toml =
+        format!("{GOOD}\n[push]\nlisten = \"127.0.0.1:0\"\nsecret_files = [\"push-secret\"]\n");
+    for (mode, warned) in [(0o600, false), (0o644, true), (0o640, true)] {
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let config = d.load(&toml).unwrap();
+        assert_eq!(
+            !config.warnings.is_empty(),
+            warned,
+            "{mode:o}: {:?}",
+            config.warnings
+        );
+        if warned {
+            assert!(config.warnings[0].contains("push.secret_files[0]"));
+            assert!(config.warnings[0].contains("chmod 600"));
+        }
+    }
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let config = d.load(&toml).unwrap();
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("connections.prod.key_file"))
+    );
+}

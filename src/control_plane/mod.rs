@@ -169,14 +169,23 @@ impl ControlPlaneClient {
         *self.token.write().expect("token lock") = token;
     }
 
-    fn url(&self, tail: &[&str]) -> Url {
+    /// The base URL plus `v1/connectors/ID/` and `tail`, each segment
+    /// percent-encoded. `.` and `..` are refused: a URL resolves them (even
+    /// as `%2E%2E`) as path steps, which would drop the id from the path.
+    /// Ids are validated long before, so this is a last guard.
+    fn url(&self, tail: &[&str]) -> Result<Url, CpError> {
+        if tail.iter().any(|s| matches!(*s, "." | "..")) {
+            return Err(CpError::Protocol(
+                "refusing a URL with a `.` or `..` path segment (not a valid id)".into(),
+            ));
+        }
         let mut url = self.base.clone();
         url.path_segments_mut()
             .expect("http(s) base URL")
             .pop_if_empty()
             .extend(["v1", "connectors", &self.connector_id])
             .extend(tail);
-        url
+        Ok(url)
     }
 
     async fn post<T: Serialize>(
@@ -236,7 +245,7 @@ impl ControlPlaneClient {
             "lease_seconds": lease.as_secs().max(1),
         });
         let (status, bytes) = self
-            .post(self.url(&["lease"]), &body, wait + Duration::from_secs(30))
+            .post(self.url(&["lease"])?, &body, wait + Duration::from_secs(30))
             .await?;
         if status != 200 {
             return Err(CpError::Protocol(format!("lease answered HTTP {status}")));
@@ -256,7 +265,7 @@ impl ControlPlaneClient {
         let body = serde_json::json!({"lease_token": lease_token, "lease_seconds": lease.as_secs().max(1)});
         let (status, bytes) = self
             .post(
-                self.url(&["actions", action_id, "extend"]),
+                self.url(&["actions", action_id, "extend"])?,
                 &body,
                 Duration::from_secs(15),
             )
@@ -281,7 +290,7 @@ impl ControlPlaneClient {
     pub async fn report(&self, items: &[ReportItem]) -> Result<ReportAnswer, CpError> {
         let body = serde_json::json!({ "results": items });
         let (status, bytes) = self
-            .post(self.url(&["results"]), &body, Duration::from_secs(30))
+            .post(self.url(&["results"])?, &body, Duration::from_secs(30))
             .await?;
         if status != 200 {
             return Err(CpError::Protocol(format!("results answered HTTP {status}")));
@@ -293,7 +302,7 @@ impl ControlPlaneClient {
 
     pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), CpError> {
         let (status, _) = self
-            .post(self.url(&["heartbeat"]), hb, Duration::from_secs(15))
+            .post(self.url(&["heartbeat"])?, hb, Duration::from_secs(15))
             .await?;
         if status == 200 {
             Ok(())
@@ -347,15 +356,18 @@ mod tests {
             SecretString::from("secret-token"),
         );
         assert_eq!(
-            c.url(&["lease"]).as_str(),
+            c.url(&["lease"]).unwrap().as_str(),
             "https://cp.example.com/api/v1/connectors/conn-1/lease"
         );
-        let u = c.url(&["actions", "../../evil", "extend"]);
+        let u = c.url(&["actions", "../../evil", "extend"]).unwrap();
         assert!(
             u.as_str()
                 .starts_with("https://cp.example.com/api/v1/connectors/conn-1/actions/"),
             "{u}"
         );
+        // A dot segment would drop the action id from the path: refused.
+        assert!(c.url(&["actions", "..", "extend"]).is_err());
+        assert!(c.url(&["actions", ".", "extend"]).is_err());
         assert!(!format!("{c:?}").contains("secret-token"));
     }
 

@@ -444,3 +444,62 @@ async fn signature_checks_cost_an_unauthenticated_client_nothing() {
     assert!(health_took < Duration::from_secs(2));
     daemon.stop().await;
 }
+
+/// The same signed bytes sent again (a captured request replayed within the
+/// window) are answered from the journal without invoking again, and never
+/// with the function's answer: no password a second time.
+#[tokio::test]
+async fn a_replayed_request_never_returns_the_password_again() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let daemon = RunningDaemon::start(
+        &env,
+        &env.with_push(env.daemon_config(&cp, &[("orders-db", "grant-db")])),
+    )
+    .await;
+    let addr = daemon.push_addr.unwrap();
+    let body = json!({"id": "cred-1", "integration": "orders-db", "event_type": "create-credentials",
+        "params": {"username": "mallory@example.com", "resource_type": "db", "resources": ["orders"]}})
+    .to_string();
+    let signed = |method: &str, path: &str, body: &str| {
+        let ts = grantbridge_sandbox::Clock::system().unix_secs();
+        let sig = grantbridge_sandbox::pusher::signature(
+            crate::helpers::PUSH_SECRET,
+            ts,
+            method,
+            path,
+            body.as_bytes(),
+        );
+        let request = reqwest::Client::new()
+            .request(method.parse().unwrap(), format!("http://{addr}{path}"))
+            .header("x-grantbridge-timestamp", ts.to_string())
+            .header("x-grantbridge-signature", sig)
+            .body(body.to_owned());
+        move || request.try_clone().unwrap().send()
+    };
+    let post = signed("POST", "/v1/actions?wait=20", &body);
+    let first: Value = post().await.unwrap().json().await.unwrap();
+    let password = first["function"]["body"]["credentials"]["password"]
+        .as_str()
+        .expect("the first answer carries the password")
+        .to_owned();
+    let replay: Value = post().await.unwrap().json().await.unwrap();
+    assert_eq!(replay["replayed"], true, "{replay}");
+    assert_eq!(replay["outcome"], "succeeded");
+    assert!(replay["function"]["body"].is_null());
+    assert!(!replay.to_string().contains(&password));
+    assert_eq!(env.sandbox.invocations("grant-db").len(), 1);
+
+    // A status query replayed: the same.
+    let get = signed("GET", "/v1/actions/cred-1", "");
+    let fresh: Value = get().await.unwrap().json().await.unwrap();
+    assert!(
+        fresh.to_string().contains(&password),
+        "a fresh signed query may see it"
+    );
+    let replayed: Value = get().await.unwrap().json().await.unwrap();
+    assert_eq!(replayed["replayed"], true);
+    assert!(!replayed.to_string().contains(&password));
+    daemon.stop().await;
+}
