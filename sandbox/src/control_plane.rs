@@ -174,6 +174,8 @@ struct Inner {
     outage_epoch: u64,
     fail_next: Option<FailNext>,
     latency: Duration,
+    /// Misbehaving: lease up to this many actions whatever `max_actions` asks.
+    lease_overflow: Option<usize>,
     calls: CallCounts,
 }
 
@@ -461,6 +463,12 @@ impl ControlPlane {
     /// earlier `fail_next`.
     pub fn fail_next(&self, count: u32, status: u16, retry_after: Option<u64>) {
         self.shared.fail_next(count, status, retry_after);
+    }
+
+    /// Misbehaves: every lease hands out up to `n` actions, whatever the
+    /// connector asked for (`None`: honour `max_actions` again).
+    pub fn ignore_max_actions(&self, n: Option<usize>) {
+        self.shared.lock().lease_overflow = n;
     }
 
     /// Delays every `/v1` answer by `d` (zero: no delay).

@@ -196,6 +196,7 @@ pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> 
         cli.log_format.unwrap_or_default(),
         cli.log_level(),
         cli.log_level.is_some(),
+        crate::telemetry::stderr_wants_color(env),
     );
     match cli.command {
         Command::Token {

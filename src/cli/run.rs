@@ -23,7 +23,12 @@ pub(super) async fn run(cli: &Cli, env: &dyn Environment) -> Result<ExitCode, Cl
         .log_level
         .clone()
         .unwrap_or_else(|| config.log.level.clone());
-    let log = crate::telemetry::init(format, &level, cli.log_level.is_some());
+    let log = crate::telemetry::init(
+        format,
+        &level,
+        cli.log_level.is_some(),
+        crate::telemetry::stderr_wants_color(env),
+    );
     for warning in &config.warnings {
         tracing::warn!(file = %config.source.display(), "{warning}");
     }

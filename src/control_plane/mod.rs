@@ -252,7 +252,45 @@ impl ControlPlaneClient {
         }
         let answer: LeaseAnswer = serde_json::from_slice(&bytes)
             .map_err(|_| CpError::Protocol("lease answer is not {\"actions\":[...]}".into()))?;
-        Ok(answer.actions.iter().filter_map(parse_leased).collect())
+        let asked = max_actions as usize;
+        if answer.actions.len() > asked {
+            // Taking more than asked would hoard actions (and memory) the
+            // engine has no room for; the rest go back when their leases end.
+            tracing::warn!(
+                asked,
+                answered = answer.actions.len(),
+                "the control plane leased more actions than asked for; taking the first, the rest return when their leases expire"
+            );
+        }
+        let mut skipped = 0usize;
+        let mut first_skipped = None;
+        let leased = answer
+            .actions
+            .iter()
+            .take(asked)
+            .filter_map(|v| {
+                let leased = parse_leased(v);
+                if leased.is_none() {
+                    skipped += 1;
+                    first_skipped.get_or_insert_with(|| {
+                        v.get("id")
+                            .and_then(Value::as_str)
+                            .unwrap_or("?")
+                            .to_owned()
+                    });
+                }
+                leased
+            })
+            .collect();
+        if let Some(first) = first_skipped {
+            // One line per answer, however many elements were bad.
+            tracing::error!(
+                skipped,
+                first_id = %crate::telemetry::Escaped(&first),
+                "leased action(s) without a valid lease {{token, expires_at}}; skipped (their leases expire on the control plane)"
+            );
+        }
+        Ok(leased)
     }
 
     /// Extends a lease; `LeaseLost` when the control plane says another has it.
@@ -332,14 +370,7 @@ fn parse_leased(v: &Value) -> Option<Leased> {
             lease_token: token.to_owned(),
             expires_at,
         }),
-        _ => {
-            let id = v.get("id").and_then(Value::as_str).unwrap_or("?");
-            tracing::error!(
-                id,
-                "leased action without a valid lease {{token, expires_at}}; skipped"
-            );
-            None
-        }
+        _ => None,
     }
 }
 

@@ -118,30 +118,52 @@ pub(super) async fn poll(
         };
         // Submitted together, so their journal records share group commits
         // (one fsync for the batch instead of one per action).
+        let mut invalid = 0usize;
+        let mut first_invalid = None;
         let submissions = leased.into_iter().map(|l| {
             let engine = engine.clone();
+            if let Err(e) = &l.action {
+                invalid += 1;
+                first_invalid.get_or_insert_with(|| e.to_string());
+            }
             async move {
                 match l.action {
                     Ok(action) => {
-                        let lease = Lease { token: l.lease_token, expires_at: l.expires_at };
-                        engine.submit(action, Source::Poll, Some(lease)).await.map(|_| ())
+                        let lease = Lease {
+                            token: l.lease_token,
+                            expires_at: l.expires_at,
+                        };
+                        engine
+                            .submit(action, Source::Poll, Some(lease))
+                            .await
+                            .map(|_| ())
                     }
                     Err(invalid) => {
-                        tracing::warn!(error = %invalid, "invalid action from the control plane; reporting it failed");
-                        engine.reject_invalid(&invalid, Source::Poll, Some(&l.lease_token)).await
+                        engine
+                            .reject_invalid(&invalid, Source::Poll, Some(&l.lease_token))
+                            .await
                     }
                 }
             }
         });
-        for submitted in futures_util::future::join_all(submissions).await {
+        let outcomes = futures_util::future::join_all(submissions).await;
+        if let Some(first) = first_invalid {
+            tracing::warn!(invalid, first = %crate::telemetry::Escaped(&first), "invalid action(s) from the control plane; reporting them failed");
+        }
+        let mut refused = 0usize;
+        let mut first_refusal = None;
+        for submitted in outcomes {
             match submitted {
-                Ok(()) => {}
-                Err(EngineError::Draining) => break,
+                Ok(()) | Err(EngineError::Draining) => {}
                 // Not recorded: the lease expires and the control plane hands it out again.
                 Err(e) => {
-                    tracing::error!(error = %e, "could not accept a leased action; it will be redelivered")
+                    refused += 1;
+                    first_refusal.get_or_insert(e);
                 }
             }
+        }
+        if let Some(e) = first_refusal {
+            tracing::error!(refused, error = %e, "could not accept leased action(s); they will be redelivered");
         }
     }
     tracing::debug!("poll loop stopped");

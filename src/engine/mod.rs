@@ -54,6 +54,15 @@ pub enum Submitted {
     Done(Box<ActionResult>),
 }
 
+/// A counted place in the queue; dropped unused, it is given back.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A poll-mode lease the engine keeps alive while the action runs.
 #[derive(Debug, Clone)]
 pub struct Lease {
@@ -183,14 +192,13 @@ impl Engine {
         if self.is_draining() {
             return Err(EngineError::Draining);
         }
-        let pending = self.pending();
-        if pending >= self.settings.queue_capacity {
-            return Err(EngineError::Full(pending));
-        }
+        // Reserved before the journal write: concurrent submissions (a lease
+        // batch, pushes) cannot all pass the check and overshoot the queue.
+        let slot = self.reserve_slot()?;
         let token = lease.as_ref().map(|l| l.token.as_str());
         match self.journal.record(&action, source, token).await? {
             Recorded::New => {
-                self.start(action, lease);
+                self.start(action, lease, slot);
                 Ok(Submitted::Accepted)
             }
             Recorded::Known(state) => {
@@ -217,7 +225,7 @@ impl Engine {
                     .contains(&action.id);
                 if !here {
                     // Recorded by an earlier run of this process that did not finish it.
-                    self.start(action, None);
+                    self.start(action, None, slot);
                 }
                 Ok(Submitted::InProgress(state.status))
             }
@@ -265,19 +273,34 @@ impl Engine {
                 token,
                 expires_at: self.clock.now(),
             });
-            self.start(u.action, lease);
+            // Resumed work is admitted whatever the queue: it was accepted before.
+            self.pending.fetch_add(1, Ordering::SeqCst);
+            self.start(u.action, lease, Slot(&self.pending));
         }
         Ok(n)
     }
 
-    fn start(self: &Arc<Self>, action: Action, lease: Option<Lease>) {
+    /// A place in the queue, or `Full`. The check and the count are one step.
+    fn reserve_slot(&self) -> Result<Slot<'_>, EngineError> {
+        let capacity = self.settings.queue_capacity;
+        self.pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .map(|_| Slot(&self.pending))
+            .map_err(EngineError::Full)
+    }
+
+    /// Runs `action` in the background in the place `slot` holds (which the
+    /// task gives back when the action finishes).
+    fn start(self: &Arc<Self>, action: Action, lease: Option<Lease>, slot: Slot<'_>) {
         {
             let mut running = self.running.lock().expect("running lock");
             if !running.insert(action.id.clone()) {
-                return; // already running here
+                return; // already running here; the slot goes back
             }
         }
-        self.pending.fetch_add(1, Ordering::SeqCst);
+        std::mem::forget(slot); // the task below gives the place back
         self.accepted.send_modify(|n| *n += 1);
         if let Some(lease) = lease {
             self.leases
@@ -422,7 +445,24 @@ impl Engine {
         match &result.error {
             None => tracing::info!(attempts = result.attempts, "action succeeded"),
             Some(e) => {
-                tracing::warn!(attempts = result.attempts, code = e.code.as_str(), error = %e.message, "action failed")
+                let call = result.function.as_ref();
+                let status = call.and_then(|f| f.status);
+                // A function's own failure message comes from its answer, which
+                // may carry secrets: it stays in the result, out of the log.
+                let reported = e.code == ErrorCode::FunctionError
+                    && status.is_some_and(|s| (200..300).contains(&s));
+                let error = if reported {
+                    "the function reported failure (its message is in the result)"
+                } else {
+                    e.message.as_str()
+                };
+                tracing::warn!(
+                    attempts = result.attempts,
+                    code = e.code.as_str(),
+                    status,
+                    error,
+                    "action failed"
+                )
             }
         }
         (result, audit)
@@ -453,11 +493,13 @@ impl Engine {
             &action.integration,
             result.error.as_ref().map(|e| (e.code, e.message.as_str())),
         );
+        // Escaped: the audit trail is read on terminals (`grantbridge audit`)
+        // and must not carry a control plane's newlines, escapes or bidi overrides.
         let username = action
             .params
             .get("username")
             .and_then(|u| u.as_str())
-            .map(str::to_owned);
+            .map(|u| crate::telemetry::escape_for_log(u).into_owned());
         let audit = report
             .log
             .iter()

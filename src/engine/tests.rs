@@ -168,3 +168,42 @@ async fn calls_to_one_integration_never_exceed_its_concurrency() {
     let peak = peak.load(Ordering::SeqCst);
     assert!((1..=2).contains(&peak), "peak concurrency {peak}, limit 2");
 }
+
+#[tokio::test]
+async fn concurrent_submissions_never_overshoot_the_queue() {
+    let f = Fixture::start(&[("db", "held", &[SA])], |c| {
+        c.set("engine.queue_capacity", 5)
+            .set("engine.max_concurrency", 1)
+    })
+    .await;
+    f.google.set_faults(
+        "held",
+        grantbridge_sandbox::Faults {
+            latency: Duration::from_secs(30),
+            ..Default::default()
+        },
+    );
+    let submits = (0..50).map(|i| {
+        let engine = f.engine.clone();
+        async move {
+            engine
+                .submit(
+                    grant(&format!("q-{i}"), "db"),
+                    crate::journal::Source::Push,
+                    None,
+                )
+                .await
+        }
+    });
+    let outcomes = futures_util::future::join_all(submits).await;
+    let accepted = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(super::Submitted::Accepted)))
+        .count();
+    let full = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(super::EngineError::Full(_))))
+        .count();
+    assert_eq!((accepted, full), (5, 45));
+    assert_eq!(f.engine.pending(), 5);
+}

@@ -2,7 +2,9 @@
 //! 2xx succeeds unless its JSON `status` is present and not "ok"; 408/429/5xx
 //! are retryable; 401/403 are permission failures; other 4xx are permanent.
 //!
-//! It must not perform I/O; the invoker feeds it what came back.
+//! It must not perform I/O; the invoker feeds it what came back. Its messages
+//! never quote an error answer's body (it may carry secrets; the body stays in
+//! the result): only a 2xx's own `message`, the function's declared reason.
 
 use std::time::Duration;
 
@@ -60,7 +62,7 @@ pub fn classify(
         },
         408 | 429 | 500 | 502 | 503 | 504 => Disposition::Retry {
             code: ErrorCode::FunctionUnavailable,
-            message: format!("function answered HTTP {status}{}", excerpt(body)),
+            message: format!("function answered HTTP {status}{}", body_note(body)),
             retry_after,
         },
         401 | 403 => Disposition::Fail {
@@ -71,20 +73,21 @@ pub fn classify(
         },
         _ => Disposition::Fail {
             code: ErrorCode::FunctionError,
-            message: format!("function answered HTTP {status}{}", excerpt(body)),
+            message: format!("function answered HTTP {status}{}", body_note(body)),
         },
     }
 }
 
-fn excerpt(body: Option<&Body>) -> String {
-    match body {
-        None => String::new(),
-        Some(Body::Text(t)) => format!(
-            ": {}",
-            truncate(&t.split_whitespace().collect::<Vec<_>>().join(" "), 300)
-        ),
-        Some(Body::Json(v)) => format!(": {}", truncate(&v.to_string(), 300)),
-    }
+/// The size of an error answer's body, never its content: an error page may
+/// carry what the function was handling (a password it generated). The body
+/// itself stays in the result's `function.body`.
+fn body_note(body: Option<&Body>) -> String {
+    let len = match body {
+        None => return String::new(),
+        Some(Body::Text(t)) => t.len(),
+        Some(Body::Json(v)) => v.to_string().len(),
+    };
+    format!(" with a {len}-byte body (in the result's function.body)")
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -184,6 +187,20 @@ mod tests {
                 }
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn an_error_body_is_never_quoted() {
+        let secret = j(json!({"password": "hunter2-secret", "error": "boom"}));
+        for s in [400, 404, 500, 503] {
+            let (Disposition::Fail { message, .. } | Disposition::Retry { message, .. }) =
+                classify(s, secret.as_ref(), None, "")
+            else {
+                panic!("{s} is not a success")
+            };
+            assert!(!message.contains("hunter2"), "{s}: {message}");
+            assert!(message.contains("-byte body"), "{s}: {message}");
         }
     }
 

@@ -503,3 +503,266 @@ async fn a_replayed_request_never_returns_the_password_again() {
     assert!(!replayed.to_string().contains(&password));
     daemon.stop().await;
 }
+
+/// A function answers 500 with a body holding a password. The value is in
+/// the reported result (the function's answer belongs there) and nowhere
+/// else: not in the log at trace level, not in /readyz, not in heartbeats.
+#[tokio::test]
+async fn an_error_body_reaches_only_the_result() {
+    let env = spawn_env().await;
+    env.deploy("leaky");
+    const SECRET: &str = "hunter2-LEAKED-0123456789";
+    env.sandbox.set_faults(
+        "leaky",
+        Faults {
+            respond_next: (
+                10,
+                500,
+                json!({"error": "db down", "password": SECRET}).to_string(),
+            ),
+            ..Default::default()
+        },
+    );
+    let cp = spawn_control_plane().await;
+    let admin_port = free_port();
+    let config = env
+        .daemon_config(&cp, &[("leaky", "leaky")])
+        .every_integration("max_attempts", 2)
+        .set("admin.listen", format!("127.0.0.1:{admin_port}"));
+    let path = env.dir.path().join("leaky.toml");
+    config.write_to(&path).unwrap();
+    let log = env.dir.path().join("leaky.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--log-format", "json", "--log-level", "trace", "run"])
+        .env("CP_TOKEN", crate::helpers::CP_TOKEN)
+        .env("HOME", env.dir.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    cp.enqueue(action("leak-1", "leaky"));
+    let results = cp.wait_for_results(1, WAIT).await;
+    let reported = &results["leak-1"];
+    assert_eq!(reported.parsed.error_code(), Some("function_unavailable"));
+    assert!(
+        reported.result.to_string().contains(SECRET),
+        "the result keeps the body"
+    );
+    assert!(
+        !reported
+            .parsed
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains(SECRET)
+    );
+    // A heartbeat after the failure, then /readyz.
+    let deadline = Instant::now() + WAIT;
+    let heartbeat = loop {
+        if let Some((hb, _)) = cp.heartbeats().remove("it-0/0001")
+            && hb["integrations"][0]["status"] == "degraded"
+        {
+            break hb;
+        }
+        assert!(Instant::now() < deadline, "no heartbeat with the failure");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!heartbeat.to_string().contains(SECRET), "{heartbeat}");
+    let readyz = reqwest::get(format!("http://127.0.0.1:{admin_port}/readyz"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(readyz.contains("degraded"), "{readyz}");
+    assert!(!readyz.contains(SECRET), "{readyz}");
+    child.kill().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("action failed"), "the failure is logged");
+    assert!(!text.contains(SECRET), "the log holds the secret");
+}
+
+/// Names a control plane sends with a newline, terminal escapes and a bidi
+/// override never reach a log line or the audit trail raw, in either format.
+#[tokio::test]
+async fn hostile_names_are_escaped_in_every_log_format_and_the_audit_trail() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let hostile_user = "eve@example.com\n2026-12-01T00:00:00Z  INFO forged: all clear \u{1b}[31mRED\u{1b}]0;pwned\u{7} \u{202e}gnp.exe";
+    for format in ["human", "json"] {
+        let cp = spawn_control_plane().await;
+        let name = format!("inject-{format}");
+        let config = env
+            .daemon_config(&cp, &[("orders-db", "grant-db")])
+            .journal(&env.dir.path().join(format!("{name}.db")));
+        let path = env.dir.path().join(format!("{name}.toml"));
+        config.write_to(&path).unwrap();
+        let log = env.dir.path().join(format!("{name}.log"));
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+            .arg("--config")
+            .arg(&path)
+            .args(["--log-format", format, "--log-level", "debug", "run"])
+            .env("CP_TOKEN", crate::helpers::CP_TOKEN)
+            .env("HOME", env.dir.path())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut grant = action(&format!("{format}-1"), "orders-db");
+        grant["params"]["username"] = json!(hostile_user);
+        cp.enqueue(grant);
+        let mut unknown = action(&format!("{format}-2"), "payroll\n\u{1b}[2Jwiped");
+        unknown["event_type"] = json!("grant\u{202e}");
+        cp.enqueue(unknown);
+        let results = cp.wait_for_results(2, WAIT).await;
+        assert_eq!(results.len(), 2);
+        child.kill().await.unwrap();
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("eve@example.com"),
+            "{format}: the user is logged"
+        );
+        for raw in ['\u{1b}', '\u{7}', '\u{202e}'] {
+            assert!(
+                !text.contains(raw),
+                "{format}: raw {raw:?} in the log:\n{text}"
+            );
+        }
+        for line in text.lines() {
+            assert!(
+                !line.starts_with("2026-12-01T00:00:00Z  INFO forged"),
+                "{format}: forged line"
+            );
+            if format == "json" {
+                serde_json::from_str::<Value>(line).expect("every line is one JSON object");
+            }
+        }
+
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+            .arg("--config")
+            .arg(&path)
+            .args(["audit", "--json"])
+            .env("CP_TOKEN", crate::helpers::CP_TOKEN)
+            .output()
+            .await
+            .unwrap();
+        let audit = String::from_utf8_lossy(&out.stdout);
+        assert!(audit.contains("eve@example.com"), "{audit}");
+        for raw in ['\u{1b}', '\u{7}', '\u{202e}'] {
+            assert!(
+                !audit.contains(raw),
+                "raw {raw:?} in the audit trail: {audit}"
+            );
+        }
+    }
+}
+
+/// A control plane that leases 2,000 actions when asked for a few: the
+/// connector takes what it asked for and what fits, leaves the rest to lease
+/// expiry, and never holds more than its queue.
+#[tokio::test]
+async fn a_lease_answer_is_held_to_what_was_asked() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    cp.ignore_max_actions(Some(2_000));
+    cp.enqueue_many(
+        (0..2_000)
+            .map(|i| action(&format!("flood-{i}"), "orders-db"))
+            .collect(),
+    );
+    let config = env
+        .daemon_config(&cp, &[("orders-db", "grant-db")])
+        .set("engine.queue_capacity", 100)
+        .set("engine.max_concurrency", 4)
+        .set("control_plane.lease", "5s");
+    let daemon = RunningDaemon::start(&env, &config).await;
+    let engine = daemon.engine.clone();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sampler = tokio::spawn({
+        let (engine, peak) = (engine.clone(), peak.clone());
+        async move {
+            loop {
+                peak.fetch_max(engine.pending(), std::sync::atomic::Ordering::SeqCst);
+                tokio::task::yield_now().await;
+            }
+        }
+    });
+    cp.wait_for_results(16, WAIT).await;
+    sampler.abort();
+    let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+    println!("2,000 leased at once; peak actions held {peak} (queue 100, concurrency 4)");
+    assert!(
+        peak <= 8,
+        "held {peak}: more than the 2 x concurrency asked for"
+    );
+    daemon.stop().await;
+}
+
+/// A lease answer of a million bad elements is summarised, not logged once
+/// per element.
+#[tokio::test]
+async fn a_million_bad_lease_elements_make_one_log_line_per_answer() {
+    use axum::routing::post;
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let answer = std::sync::Arc::new(format!("{{\"actions\":[{}0]}}", "0,".repeat(999_999)));
+    let leases = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let app = axum::Router::new()
+        .route(
+            "/v1/connectors/test/lease",
+            post({
+                let (answer, leases) = (answer.clone(), leases.clone());
+                move || async move {
+                    leases.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        answer.as_str().to_owned(),
+                    )
+                }
+            }),
+        )
+        .fallback(|| async { axum::Json(json!({"accepted": [], "rejected": []})) });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = crate::helpers::TestEnv::config(&env, &[("orders-db", "grant-db")])
+        .instance_id("it-0/0001")
+        .control_plane(&url, "CP_TOKEN")
+        .journal(&env.dir.path().join("flood.db"));
+    let path = env.dir.path().join("flood.toml");
+    config.write_to(&path).unwrap();
+    let log = env.dir.path().join("flood.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+        .arg("--config")
+        .arg(&path)
+        .args(["--log-format", "json", "run"])
+        .env("CP_TOKEN", crate::helpers::CP_TOKEN)
+        .env("HOME", env.dir.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + WAIT;
+    while leases.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+        assert!(Instant::now() < deadline, "the daemon stopped leasing");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().await.unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let errors = text.lines().filter(|l| l.contains("\"ERROR\"")).count();
+    let served = leases.load(std::sync::atomic::Ordering::SeqCst);
+    println!(
+        "{served} lease answers of 1,000,000 bad elements: {errors} ERROR line(s), {} bytes of log",
+        text.len()
+    );
+    assert!(
+        errors <= served + 1,
+        "{errors} ERROR lines for {served} answers"
+    );
+    assert!(text.len() < 200_000, "{} bytes of log", text.len());
+}

@@ -290,6 +290,7 @@ async fn lease(
     let wait = int_field(&body, "wait_seconds", 0..=MAX_WAIT_SECONDS)?;
     let lease_secs = int_field(&body, "lease_seconds", 1..=MAX_LEASE_SECONDS)?;
     let max = usize::try_from(max).unwrap_or(usize::MAX);
+    let max = s.lock().lease_overflow.unwrap_or(max);
     let lease_for = Duration::from_secs(lease_secs);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
