@@ -705,6 +705,7 @@ def systemd_unit() -> None:
         "RestrictNamespaces": "yes", "LockPersonality": "yes", "MemoryDenyWriteExecute": "yes",
         "SystemCallArchitectures": "native", "CapabilityBoundingSet": "",
         "ExecReload": "/bin/kill -HUP $MAINPID", "Restart": "on-failure",
+        "LimitNOFILE": "65536",
     }
     wrong = [f"{k}={v}" for k, v in want.items() if v not in directives.get(k, [])]
     R.check(not wrong, "hardening and lifecycle directives present", f"missing/different: {wrong}")
