@@ -21,7 +21,11 @@ problem, when:
    row there does not name each of its labels;
 5. a relative link in docs/*.md points at a file (or a heading anchor in a
    Markdown file) that does not exist;
-6. docs/README.md does not link every document in docs/.
+6. docs/README.md does not link every document in docs/;
+7. the repository does not stand on its own: a relative link in any Markdown
+   file of the repository resolves outside it (or to nothing), or any tracked
+   text file refers to the `shared/` folder that only the developers have.
+   Users clone this repository alone.
 """
 
 from __future__ import annotations
@@ -354,6 +358,47 @@ def check_links() -> None:
                     problem(f"{rel(doc)}: link {target}: {rel(dest)} has no heading #{fragment}")
 
 
+def repository_files() -> list[Path]:
+    """The files git tracks (or, outside a checkout, every file but build output)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+        ).stdout.decode()
+        return [ROOT / f for f in out.split("\0") if f]
+    except (OSError, subprocess.CalledProcessError):
+        skip = {"target", "node_modules", ".git"}
+        return [p for p in ROOT.rglob("*") if p.is_file() and not skip & set(p.parts)]
+
+
+OUTSIDE = re.compile(r"(?:\.\./)+shared/|\bshared/PROTOCOL\.md")
+
+
+def check_self_contained() -> None:
+    for path in repository_files():
+        if path.resolve() == Path(__file__).resolve():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue  # binary
+        for n, line in enumerate(text.splitlines(), 1):
+            if OUTSIDE.search(line):
+                problem(f"{rel(path)}:{n}: refers to shared/, which is not part of the repository")
+        if path.suffix != ".md":
+            continue
+        body = re.sub(r"`[^`\n]*`", "", strip_code_blocks(text))
+        for target in LINK.findall(body):
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.I) or target.startswith("#"):
+                continue
+            dest = (path.parent / target.partition("#")[0]).resolve()
+            if not dest.is_relative_to(ROOT):
+                problem(f"{rel(path)}: link {target} points outside the repository")
+            elif not dest.exists():
+                problem(f"{rel(path)}: link {target} points at {rel(dest)}, which does not exist")
+
+
 def check_index() -> None:
     index = DOCS / "README.md"
     text = strip_code_blocks(read(index))
@@ -372,6 +417,7 @@ def main() -> int:
     check_metrics()
     check_links()
     check_index()
+    check_self_contained()
     if problems:
         print(f"docs/check_docs.py: {len(problems)} problem(s):", file=sys.stderr)
         for p in problems:
@@ -379,7 +425,8 @@ def main() -> int:
         return 1
     print(
         "docs/check_docs.py: ok (openapi.yaml valid and complete; configuration keys, "
-        "error codes and metrics documented; links resolve; index complete)"
+        "error codes and metrics documented; links resolve; index complete; "
+        "nothing refers outside the repository)"
     )
     return 0
 

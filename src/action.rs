@@ -1,4 +1,4 @@
-//! Actions and results (PROTOCOL.md §2): actions parsed defensively from
+//! Actions and results (docs/protocol.md §2): actions parsed defensively from
 //! whatever the control plane or a pusher sent, results built for reporting.
 //!
 //! Parsing checks structure only (id, types, timestamps). Whether the

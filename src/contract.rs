@@ -1,4 +1,4 @@
-//! The function contract's vocabulary (PROTOCOL.md §1–§2): event types, the
+//! The function contract's vocabulary (docs/protocol.md §1–§2): event types, the
 //! params each requires, the request body, error codes, and response bodies.
 //!
 //! It must stay wire-compatible with Apono's custom-integration functions:
@@ -138,7 +138,7 @@ pub fn request_body(
     serde_json::json!({ "event_type": event.as_str(), "params": params })
 }
 
-/// Error codes of a failed result (PROTOCOL.md §2).
+/// Error codes of a failed result (docs/protocol.md §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {

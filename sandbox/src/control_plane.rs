@@ -1,4 +1,4 @@
-//! A simulated control plane on 127.0.0.1, speaking poll mode (PROTOCOL.md
+//! A simulated control plane on 127.0.0.1, speaking poll mode (docs/protocol.md
 //! §3) faithfully: connector-token auth, leases that expire by the injected
 //! [`Clock`] and are handed out again, long polls that wake on enqueue or
 //! lease expiry, idempotent results (the first stands), heartbeats. Knobs

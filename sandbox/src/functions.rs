@@ -1,7 +1,7 @@
 //! The Cloud Functions front end (`REGION-PROJECT.cloudfunctions.net`): checks
 //! the caller's Google ID token and invoker permission like Google, applies the
 //! per-function fault knobs, then runs a built-in sample function (speaking the
-//! function contract, PROTOCOL.md §1) or proxies to a local upstream server.
+//! function contract, docs/protocol.md §1) or proxies to a local upstream server.
 //! It records every call that passed auth, and serves a small admin API under
 //! `/_sandbox/` for people injecting faults with curl.
 //!

@@ -1,4 +1,4 @@
-//! The control plane client (PROTOCOL.md §3): lease actions (long poll), extend
+//! The control plane client (docs/protocol.md §3): lease actions (long poll), extend
 //! leases, report results in batches, send heartbeats. Every answer is parsed
 //! as hostile input; every failure is classified so the daemon knows whether to
 //! back off, retry slowly (bad token) or drop a lease.

@@ -1,4 +1,4 @@
-//! Push mode (PROTOCOL.md §4): `POST /v1/actions` (202 once durably recorded,
+//! Push mode (docs/protocol.md §4): `POST /v1/actions` (202 once durably recorded,
 //! `?wait=` for a synchronous answer) and `GET /v1/actions/{id}`, every request
 //! HMAC-signed, bodies size-limited, 503 + `Retry-After` while draining or full.
 //!

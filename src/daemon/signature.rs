@@ -1,4 +1,4 @@
-//! Push-request signatures (PROTOCOL.md §4): `X-Grantbridge-Signature:
+//! Push-request signatures (docs/protocol.md §4): `X-Grantbridge-Signature:
 //! v1=<hex HMAC-SHA256(secret, "<timestamp>.<METHOD>.<path and query>.<body>")>`
 //! with `X-Grantbridge-Timestamp` within 300 s of our clock. Several secrets
 //! may be valid at once (rotation); comparison is constant-time.

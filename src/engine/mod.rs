@@ -355,7 +355,7 @@ impl Engine {
         self.outbox.notify_one();
     }
 
-    /// PROTOCOL.md §2 validation: integration, event type, params, not_after.
+    /// docs/protocol.md §2 validation: integration, event type, params, not_after.
     fn validate(
         &self,
         services: &Services,

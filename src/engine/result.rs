@@ -1,4 +1,4 @@
-//! Building results (PROTOCOL.md §2) from invocation reports, with the response
+//! Building results (docs/protocol.md §2) from invocation reports, with the response
 //! body capped at the configured size.
 //!
 //! It must not log bodies: create-credentials answers carry passwords.

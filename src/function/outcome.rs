@@ -1,4 +1,4 @@
-//! The outcome rules of PROTOCOL.md §1, as a pure function of one HTTP answer:
+//! The outcome rules of docs/protocol.md §1, as a pure function of one HTTP answer:
 //! 2xx succeeds unless its JSON `status` is present and not "ok"; 408/429/5xx
 //! are retryable; 401/403 are permission failures; other 4xx are permanent.
 //!

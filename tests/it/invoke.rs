@@ -1,5 +1,5 @@
 //! Invoking functions through the sandbox's Cloud Functions front end: the
-//! request as PROTOCOL.md §1 specifies it, and every outcome class.
+//! request as docs/protocol.md §1 specifies it, and every outcome class.
 
 use std::time::{Duration, Instant, SystemTime};
 

@@ -1,4 +1,4 @@
-//! The control plane's book of actions, leases and results (PROTOCOL.md §3
+//! The control plane's book of actions, leases and results (docs/protocol.md §3
 //! lease semantics), as plain data: every operation takes "now" as an
 //! argument, so lease expiry is tested without sockets or sleeping.
 //!
@@ -28,7 +28,7 @@ pub struct ResultRecord {
     /// The lease token the first report carried (`None`: reported without one).
     pub lease_token: Option<String>,
     /// The action was never enqueued here: the connector got it by push
-    /// (PROTOCOL.md §4) and reported it without a lease token.
+    /// (docs/protocol.md §4) and reported it without a lease token.
     pub pushed: bool,
 }
 

@@ -1,7 +1,7 @@
 """A grant function as a customer writes it for Cloud Functions (Python 1st gen),
 served by Google's functions-framework in the interop test.
 
-It speaks the function contract (PROTOCOL.md §1) and echoes what it received,
+It speaks the function contract (docs/protocol.md §1) and echoes what it received,
 so the test can check what reached the function through the front end.
 """
 import functions_framework
