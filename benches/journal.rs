@@ -203,5 +203,6 @@ fn result(id: &str) -> ActionResult {
         finished_at: "2026-11-22T10:00:00Z".into(),
         instance_id: "grantbridge-0/3f9c".into(),
         connector_version: "0.1.0".into(),
+        access_details: None,
     }
 }

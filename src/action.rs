@@ -160,6 +160,11 @@ pub struct ActionResult {
     pub finished_at: String,
     pub instance_id: String,
     pub connector_version: String,
+    /// The integration's `access_details` (a link to the application the
+    /// function manages), on a successful `grant-access` only: where the
+    /// requester goes to use what was granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_details: Option<String>,
 }
 
 /// `connector_version` of every result.
@@ -190,6 +195,7 @@ impl ActionResult {
             finished_at: rfc3339(finished),
             instance_id: instance_id.to_owned(),
             connector_version: CONNECTOR_VERSION.to_owned(),
+            access_details: None,
         }
     }
 

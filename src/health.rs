@@ -78,6 +78,8 @@ impl Reading {
 pub struct IntegrationHealth {
     pub name: String,
     pub function_url: String,
+    /// The integration's `access_details`, as configured.
+    pub access_details: Option<String>,
     pub health: Health,
     pub detail: String,
 }
@@ -141,6 +143,7 @@ impl HealthBoard {
                 IntegrationHealth {
                     name: i.name.clone(),
                     function_url: i.url.to_string(),
+                    access_details: i.access_details.as_ref().map(|u| u.to_string()),
                     health,
                     detail,
                 }

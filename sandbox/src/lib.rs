@@ -50,7 +50,9 @@ pub use control_plane::{CallCounts, ControlPlane, ControlPlaneOptions, Outage, R
 pub use functions::{Faults, FunctionImpl, Invocation};
 pub use functions_api::FunctionMeta;
 pub use keys::KeyError;
-pub use standalone::{StandaloneArgs, StandaloneInfo, run_standalone, start_standalone};
+pub use standalone::{
+    STATE_FILE, Standalone, StandaloneArgs, StandaloneInfo, run_standalone, start_standalone,
+};
 
 use functions::Function;
 use keys::RsaKey;

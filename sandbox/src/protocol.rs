@@ -44,6 +44,9 @@ pub struct ReportedResult {
     pub finished_at: String,
     pub instance_id: String,
     pub connector_version: String,
+    /// On a successful `grant-access`: the link to the granted application.
+    #[serde(default)]
+    pub access_details: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

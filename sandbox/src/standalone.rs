@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use url::Url;
 
 use crate::daemon_config::{DaemonConfig, Integration};
-use crate::{FunctionImpl, Sandbox, SandboxError, SandboxOptions};
+use crate::{
+    ControlPlane, ControlPlaneOptions, FunctionImpl, Sandbox, SandboxError, SandboxOptions, keys,
+};
 
 /// What `grantbridge sandbox` was asked for.
 #[derive(Debug, Clone)]
@@ -41,15 +43,27 @@ impl Default for StandaloneArgs {
 pub struct StandaloneInfo {
     pub key_file: PathBuf,
     pub config_file: PathBuf,
+    /// Where `grantbridge sandbox enqueue` and `results` find the control plane.
+    pub state_file: PathBuf,
     /// (name, URL) per deployed function.
     pub functions: Vec<(String, String)>,
 }
 
-/// Start the sandbox, set it up as `args` says and write the files. The
-/// sandbox serves until the returned [`Sandbox`] is dropped.
-pub async fn start_standalone(
-    args: &StandaloneArgs,
-) -> Result<(Sandbox, StandaloneInfo), SandboxError> {
+/// A running standalone sandbox: Google and a control plane, serving until
+/// dropped.
+pub struct Standalone {
+    pub google: Sandbox,
+    pub control_plane: ControlPlane,
+    pub info: StandaloneInfo,
+}
+
+/// The file a running standalone sandbox leaves in its folder, so that
+/// `grantbridge sandbox enqueue` and `results` can reach its control plane.
+pub const STATE_FILE: &str = "sandbox.json";
+
+/// Start the sandbox, set it up as `args` says and write the files. It
+/// serves until the returned [`Standalone`] is dropped.
+pub async fn start_standalone(args: &StandaloneArgs) -> Result<Standalone, SandboxError> {
     let write_err = |path: &Path| {
         let path = path.to_owned();
         move |source| SandboxError::Write { path, source }
@@ -79,24 +93,48 @@ pub async fn start_standalone(
         sandbox.grant_iam_policy_viewer(&name, sa);
         functions.push((name, url));
     }
+    // `grantbridge functions list` lists the project: the viewer role there too.
+    sandbox.grant_viewer(&format!("projects/{}", sandbox.project_id()), sa);
+
+    // A control plane, so that `grantbridge run` has work and a place to report.
+    let token = keys::random_token(32);
+    let control_plane = ControlPlane::start(ControlPlaneOptions {
+        connector_id: "sandbox".into(),
+        tokens: vec![token.clone()],
+        clock: crate::Clock::system(),
+    })
+    .await?;
+    let token_file = dir.join("connector-token");
+    write_private(&token_file, &token).map_err(write_err(&token_file))?;
 
     let config_file = dir.join("grantbridge.toml");
-    let config = render_config(
-        &key_file,
-        sandbox.project_id(),
-        &functions,
-        &sandbox.cloudfunctions_api_url(),
-    );
+    let config = render_config(&Rendered {
+        key_file: &key_file,
+        project_id: sandbox.project_id(),
+        functions: &functions,
+        cloudfunctions_api: &sandbox.cloudfunctions_api_url(),
+        control_plane: &control_plane.url(),
+        token_file: &token_file,
+        journal: &dir.join("journal.db"),
+    });
     std::fs::write(&config_file, config).map_err(write_err(&config_file))?;
+    let state_file = dir.join(STATE_FILE);
+    let state = serde_json::json!({
+        "control_plane": control_plane.url(),
+        "functions": functions.iter().map(|(n, u)| (n.clone(), serde_json::Value::from(u.clone()))).collect::<serde_json::Map<_, _>>(),
+    });
+    std::fs::write(&state_file, state.to_string()).map_err(write_err(&state_file))?;
 
-    Ok((
-        sandbox,
-        StandaloneInfo {
+    Ok(Standalone {
+        google: sandbox,
+        control_plane,
+        info: StandaloneInfo {
             key_file,
             config_file,
+            state_file,
             functions,
         },
-    ))
+    })
 }
 
 /// `grantbridge sandbox`: start, print where everything is, serve until `shutdown`.
@@ -104,8 +142,9 @@ pub async fn run_standalone(
     args: StandaloneArgs,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SandboxError> {
-    let (sandbox, info) = start_standalone(&args).await?;
-    println!("grantbridge sandbox is running (Google on 127.0.0.1)");
+    let running = start_standalone(&args).await?;
+    let (sandbox, info) = (&running.google, &running.info);
+    println!("grantbridge sandbox is running (Google and a control plane on 127.0.0.1)");
     println!("  token endpoint      {}", sandbox.token_url());
     println!(
         "  JWKS / PEM certs    {} , {}",
@@ -130,31 +169,54 @@ pub async fn run_standalone(
         "  invocations         curl {}/_sandbox/functions/NAME/invocations",
         sandbox.functions_base_url()
     );
-    println!("config written to {}", info.config_file.display());
     println!(
-        "run:  grantbridge --config {} run",
-        info.config_file.display()
+        "  control plane       {} (connector sandbox)",
+        running.control_plane.url()
     );
+    println!("config written to {}", info.config_file.display());
+    let config = info.config_file.display();
+    let dir = args.dir.display();
+    println!("run:      grantbridge --config {config} run");
+    println!(
+        "enqueue:  grantbridge sandbox --dir {dir} enqueue {} grant-access -p grant_id=g-1 -p username=alice@example.com -p resource_type=db -p resources='[\"orders\"]' -p permission=read",
+        info.functions.first().map_or("NAME", |(n, _)| n.as_str())
+    );
+    println!("results:  grantbridge sandbox --dir {dir} results");
+    println!("audit:    grantbridge --config {config} audit");
     shutdown.await;
-    drop(sandbox);
+    drop(running);
     Ok(())
 }
 
-fn render_config(
-    key_file: &Path,
-    project_id: &str,
-    functions: &[(String, String)],
-    cloudfunctions_api: &str,
-) -> String {
-    let mut config = DaemonConfig::new("sandbox").key_file_connection("sandbox", key_file);
-    for (name, url) in functions {
+/// What the generated configuration points at.
+struct Rendered<'a> {
+    key_file: &'a Path,
+    project_id: &'a str,
+    functions: &'a [(String, String)],
+    cloudfunctions_api: &'a str,
+    control_plane: &'a str,
+    token_file: &'a Path,
+    journal: &'a Path,
+}
+
+fn render_config(r: &Rendered<'_>) -> String {
+    let mut config = DaemonConfig::new("sandbox").key_file_connection("sandbox", r.key_file);
+    for (name, url) in r.functions {
         config = config.integration(
             name,
-            Integration::new("sandbox", project_id, name, url).set("region", "us-central1"),
+            Integration::new("sandbox", r.project_id, name, url).set("region", "us-central1"),
         );
     }
-    // The sandbox's Cloud Functions API, for `grantbridge check --online`.
-    let config = config.set("google.cloudfunctions_api", cloudfunctions_api);
+    // The sandbox's Cloud Functions API, for `grantbridge check --online`, and
+    // its control plane, for `grantbridge run`.
+    let config = config
+        .set("google.cloudfunctions_api", r.cloudfunctions_api)
+        .set("control_plane.url", r.control_plane)
+        .set(
+            "control_plane.token_file",
+            r.token_file.display().to_string(),
+        )
+        .journal(r.journal);
     format!(
         "# Written by `grantbridge sandbox`: points grantbridge at the local sandbox.\n\
          # It serves plain http on 127.0.0.1 (http.allow_insecure_loopback); real\n\
@@ -214,7 +276,8 @@ mod tests {
             ],
             ..StandaloneArgs::default()
         };
-        let (sandbox, info) = start_standalone(&args).await.expect("start");
+        let running = start_standalone(&args).await.expect("start");
+        let (sandbox, info) = (&running.google, &running.info);
         let key: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&info.key_file).expect("key"))
                 .expect("json");
@@ -246,6 +309,14 @@ mod tests {
         );
         assert_eq!(get("integrations.local-fn.connection"), "sandbox");
         assert_eq!(get("integrations.grant-sample.function"), "grant-sample");
+        assert_eq!(get("control_plane.url"), running.control_plane.url());
+        let token_file = get("control_plane.token_file");
+        let token = std::fs::read_to_string(&token_file).expect("token file");
+        assert_eq!(token.len(), 32);
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&info.state_file).expect("state"))
+                .expect("json");
+        assert_eq!(state["control_plane"], running.control_plane.url().as_str());
         assert_eq!(get("integrations.grant-sample.region"), "us-central1");
         assert_eq!(
             get("integrations.grant-sample.project_id"),

@@ -6,6 +6,7 @@
 //! prints the ID token it was asked for, like `gcloud auth print-identity-token`).
 //! `demo` and `sandbox` exist only with the default `sandbox` feature.
 
+mod api;
 mod audit;
 mod check;
 #[cfg(feature = "sandbox")]
@@ -32,12 +33,13 @@ use crate::metrics::Metrics;
 use crate::services::{Services, ServicesError};
 use crate::telemetry::LogFormat;
 
+pub use api::{ApiArgs, ApiTargetError};
 pub use audit::AuditArgs;
 pub use check::CheckArgs;
 pub use functions::{FunctionsCommand, FunctionsListArgs};
 pub use invoke::{InvokeArgs, ParamError, parse_params};
 #[cfg(feature = "sandbox")]
-pub use sandbox::SandboxArgs;
+pub use sandbox::{SandboxArgs, SandboxCommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,6 +87,9 @@ pub enum Command {
     /// Read the Cloud Functions API with a connection's credentials.
     #[command(subcommand)]
     Functions(FunctionsCommand),
+    /// Call a Google API with a connection's access token and print the answer
+    /// (Google API hosts and the configured [google] endpoints only).
+    Api(ApiArgs),
     /// Run Google on 127.0.0.1 (token endpoint, metadata server, IAM, functions) for local development.
     #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
@@ -146,12 +151,19 @@ pub enum CliError {
     Since(String),
     #[error("building an HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    #[error(transparent)]
+    ApiTarget(#[from] ApiTargetError),
+    #[error("{0}")]
+    Api(String),
     #[cfg(feature = "sandbox")]
     #[error(transparent)]
     Sandbox(#[from] grantbridge_sandbox::SandboxError),
     #[cfg(feature = "sandbox")]
     #[error("demo: {0}")]
     Demo(String),
+    #[cfg(feature = "sandbox")]
+    #[error("{0}")]
+    LocalSandbox(String),
 }
 
 impl CliError {
@@ -208,6 +220,7 @@ pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> 
         Command::Functions(FunctionsCommand::List(args)) => {
             functions::list(&cli.config, env, args).await
         }
+        Command::Api(args) => api::api(&cli.config, env, args).await,
         #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => sandbox::sandbox(args).await,
         Command::Audit(args) => audit::audit(&cli.config, env, args).await,

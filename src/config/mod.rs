@@ -630,11 +630,20 @@ impl Validator {
                 ),
             }
         }
-        if secrets.iter().any(|s| s.expose_secret().len() < 16) {
-            self.problem(
-                "push.secret_files",
-                "every HMAC secret must be at least 16 characters (32 random bytes recommended)",
-            );
+        for secret in &secrets {
+            let problem = match crate::daemon::signature::standard_key(secret.expose_secret()) {
+                None if secret.expose_secret().len() < 16 => {
+                    "every HMAC secret must be at least 16 characters (32 random bytes recommended)"
+                }
+                Some(Err(_)) => {
+                    "a Standard Webhooks secret is `whsec_` and its key in base64; this one's key is not base64"
+                }
+                Some(Ok(key)) if key.len() < 16 => {
+                    "a Standard Webhooks secret's key must be at least 16 bytes (24 to 64 recommended)"
+                }
+                _ => continue,
+            };
+            self.problem("push.secret_files", problem);
         }
         if p.secret_files.is_empty() && p.secret_envs.is_empty() {
             self.problem("push.secret_files", "push mode needs at least one HMAC secret (secret_files or secret_envs): pushed requests are authenticated");

@@ -113,6 +113,9 @@ pub struct IntegrationStatus {
     /// "ok", "degraded" or "error".
     pub status: &'static str,
     pub detail: String,
+    /// A link to the application the function manages (`access_details`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_details: Option<String>,
 }
 
 impl From<IntegrationHealth> for IntegrationStatus {
@@ -122,6 +125,7 @@ impl From<IntegrationHealth> for IntegrationStatus {
             function_url: h.function_url,
             status: h.health.as_str(),
             detail: h.detail,
+            access_details: h.access_details,
         }
     }
 }

@@ -29,9 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::signature::{
-    SIGNATURE_HEADER, SignatureError, SignedHeaders, TIMESTAMP_HEADER, WINDOW_SECS,
-};
+use super::signature::{SignatureError, SignedHeaders, WINDOW_SECS};
 use crate::action::{Action, ActionResult};
 use crate::config::PushSettings;
 use crate::engine::{Engine, EngineError, Submitted};
@@ -231,10 +229,9 @@ fn refuse(state: &PushState, e: &SignatureError, path: &str) -> Response {
 
 async fn signature_gate(State(state): State<PushState>, mut req: Request, next: Next) -> Response {
     let parsed = {
-        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-        SignedHeaders::parse(
-            header(TIMESTAMP_HEADER),
-            header(SIGNATURE_HEADER),
+        let headers = req.headers();
+        SignedHeaders::from_request(
+            |name| headers.get(name).and_then(|v| v.to_str().ok()),
             state.engine.clock().unix_secs(),
         )
     };
@@ -350,6 +347,7 @@ async fn post_action(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
+    let webhook_id = signed.webhook_id().map(str::to_owned);
     let delivery = match authenticate(&state, signed, &method, &uri, body.clone()).await {
         Ok(d) => d,
         Err(r) => return *r,
@@ -372,6 +370,18 @@ async fn post_action(
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_action", e.reason),
     };
+    // Standard Webhooks: `webhook-id` is the idempotency key, and so is the
+    // action id; they must be the same or the two would disagree on a retry.
+    if let Some(wid) = webhook_id.filter(|wid| *wid != action.id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_action",
+            format!(
+                "webhook-id `{wid}` is not the action id `{}`: send the action id as webhook-id",
+                action.id
+            ),
+        );
+    }
     let id = action.id.clone();
     let submitted = match state.engine.submit(action, Source::Push, None).await {
         Ok(s) => s,
@@ -445,6 +455,14 @@ async fn get_action(
     uri: Uri,
     body: Bytes,
 ) -> Response {
+    // Standard Webhooks signs no path: the webhook-id names what may be read.
+    if signed.webhook_id().is_some_and(|wid| wid != id) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a Standard Webhooks status query must carry the queried action id as webhook-id",
+        );
+    }
     let delivery = match authenticate(&state, signed, &method, &uri, body).await {
         Ok(d) => d,
         Err(r) => return *r,

@@ -1,18 +1,39 @@
-//! Push-request signatures (docs/protocol.md §4): `X-Grantbridge-Signature:
-//! v1=<hex HMAC-SHA256(secret, "<timestamp>.<METHOD>.<path and query>.<body>")>`
-//! with `X-Grantbridge-Timestamp` within 300 s of our clock. Several secrets
-//! may be valid at once (rotation); comparison is constant-time.
+//! Push-request signatures (docs/protocol.md §4), in two schemes, chosen per
+//! configured secret:
+//!
+//! - grantbridge's own: `X-Grantbridge-Signature: v1=<hex HMAC-SHA256(secret,
+//!   "<timestamp>.<METHOD>.<path and query>.<body>")>` with
+//!   `X-Grantbridge-Timestamp`; any secret not written `whsec_...`;
+//! - Standard Webhooks (standard-webhooks `spec/standard-webhooks.md`):
+//!   `webhook-signature: v1,<base64 HMAC-SHA256(key, "<webhook-id>.<webhook-timestamp>.<body>")>`
+//!   (space-separated for rotation) with `webhook-id` and `webhook-timestamp`;
+//!   a secret written `whsec_<base64 key>`, as the standard's libraries make them.
+//!
+//! Timestamps must be within 300 s of our clock. Several secrets may be valid
+//! at once (rotation); comparison is constant-time. Written here rather than
+//! taken from the `standardwebhooks` crate: that crate reads the wall clock
+//! itself (no injected clock), subtracts timestamps unchecked (the overflow
+//! this module must not have), bounds no candidate list, and brings a second
+//! base64 and SHA-256 implementation.
 //!
 //! It must never reveal which secret matched or echo a signature back, and
 //! the work an unsigned request can cause is bounded: at most
 //! [`MAX_SIGNATURES`] candidates, one MAC per configured secret.
 
+use std::borrow::Cow;
+
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::hmac;
+use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
 
 pub const TIMESTAMP_HEADER: &str = "x-grantbridge-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-grantbridge-signature";
+pub const WEBHOOK_ID_HEADER: &str = "webhook-id";
+pub const WEBHOOK_TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub const WEBHOOK_SIGNATURE_HEADER: &str = "webhook-signature";
+/// How a Standard Webhooks secret is written: `whsec_` and the key in base64.
+pub const STANDARD_SECRET_PREFIX: &str = "whsec_";
 pub const WINDOW_SECS: u64 = 300;
 /// Signatures one header may carry: enough for a sender rotating its secret,
 /// few enough that checking them costs nothing an unauthenticated client
@@ -35,20 +56,121 @@ pub enum SignatureError {
         "X-Grantbridge-Signature holds more than 8 signatures or 1024 bytes; send the current and the next one at most"
     )]
     TooManySignatures,
+    #[error("webhook-id must be 1-128 characters of [A-Za-z0-9._:-] (it is the action id)")]
+    BadWebhookId,
     #[error("signature does not match")]
     Mismatch,
+}
+
+/// Which signing scheme a request (or a secret) uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Grantbridge,
+    StandardWebhooks,
+}
+
+/// The key of a Standard Webhooks secret (`whsec_<base64>`), or `None` for a
+/// grantbridge secret. `Some(Err)` when it is written `whsec_` but its key
+/// is not base64.
+pub fn standard_key(secret: &str) -> Option<Result<Vec<u8>, base64::DecodeError>> {
+    let b64 = secret.strip_prefix(STANDARD_SECRET_PREFIX)?;
+    let b64 = b64.trim_end_matches('=');
+    Some(base64::engine::general_purpose::STANDARD_NO_PAD.decode(b64))
+}
+
+/// A configured secret's scheme and HMAC key.
+fn key_of(secret: &SecretString) -> (Scheme, Option<Cow<'_, [u8]>>) {
+    let text = secret.expose_secret();
+    match standard_key(text) {
+        Some(key) => (Scheme::StandardWebhooks, key.ok().map(Cow::Owned)),
+        None => (Scheme::Grantbridge, Some(Cow::Borrowed(text.as_bytes()))),
+    }
 }
 
 /// The signature headers of a request, checked for shape and freshness:
 /// everything that can be decided before the body is read.
 #[derive(Debug, Clone)]
 pub struct SignedHeaders {
+    scheme: Scheme,
     timestamp: String,
-    /// The `v1=` signatures, decoded (other schemes are ignored).
+    /// `webhook-id` (Standard Webhooks only).
+    webhook_id: Option<String>,
+    /// The `v1` signatures, decoded (other versions are ignored).
     candidates: Vec<[u8; 32]>,
 }
 
 impl SignedHeaders {
+    /// The signature headers of a request in whichever scheme it uses: any
+    /// `webhook-*` header means Standard Webhooks.
+    pub fn from_request<'a>(
+        header: impl Fn(&str) -> Option<&'a str>,
+        now_unix: i64,
+    ) -> Result<Self, SignatureError> {
+        let standard = [
+            WEBHOOK_ID_HEADER,
+            WEBHOOK_TIMESTAMP_HEADER,
+            WEBHOOK_SIGNATURE_HEADER,
+        ]
+        .iter()
+        .any(|h| header(h).is_some());
+        if standard {
+            Self::parse_standard(
+                header(WEBHOOK_ID_HEADER),
+                header(WEBHOOK_TIMESTAMP_HEADER),
+                header(WEBHOOK_SIGNATURE_HEADER),
+                now_unix,
+            )
+        } else {
+            Self::parse(header(TIMESTAMP_HEADER), header(SIGNATURE_HEADER), now_unix)
+        }
+    }
+
+    /// Standard Webhooks headers, checked as [`SignedHeaders::parse`] checks
+    /// grantbridge's.
+    pub fn parse_standard(
+        id: Option<&str>,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        now_unix: i64,
+    ) -> Result<Self, SignatureError> {
+        let (Some(id), Some(ts), Some(sig)) = (id, timestamp, signature) else {
+            return Err(SignatureError::Missing);
+        };
+        if !crate::action::valid_id(id) {
+            return Err(SignatureError::BadWebhookId);
+        }
+        let ts = ts.trim();
+        let ts_num: i64 = ts.parse().map_err(|_| SignatureError::BadTimestamp)?;
+        if now_unix.abs_diff(ts_num) > WINDOW_SECS {
+            return Err(SignatureError::OutsideWindow);
+        }
+        if sig.len() > MAX_SIGNATURE_HEADER || sig.split(' ').count() > MAX_SIGNATURES {
+            return Err(SignatureError::TooManySignatures);
+        }
+        let candidates = sig
+            .split(' ')
+            .filter_map(|part| part.strip_prefix("v1,"))
+            .filter_map(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .filter_map(|tag| <[u8; 32]>::try_from(tag).ok())
+            .collect();
+        Ok(Self {
+            scheme: Scheme::StandardWebhooks,
+            timestamp: ts.to_owned(),
+            webhook_id: Some(id.to_owned()),
+            candidates,
+        })
+    }
+
+    /// The scheme the request is signed with.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// `webhook-id` of a Standard Webhooks request: the action's id.
+    pub fn webhook_id(&self) -> Option<&str> {
+        self.webhook_id.as_deref()
+    }
+
     /// Checks presence, the timestamp window and the signature count; cheap,
     /// so it runs before the body is read.
     pub fn parse(
@@ -75,13 +197,16 @@ impl SignedHeaders {
             .filter_map(|tag| <[u8; 32]>::try_from(tag).ok())
             .collect();
         Ok(Self {
+            scheme: Scheme::Grantbridge,
             timestamp: ts.to_owned(),
+            webhook_id: None,
             candidates,
         })
     }
 
-    /// The signature that matches one of `secrets`, if one does: one MAC per
-    /// secret, compared in constant time with every candidate.
+    /// The signature that matches one of `secrets` of the request's scheme,
+    /// if one does: one MAC per such secret, compared in constant time with
+    /// every candidate.
     pub fn verify(
         &self,
         secrets: &[SecretString],
@@ -90,17 +215,35 @@ impl SignedHeaders {
         body: &[u8],
     ) -> Result<[u8; 32], SignatureError> {
         for secret in secrets {
-            let key = hmac::Key::new(hmac::HMAC_SHA256, secret.expose_secret().as_bytes());
+            let (scheme, Some(key)) = key_of(secret) else {
+                continue;
+            };
+            if scheme != self.scheme {
+                continue;
+            }
+            let key = hmac::Key::new(hmac::HMAC_SHA256, &key);
             let mut ctx = hmac::Context::with_key(&key);
-            for part in [
-                self.timestamp.as_bytes(),
-                b".",
-                method.as_bytes(),
-                b".",
-                path_and_query.as_bytes(),
-                b".",
-                body,
-            ] {
+            let parts: [&[u8]; 7] = match self.scheme {
+                Scheme::Grantbridge => [
+                    self.timestamp.as_bytes(),
+                    b".",
+                    method.as_bytes(),
+                    b".",
+                    path_and_query.as_bytes(),
+                    b".",
+                    body,
+                ],
+                Scheme::StandardWebhooks => [
+                    self.webhook_id.as_deref().unwrap_or_default().as_bytes(),
+                    b".",
+                    self.timestamp.as_bytes(),
+                    b".",
+                    body,
+                    b"",
+                    b"",
+                ],
+            };
+            for part in parts {
                 ctx.update(part);
             }
             let tag = ctx.sign();
@@ -327,6 +470,74 @@ mod tests {
         assert_eq!(
             SignedHeaders::parse(Some("1000"), Some(&long), 1_000).unwrap_err(),
             SignatureError::TooManySignatures
+        );
+    }
+
+    /// The spec's example: secret `whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw`,
+    /// id `msg_p5jXN8AQM9LWM0D4loKWxJek`, timestamp 1614265330, body
+    /// `{"test": 2432232314}`, signature
+    /// `v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=` (the same vector the
+    /// official libraries test with).
+    #[test]
+    fn the_standard_webhooks_example_verifies() {
+        let keys = secrets(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]);
+        let signed = SignedHeaders::parse_standard(
+            Some("msg_p5jXN8AQM9LWM0D4loKWxJek"),
+            Some("1614265330"),
+            Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="),
+            1_614_265_330,
+        )
+        .unwrap();
+        assert_eq!(signed.scheme(), Scheme::StandardWebhooks);
+        assert!(
+            signed
+                .verify(&keys, "POST", "/v1/actions", br#"{"test": 2432232314}"#)
+                .is_ok()
+        );
+        assert_eq!(
+            signed.verify(&keys, "POST", "/v1/actions", br#"{"test": 2432232315}"#),
+            Err(SignatureError::Mismatch)
+        );
+        // A grantbridge secret never verifies a Standard Webhooks signature.
+        let plain = secrets(&["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]);
+        assert_eq!(
+            signed.verify(&plain, "POST", "/v1/actions", br#"{"test": 2432232314}"#),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_headers_are_bounded_like_ours() {
+        let sig = format!("v1,{}", "A".repeat(44));
+        assert_eq!(
+            SignedHeaders::parse_standard(Some("m1"), Some("1000"), Some(&sig), 1_301).unwrap_err(),
+            SignatureError::OutsideWindow
+        );
+        assert_eq!(
+            SignedHeaders::parse_standard(Some("m1"), Some(&i64::MIN.to_string()), Some(&sig), 0)
+                .unwrap_err(),
+            SignatureError::OutsideWindow
+        );
+        let nine = vec![sig.clone(); 9].join(" ");
+        assert_eq!(
+            SignedHeaders::parse_standard(Some("m1"), Some("1000"), Some(&nine), 1_000)
+                .unwrap_err(),
+            SignatureError::TooManySignatures
+        );
+        assert_eq!(
+            SignedHeaders::parse_standard(Some("a b"), Some("1000"), Some(&sig), 1_000)
+                .unwrap_err(),
+            SignatureError::BadWebhookId
+        );
+        assert_eq!(
+            SignedHeaders::parse_standard(None, Some("1000"), Some(&sig), 1_000).unwrap_err(),
+            SignatureError::Missing
+        );
+        // Any webhook-* header selects the scheme.
+        let headers = |name: &str| (name == WEBHOOK_ID_HEADER).then_some("m1");
+        assert_eq!(
+            SignedHeaders::from_request(headers, 1_000).unwrap_err(),
+            SignatureError::Missing
         );
     }
 

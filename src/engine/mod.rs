@@ -21,6 +21,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+use url::Url;
 
 use crate::action::{Action, ActionResult, InvalidAction};
 use crate::clock::Clock;
@@ -483,12 +484,15 @@ impl Engine {
             not_after: action.not_after,
         };
         let report = services.invoker.invoke(integration, &call).await;
-        let result = result::from_report(
+        let mut result = result::from_report(
             &action.id,
             &report,
             &self.instance_id,
             self.settings.result_body_max_bytes,
         );
+        if event == EventType::GrantAccess && result.succeeded() {
+            result.access_details = integration.access_details.as_ref().map(Url::to_string);
+        }
         self.health.record_call(
             &action.integration,
             result.error.as_ref().map(|e| (e.code, e.message.as_str())),

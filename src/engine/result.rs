@@ -56,6 +56,7 @@ pub(crate) fn from_report(
         finished_at: rfc3339(report.finished_at),
         instance_id: instance_id.to_owned(),
         connector_version: CONNECTOR_VERSION.to_owned(),
+        access_details: None,
     }
 }
 

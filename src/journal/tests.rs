@@ -48,6 +48,7 @@ fn result(id: &str, ok: bool) -> ActionResult {
         finished_at: "2026-11-22T10:00:00Z".into(),
         instance_id: "gb-test/1".into(),
         connector_version: "0.1.0".into(),
+        access_details: None,
     }
 }
 

@@ -1,8 +1,8 @@
 //! The `grantbridge` binary as an operator runs it.
 
-use std::process::Output;
-
 use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
 
 use grantbridge_sandbox::daemon_config::DaemonConfig;
 
@@ -258,4 +258,105 @@ fn the_shipped_kubernetes_configs_load() {
         };
         assert!(problems.is_empty(), "{path}: {problems:?}");
     }
+}
+
+/// The README's local loop, as a new user runs it: `grantbridge sandbox`
+/// (Google and a control plane), `grantbridge run` on the config it wrote,
+/// `sandbox enqueue` a grant, `sandbox results` shows it, `audit` has the
+/// call, and `functions list` works on the sandbox's own config.
+#[tokio::test]
+async fn the_local_loop_runs_a_grant_end_to_end() {
+    let env = spawn_env().await;
+    let dir = env.dir.path().join("local");
+    let bin = env!("CARGO_BIN_EXE_grantbridge");
+    let dir_arg = dir.to_str().unwrap();
+    let mut sandbox = tokio::process::Command::new(bin)
+        .args(["sandbox", "--dir", dir_arg])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.join("sandbox.json").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the sandbox never wrote its state"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let config = dir.join("grantbridge.toml");
+    let config_arg = config.to_str().unwrap();
+    let mut daemon = tokio::process::Command::new(bin)
+        .args(["--config", config_arg, "run"])
+        .env("HOME", env.dir.path())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = run(
+        &env,
+        &[
+            "sandbox",
+            "--dir",
+            dir_arg,
+            "enqueue",
+            "grant-sample",
+            "grant-access",
+            "--id",
+            "loop-1",
+            "-p",
+            "grant_id=g-1",
+            "-p",
+            "username=alice@example.com",
+            "-p",
+            "resource_type=db",
+            "-p",
+            "resources=[\"orders\"]",
+            "-p",
+            "permission=read",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("enqueued loop-1"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let table = loop {
+        let out = run(&env, &["sandbox", "--dir", dir_arg, "results"]).await;
+        let table = text(&out.stdout);
+        if table.contains("loop-1") {
+            break table;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no result: {table}{}",
+            text(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        table.contains("succeeded") && table.contains("200"),
+        "{table}"
+    );
+    let out = run(&env, &["--config", config_arg, "audit"]).await;
+    assert!(
+        text(&out.stdout).contains("loop-1"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(
+        &env,
+        &[
+            "--config",
+            config_arg,
+            "functions",
+            "list",
+            "--connection",
+            "sandbox",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("grant-sample"));
+    daemon.kill().await.unwrap();
+    sandbox.kill().await.unwrap();
 }

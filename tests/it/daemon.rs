@@ -823,3 +823,34 @@ async fn the_worker_step_is_a_plain_function() {
     );
     daemon.stop().await;
 }
+
+/// An integration's `access_details` reaches the control plane: in every
+/// heartbeat entry, and in the result of a successful grant (only there).
+#[tokio::test]
+async fn access_details_reach_heartbeats_and_successful_grants() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let config = env.daemon_config(&cp, &[("orders-db", "grant-db")]).set(
+        "integrations.orders-db.access_details",
+        "https://orders.example.com/app",
+    );
+    let daemon = RunningDaemon::start(&env, &config).await;
+    let mut grant = action("ad-grant", "orders-db");
+    grant["event_type"] = json!("grant-access");
+    cp.enqueue(grant);
+    cp.enqueue(action("ad-revoke", "orders-db"));
+    let results = cp.wait_for_results(2, WAIT).await;
+    assert_eq!(
+        results["ad-grant"].parsed.access_details.as_deref(),
+        Some("https://orders.example.com/app")
+    );
+    assert_eq!(results["ad-revoke"].parsed.access_details, None);
+    assert!(results["ad-revoke"].result.get("access_details").is_none());
+    daemon.stop().await;
+    let (hb, _) = cp.heartbeats().remove("it-0/0001").expect("a heartbeat");
+    assert_eq!(
+        hb["integrations"][0]["access_details"],
+        "https://orders.example.com/app"
+    );
+}

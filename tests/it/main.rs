@@ -12,3 +12,4 @@ mod invoke;
 mod observability;
 mod online;
 mod security;
+mod webhooks;

@@ -657,3 +657,55 @@ async fn without_the_viewer_role_a_missing_function_is_still_found_missing() {
     assert_eq!(codes(&v), ["no_viewer", "not_found"]);
     assert_eq!(v.status, Health::Error);
 }
+
+/// `grantbridge api` calls the (sandbox's) Cloud Functions API with the
+/// connection's access token, prints the answer and never the token, and
+/// refuses any host that is not Google's or the configured endpoint.
+#[tokio::test]
+async fn the_api_command_calls_google_and_nothing_else() {
+    let env = spawn_env().await;
+    deploy_readable(&env, "grant-db");
+    env.sandbox.grant_viewer(&format!("projects/{PROJECT}"), SA);
+    let config = env.write_config(&online_config(&env, &[("orders-db", "grant-db")]));
+    let out = run(
+        &env,
+        &config,
+        &[
+            "api",
+            "GET",
+            &format!("/v1/projects/{PROJECT}/locations/-/functions"),
+            "--connection",
+            "prod",
+        ],
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let answer: serde_json::Value = serde_json::from_str(&stdout).expect("pretty JSON");
+    assert!(
+        answer["functions"].as_array().is_some_and(|f| f
+            .iter()
+            .any(|f| f["name"].as_str().unwrap_or("").ends_with("/grant-db"))),
+        "{answer}"
+    );
+    assert!(!stdout.contains("ya29.") && !text(&out.stderr).contains("ya29."));
+
+    let out = run(
+        &env,
+        &config,
+        &[
+            "api",
+            "GET",
+            "https://evil.example.com/v1/x",
+            "--connection",
+            "prod",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is not a Google API"),
+        "{}",
+        text(&out.stderr)
+    );
+}
