@@ -25,7 +25,117 @@ use tracing_subscriber::{EnvFilter, Registry, field::MakeExt, fmt, reload};
 pub enum LogFormat {
     #[default]
     Human,
+    /// One JSON object per line, with the field set of docs/operations.md.
     Json,
+    /// JSON lines as Google Cloud Logging reads them (`severity`,
+    /// `logging.googleapis.com/trace`, `logging.googleapis.com/spanId`).
+    CloudLogging,
+}
+
+/// One JSON object per event: `time`, `level` (or `severity`), `message`,
+/// `target`, the fields of the spans it happened in (`action_id`,
+/// `integration`, `event_type`, `username`, `trace_id`, `span_id`) and its
+/// own fields, flat. Cloud Logging mode adds the trace link.
+struct JsonLines {
+    cloud: bool,
+    /// The project of `logging.googleapis.com/trace` links.
+    trace_project: Option<String>,
+}
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for JsonLines
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use serde_json::Value;
+        let meta = event.metadata();
+        let mut line = serde_json::Map::new();
+        line.insert(
+            "time".into(),
+            humantime::format_rfc3339_micros(std::time::SystemTime::now())
+                .to_string()
+                .into(),
+        );
+        if self.cloud {
+            let severity = match *meta.level() {
+                tracing::Level::ERROR => "ERROR",
+                tracing::Level::WARN => "WARNING",
+                tracing::Level::INFO => "INFO",
+                _ => "DEBUG",
+            };
+            line.insert("severity".into(), severity.into());
+        } else {
+            line.insert("level".into(), meta.level().as_str().into());
+        }
+        line.insert("target".into(), meta.target().into());
+        if let Some(scope) = ctx.event_scope() {
+            for span in scope.from_root() {
+                let extensions = span.extensions();
+                let Some(fields) = extensions.get::<tracing_subscriber::fmt::FormattedFields<N>>()
+                else {
+                    continue;
+                };
+                if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(fields) {
+                    line.extend(map);
+                }
+            }
+        }
+        event.record(&mut JsonVisitor(&mut line));
+        if self.cloud {
+            let trace = line
+                .get("trace_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if let (Some(trace), Some(project)) = (trace, &self.trace_project) {
+                line.insert(
+                    "logging.googleapis.com/trace".into(),
+                    format!("projects/{project}/traces/{trace}").into(),
+                );
+            }
+            if let Some(span) = line.get("span_id").cloned() {
+                line.insert("logging.googleapis.com/spanId".into(), span);
+            }
+        }
+        writeln!(writer, "{}", Value::Object(line))
+    }
+}
+
+/// An event's fields into a JSON object.
+struct JsonVisitor<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl tracing::field::Visit for JsonVisitor<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.insert(field.name().into(), value.into());
+    }
+    fn record_error(
+        &mut self,
+        field: &tracing::field::Field,
+        value: &(dyn std::error::Error + 'static),
+    ) {
+        self.0.insert(field.name().into(), value.to_string().into());
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .insert(field.name().into(), format!("{value:?}").into());
+    }
 }
 
 /// Changes the level of the running subscriber.
@@ -140,9 +250,18 @@ impl std::io::Write for JsonSafeStderr {
     }
 }
 
-/// Starts logging. `pinned`: `level` came from the command line. `color`:
-/// stderr is a terminal and `NO_COLOR` is not set.
-pub fn init(format: LogFormat, level: &str, pinned: bool, color: bool) -> LogHandle {
+/// Where and how logs are written.
+#[derive(Debug, Clone, Default)]
+pub struct LogOutput {
+    pub format: LogFormat,
+    /// stderr is a terminal and `NO_COLOR` is not set.
+    pub color: bool,
+    /// The project of Cloud Logging trace links.
+    pub trace_project: Option<String>,
+}
+
+/// Starts logging. `pinned`: `level` came from the command line.
+pub fn init(output: &LogOutput, level: &str, pinned: bool) -> LogHandle {
     let (filter, pinned) = match EnvFilter::try_from_default_env() {
         Ok(from_env) => (from_env, true),
         Err(_) => (
@@ -151,9 +270,9 @@ pub fn init(format: LogFormat, level: &str, pinned: bool, color: bool) -> LogHan
         ),
     };
     let (filter, handle) = reload::Layer::new(filter);
-    let output = match format {
+    let layer = match output.format {
         LogFormat::Human => fmt::layer()
-            .with_ansi(color)
+            .with_ansi(output.color)
             .fmt_fields(
                 fmt::format::debug_fn(|w: &mut Writer<'_>, field, value| {
                     let text = format!("{value:?}");
@@ -166,17 +285,18 @@ pub fn init(format: LogFormat, level: &str, pinned: bool, color: bool) -> LogHan
             )
             .with_writer(std::io::stderr)
             .boxed(),
-        LogFormat::Json => fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+        LogFormat::Json | LogFormat::CloudLogging => fmt::layer()
+            .fmt_fields(fmt::format::JsonFields::new())
+            .event_format(JsonLines {
+                cloud: output.format == LogFormat::CloudLogging,
+                trace_project: output.trace_project.clone(),
+            })
             .with_writer(|| JsonSafeStderr)
             .boxed(),
     };
     match tracing_subscriber::registry()
         .with(filter)
-        .with(output)
+        .with(layer)
         .try_init()
     {
         Ok(()) => LogHandle {

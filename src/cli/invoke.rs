@@ -73,6 +73,7 @@ pub(super) async fn invoke(
     let params = parse_params(&args.params)?;
     validate_params(event_type, &params)?;
     let call = Call {
+        trace_id: None,
         event_type,
         params,
         idempotency_key: args

@@ -204,12 +204,12 @@ pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> 
         // Logging waits for the configuration, which may set its level and format.
         return run::run(&cli, env).await;
     }
-    crate::telemetry::init(
-        cli.log_format.unwrap_or_default(),
-        cli.log_level(),
-        cli.log_level.is_some(),
-        crate::telemetry::stderr_wants_color(env),
-    );
+    let output = crate::telemetry::LogOutput {
+        format: cli.log_format.unwrap_or_default(),
+        color: crate::telemetry::stderr_wants_color(env),
+        trace_project: None,
+    };
+    crate::telemetry::init(&output, cli.log_level(), cli.log_level.is_some());
     match cli.command {
         Command::Token {
             connection,

@@ -10,25 +10,25 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::daemon::signals;
 use crate::env::Environment;
-use crate::telemetry::LogFormat;
 
 pub(super) async fn run(cli: &Cli, env: &dyn Environment) -> Result<ExitCode, CliError> {
     let config = Config::load(&cli.config, env)?;
-    let format = cli.log_format.unwrap_or(if config.log.json {
-        LogFormat::Json
-    } else {
-        LogFormat::Human
-    });
+    let output = crate::telemetry::LogOutput {
+        format: cli.log_format.unwrap_or(config.log.format),
+        color: crate::telemetry::stderr_wants_color(env),
+        trace_project: config.log.trace_project.clone().or_else(|| {
+            config
+                .integrations
+                .values()
+                .next()
+                .map(|i| i.project_id.clone())
+        }),
+    };
     let level = cli
         .log_level
         .clone()
         .unwrap_or_else(|| config.log.level.clone());
-    let log = crate::telemetry::init(
-        format,
-        &level,
-        cli.log_level.is_some(),
-        crate::telemetry::stderr_wants_color(env),
-    );
+    let log = crate::telemetry::init(&output, &level, cli.log_level.is_some());
     for warning in &config.warnings {
         tracing::warn!(file = %config.source.display(), "{warning}");
     }

@@ -77,7 +77,9 @@ pub struct GoogleSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
     pub level: String,
-    pub json: bool,
+    pub format: crate::telemetry::LogFormat,
+    /// The GCP project of Cloud Logging trace links.
+    pub trace_project: Option<String>,
 }
 
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
@@ -708,18 +710,27 @@ impl Validator {
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             self.problem("log.level", format!("`{level}` is not a level or filter; expected e.g. \"info\" or \"grantbridge=debug,info\""));
         }
-        let json = match l.format.as_deref() {
-            None | Some("human") => false,
-            Some("json") => true,
+        use crate::telemetry::LogFormat;
+        let format = match l.format.as_deref() {
+            None | Some("human") => LogFormat::Human,
+            Some("json") => LogFormat::Json,
+            Some("cloud-logging") => LogFormat::CloudLogging,
             Some(other) => {
                 self.problem(
                     "log.format",
-                    format!("`{other}` is not a log format; expected \"human\" or \"json\""),
+                    format!("`{other}` is not a log format; expected \"human\", \"json\" or \"cloud-logging\""),
                 );
-                false
+                LogFormat::Human
             }
         };
-        LogSettings { level, json }
+        if let Some(Err(m)) = l.trace_project.as_deref().map(gcp::check_project_id) {
+            self.problem("log.trace_project", m);
+        }
+        LogSettings {
+            level,
+            format,
+            trace_project: l.trace_project,
+        }
     }
 
     fn google(&mut self, g: RawGoogle, http: &HttpSettings) -> Option<GoogleSettings> {

@@ -68,8 +68,12 @@ pub(crate) struct RawAdmin {
 pub(crate) struct RawLog {
     /// Level or filter, e.g. "info" or "grantbridge=debug,info" (default "info"); reloaded on SIGHUP.
     pub level: Option<String>,
-    /// "human" (default) or "json".
+    /// "human" (default), "json", or "cloud-logging" (JSON as Google Cloud
+    /// Logging reads it: `severity`, trace links).
     pub format: Option<String>,
+    /// The GCP project for Cloud Logging trace links
+    /// (`projects/PROJECT/traces/TRACE_ID`); default the first integration's.
+    pub trace_project: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -99,7 +99,10 @@ fn warn_restart_only(old: &Config, new: &Config) {
         ("push.listen", push_listen(new) != push_listen(old)),
         ("admin.listen", new.admin != old.admin),
         ("journal", new.journal != old.journal),
-        ("log.format", new.log.json != old.log.json),
+        (
+            "log.format, log.trace_project",
+            (new.log.format, &new.log.trace_project) != (old.log.format, &old.log.trace_project),
+        ),
         (
             "push limits (max_body_bytes, header_timeout, body_timeout, max_connections, max_buffered_bytes)",
             push_limits(new) != push_limits(old),

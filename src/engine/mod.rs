@@ -315,7 +315,8 @@ impl Engine {
             .and_then(|u| u.as_str())
             .unwrap_or("")
             .to_owned();
-        let span = tracing::info_span!("action", action_id = %action.id, integration = %action.integration, event_type = %action.event_type, username = %username);
+        let trace_id = crate::function::trace_id_for(&action.id);
+        let span = tracing::info_span!("action", action_id = %action.id, integration = %action.integration, event_type = %action.event_type, username = %username, trace_id = %trace_id);
         let engine = self.clone();
         self.tracker.spawn(
             async move {
@@ -478,6 +479,7 @@ impl Engine {
     ) -> (ActionResult, Vec<AuditEntry>) {
         let integration = &services.config.integrations[&action.integration];
         let call = Call {
+            trace_id: Some(crate::function::trace_id_for(&action.id)),
             event_type: event,
             params: action.params.clone(),
             idempotency_key: action.id.clone(),

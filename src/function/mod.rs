@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use crate::clock::Clock;
 use crate::config::Integration;
@@ -32,6 +33,9 @@ pub struct Call {
     pub idempotency_key: String,
     /// Never start or retry after this instant.
     pub not_after: Option<SystemTime>,
+    /// The W3C trace id of the call's `traceparent` (and of the action's log
+    /// lines); a fresh one when `None`.
+    pub trace_id: Option<String>,
 }
 
 /// How a call ended.
@@ -124,7 +128,10 @@ impl Invoker {
     /// Makes the call, retrying as the outcome rules allow.
     pub async fn invoke(&self, integration: &Integration, call: &Call) -> Report {
         let started_at = self.clock.now();
-        let trace_id = hex::encode(rand::random::<[u8; 16]>());
+        let trace_id = call
+            .trace_id
+            .clone()
+            .unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
         let body = request_body(
             call.event_type,
             &call.params,
@@ -257,6 +264,7 @@ impl Invoker {
             }
         };
         let span_id = hex::encode(rand::random::<[u8; 8]>());
+        let span = tracing::debug_span!("attempt", span_id = %span_id);
         let started = Instant::now();
         let sent = self
             .http
@@ -268,9 +276,14 @@ impl Invoker {
             .header("traceparent", format!("00-{trace_id}-{span_id}-01"))
             .json(body)
             .send()
+            .instrument(span.clone())
             .await;
         let verdict = match sent {
-            Ok(resp) => self.read_answer(integration, resp, last).await,
+            Ok(resp) => {
+                self.read_answer(integration, resp, last)
+                    .instrument(span.clone())
+                    .await
+            }
             Err(e) => no_answer(integration, &e),
         };
         last.latency = started.elapsed();
@@ -283,6 +296,7 @@ impl Invoker {
             Disposition::Retry { .. } => "retryable",
             Disposition::Fail { code, .. } => code.as_str(),
         };
+        tracing::debug!(parent: &span, status = last.status, latency_ms = last.latency.as_millis() as u64, outcome = label, "function attempt");
         self.metrics
             .function_attempt(&integration.name, label, last.latency.as_secs_f64());
         verdict
@@ -347,4 +361,11 @@ fn no_answer(integration: &Integration, e: &reqwest::Error) -> Disposition {
         message: format!("calling {}: {what}", integration.url),
         retry_after: None,
     }
+}
+
+/// The W3C trace id of an action: derived from its id, so every attempt, a
+/// retry after a restart and every log line of the action share one trace.
+pub fn trace_id_for(action_id: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, action_id.as_bytes());
+    hex::encode(&digest.as_ref()[..16])
 }

@@ -175,6 +175,7 @@ pub fn fast_invoker(services: &Services) -> Invoker {
 
 pub fn grant_call(key: &str) -> Call {
     Call {
+        trace_id: None,
         event_type: grantbridge::contract::EventType::GrantAccess,
         params: serde_json::json!({
             "grant_id": "g-1", "username": "alice@example.com", "resource_type": "db",

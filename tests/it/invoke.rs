@@ -63,6 +63,7 @@ async fn list_resources_answers_come_back_intact() {
     env.deploy("grant-db");
     let google = env.services(&env.config(&[("orders-db", "grant-db")]));
     let call = Call {
+        trace_id: None,
         event_type: EventType::ListResources,
         params: json!({"resource_type": "db"}).as_object().unwrap().clone(),
         idempotency_key: "act-list".into(),

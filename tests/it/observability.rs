@@ -266,22 +266,54 @@ async fn debug_logs_carry_action_context_and_no_secret() {
         .filter(|v| v["message"] == "action succeeded")
         .collect();
     assert_eq!(finished.len(), 2, "one line per finished action");
-    let span = &finished
+    // The documented field set, flat: time, level, message, target, the action's
+    // context and its trace.
+    let line = finished
         .iter()
-        .find(|v| v["span"]["action_id"] == "plain-1")
-        .expect("span fields")["span"];
+        .find(|v| v["action_id"] == "plain-1")
+        .expect("the action's fields are on its lines");
     assert_eq!(
         (
-            span["integration"].as_str(),
-            span["event_type"].as_str(),
-            span["username"].as_str()
+            line["integration"].as_str(),
+            line["event_type"].as_str(),
+            line["username"].as_str(),
+            line["level"].as_str(),
         ),
         (
             Some("orders-db"),
             Some("revoke-access"),
-            Some("plain-1@example.com")
+            Some("plain-1@example.com"),
+            Some("INFO"),
         )
     );
+    assert!(
+        line["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{line}"
+    );
+    assert!(
+        line["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("grantbridge"))
+    );
+    let trace_id = line["trace_id"].as_str().expect("a trace id").to_owned();
+    assert_eq!(trace_id.len(), 32);
+    // The function got the same trace in its traceparent, and the attempt's
+    // line carries the span id the traceparent names.
+    let call = env
+        .sandbox
+        .invocations("grant-db")
+        .into_iter()
+        .find(|i| i.idempotency_key.as_deref() == Some("plain-1"))
+        .unwrap();
+    let traceparent = call.traceparent.unwrap();
+    let parts: Vec<&str> = traceparent.split('-').collect();
+    assert_eq!(parts[1], trace_id, "{traceparent}");
+    let attempt = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["message"] == "function attempt" && v["action_id"] == "plain-1")
+        .expect("a line per attempt");
+    assert_eq!(attempt["span_id"], parts[2]);
 }
 
 #[tokio::test]
@@ -332,4 +364,59 @@ async fn online_check_verdicts_reach_heartbeats_and_readiness() {
             .contains("allUsers")
     );
     daemon.stop().await;
+}
+
+/// `[log] format = "cloud-logging"`: the lines Cloud Logging reads, with
+/// `severity` and a trace link Cloud Trace and the function's own logs join.
+#[tokio::test]
+async fn cloud_logging_lines_link_the_trace() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let config = env
+        .daemon_config(&cp, &[("orders-db", "grant-db")])
+        .set("log.format", "cloud-logging")
+        .set("log.level", "debug");
+    let path = env.dir.path().join("cloud.toml");
+    config.write_to(&path).unwrap();
+    let log_path = env.dir.path().join("cloud.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+        .arg("--config")
+        .arg(&path)
+        .arg("run")
+        .env("CP_TOKEN", CP_TOKEN)
+        .env("HOME", env.dir.path())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    cp.enqueue(action("cloud-1", "orders-db"));
+    cp.wait_for_results(1, WAIT).await;
+    child.kill().await.unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["severity"].is_string() && l.get("level").is_none())
+    );
+    let done = lines
+        .iter()
+        .find(|l| l["message"] == "action succeeded")
+        .expect("the action's line");
+    let trace = done["trace_id"].as_str().unwrap();
+    assert_eq!(done["severity"], "INFO");
+    assert_eq!(
+        done["logging.googleapis.com/trace"],
+        format!("projects/sandbox-project/traces/{trace}")
+    );
+    let attempt = lines
+        .iter()
+        .find(|l| l["message"] == "function attempt")
+        .expect("an attempt line");
+    assert_eq!(attempt["severity"], "DEBUG");
+    assert_eq!(attempt["logging.googleapis.com/spanId"], attempt["span_id"]);
 }
