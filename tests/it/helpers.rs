@@ -139,22 +139,36 @@ impl TestEnv {
             .with("HOME", self.dir.path().display().to_string())
     }
 
-    /// A `grantbridge run` child process (for SIGKILL and SIGTERM tests).
+    /// A `grantbridge run` child process (for SIGKILL and SIGTERM tests),
+    /// logging JSON to `NAME.log`.
     pub fn spawn_process(&self, config: &DaemonConfig, name: &str) -> tokio::process::Child {
+        self.spawn_run(config, name, &["--log-format", "json"]).0
+    }
+
+    /// `grantbridge ARGS run` on `config` (written to `NAME.toml`) as a child
+    /// process, its stderr in `NAME.log`: the child and the log's path.
+    pub fn spawn_run(
+        &self,
+        config: &DaemonConfig,
+        name: &str,
+        args: &[&str],
+    ) -> (tokio::process::Child, PathBuf) {
         let path = self.dir.path().join(format!("{name}.toml"));
         config.write_to(&path).unwrap();
-        let log = std::fs::File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+        let log = self.dir.path().join(format!("{name}.log"));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
             .arg("--config")
             .arg(&path)
-            .args(["--log-format", "json", "run"])
+            .args(args)
+            .arg("run")
             .env("CP_TOKEN", CP_TOKEN)
             .env("HOME", self.dir.path())
             .stdout(std::process::Stdio::null())
-            .stderr(log)
+            .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true)
             .spawn()
-            .expect("grantbridge run starts")
+            .expect("grantbridge run starts");
+        (child, log)
     }
 }
 

@@ -377,19 +377,7 @@ async fn cloud_logging_lines_link_the_trace() {
         .daemon_config(&cp, &[("orders-db", "grant-db")])
         .set("log.format", "cloud-logging")
         .set("log.level", "debug");
-    let path = env.dir.path().join("cloud.toml");
-    config.write_to(&path).unwrap();
-    let log_path = env.dir.path().join("cloud.log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
-        .arg("--config")
-        .arg(&path)
-        .arg("run")
-        .env("CP_TOKEN", CP_TOKEN)
-        .env("HOME", env.dir.path())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut child, log_path) = env.spawn_run(&config, "cloud", &[]);
     cp.enqueue(action("cloud-1", "orders-db"));
     cp.wait_for_results(1, WAIT).await;
     child.kill().await.unwrap();

@@ -529,19 +529,11 @@ async fn an_error_body_reaches_only_the_result() {
         .daemon_config(&cp, &[("leaky", "leaky")])
         .every_integration("max_attempts", 2)
         .set("admin.listen", format!("127.0.0.1:{admin_port}"));
-    let path = env.dir.path().join("leaky.toml");
-    config.write_to(&path).unwrap();
-    let log = env.dir.path().join("leaky.log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
-        .arg("--config")
-        .arg(&path)
-        .args(["--log-format", "json", "--log-level", "trace", "run"])
-        .env("CP_TOKEN", crate::helpers::CP_TOKEN)
-        .env("HOME", env.dir.path())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut child, log) = env.spawn_run(
+        &config,
+        "leaky",
+        &["--log-format", "json", "--log-level", "trace"],
+    );
     cp.enqueue(action("leak-1", "leaky"));
     let results = cp.wait_for_results(1, WAIT).await;
     let reported = &results["leak-1"];
@@ -598,19 +590,12 @@ async fn hostile_names_are_escaped_in_every_log_format_and_the_audit_trail() {
         let config = env
             .daemon_config(&cp, &[("orders-db", "grant-db")])
             .journal(&env.dir.path().join(format!("{name}.db")));
+        let (mut child, log) = env.spawn_run(
+            &config,
+            &name,
+            &["--log-format", format, "--log-level", "debug"],
+        );
         let path = env.dir.path().join(format!("{name}.toml"));
-        config.write_to(&path).unwrap();
-        let log = env.dir.path().join(format!("{name}.log"));
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
-            .arg("--config")
-            .arg(&path)
-            .args(["--log-format", format, "--log-level", "debug", "run"])
-            .env("CP_TOKEN", crate::helpers::CP_TOKEN)
-            .env("HOME", env.dir.path())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
         let mut grant = action(&format!("{format}-1"), "orders-db");
         grant["params"]["username"] = json!(hostile_user);
         cp.enqueue(grant);
@@ -734,19 +719,7 @@ async fn a_million_bad_lease_elements_make_one_log_line_per_answer() {
         .instance_id("it-0/0001")
         .control_plane(&url, "CP_TOKEN")
         .journal(&env.dir.path().join("flood.db"));
-    let path = env.dir.path().join("flood.toml");
-    config.write_to(&path).unwrap();
-    let log = env.dir.path().join("flood.log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
-        .arg("--config")
-        .arg(&path)
-        .args(["--log-format", "json", "run"])
-        .env("CP_TOKEN", crate::helpers::CP_TOKEN)
-        .env("HOME", env.dir.path())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let (mut child, log) = env.spawn_run(&config, "flood", &["--log-format", "json"]);
     let deadline = Instant::now() + WAIT;
     while leases.load(std::sync::atomic::Ordering::SeqCst) < 4 {
         assert!(Instant::now() < deadline, "the daemon stopped leasing");
