@@ -153,11 +153,12 @@ impl ReplayGuard {
     }
 
     /// True the first time `tag` is seen (signatures older than the window
-    /// are forgotten: the window check refuses them anyway).
+    /// are forgotten: the window check refuses them anyway). Pruning runs at
+    /// most every 30 s, so a full guard does not rescan on every request.
     fn first_use(&self, tag: [u8; 32], now: i64) -> bool {
         let mut guard = self.seen.lock().expect("replay guard lock");
         let (seen, pruned_at) = &mut *guard;
-        if now.abs_diff(*pruned_at) > 30 || seen.len() >= self.capacity {
+        if now.abs_diff(*pruned_at) > 30 {
             seen.retain(|_, at| now.abs_diff(*at) <= WINDOW_SECS + 60);
             *pruned_at = now;
         }
@@ -486,5 +487,22 @@ async fn get_action(
                 "journal unavailable",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replay_guard_remembers_a_window_and_treats_a_full_memory_as_replays() {
+        let guard = ReplayGuard::new(2);
+        let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        assert!(guard.first_use(a, 1_000));
+        assert!(!guard.first_use(a, 1_001), "a second use is a replay");
+        assert!(guard.first_use(b, 1_001));
+        assert!(!guard.first_use(c, 1_002), "full: withheld, never refused");
+        // Past the window, old signatures are forgotten and room comes back.
+        assert!(guard.first_use(c, 1_000 + WINDOW_SECS as i64 + 61));
     }
 }

@@ -15,7 +15,7 @@ use grantbridge_sandbox::FunctionImpl;
 use grantbridge_sandbox::daemon_config::DaemonConfig;
 use serde_json::{Value, json};
 
-use crate::helpers::{RunningDaemon, SA, TestEnv, spawn_control_plane, spawn_env};
+use crate::helpers::{RunningDaemon, SA, TestEnv, free_port, spawn_control_plane, spawn_env};
 
 const WAIT: Duration = Duration::from_secs(60);
 const FUNCTION: &str = "grant-orders-db";
@@ -128,15 +128,6 @@ async fn serve(env: &TestEnv, runtime: Runtime) -> Served {
     env.sandbox
         .deploy_function(FUNCTION, FunctionImpl::Proxy(upstream), &[SA]);
     Served { _child: child, log }
-}
-
-/// A free port for a child server (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The harness's integration with the examples' custom parameter.

@@ -338,3 +338,12 @@ fn unique_suffix() -> String {
         N.fetch_add(1, Ordering::SeqCst)
     )
 }
+
+/// A free port on 127.0.0.1 for a listener a child process binds (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

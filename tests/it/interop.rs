@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use grantbridge_sandbox::FunctionImpl;
 
-use crate::helpers::{SA, spawn_env};
+use crate::helpers::{SA, free_port, spawn_env};
 
 fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
@@ -61,15 +61,6 @@ async fn google_auth_interoperates_with_the_sandbox_and_grantbridge_tokens() {
     assert_eq!(v["metadata_claims"]["sub"], info.unique_id.as_str());
     assert_eq!(v["metadata_access_prefix"], "ya29.");
     assert_eq!(v["metadata_email"], SA);
-}
-
-/// A free port for a child server (bound, read, released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Waits until something accepts connections on `port`, or the child dies.

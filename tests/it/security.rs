@@ -7,7 +7,7 @@ use std::time::Duration;
 use grantbridge_sandbox::Faults;
 use serde_json::{Value, json};
 
-use crate::helpers::{RunningDaemon, action, spawn_control_plane, spawn_env};
+use crate::helpers::{RunningDaemon, action, free_port, spawn_control_plane, spawn_env};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -380,14 +380,6 @@ async fn under_a_low_descriptor_limit_and_held_bodies_the_daemon_stays_up_and_sm
         "the caps were fitted to the descriptor limit"
     );
     child.kill().await.unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Unsigned requests with a 1 MB body and thousands of signature candidates
