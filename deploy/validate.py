@@ -458,6 +458,8 @@ HELM_CASES: dict[str, dict] = {
         "connectorToken": {"value": "test-connector-token"},
         "push": {"secrets": ["0123456789abcdef0123456789abcdef"]},
         "journal": {"persistence": {"storageClassName": "premium-rwo", "size": "5Gi"}},
+        "traces": {"otlpEndpoint": "https://otel-collector.monitoring:4318", "serviceName": "gb-push",
+                   "headersSecret": "gb-otlp-headers"},
     },
     "poll, key file from a Secret (not GKE), no NetworkPolicy, digest, log level": {
         "connectorToken": {"existingSecret": "gb-token"},
@@ -492,6 +494,8 @@ HELM_REFUSED: dict[str, tuple[dict, str]] = {
     "push mode without HMAC secrets": ({"mode": "push", "connectorToken": {"existingSecret": "t"}}, "push"),
     "[push] in poll mode": ({"connectorToken": {"existingSecret": "t"},
                              "config": {"push": {"max_body_bytes": 10}}}, "mode"),
+    "plain-http trace collector": ({"connectorToken": {"existingSecret": "t"},
+                                    "traces": {"otlpEndpoint": "http://collector:4318"}}, "otlpEndpoint"),
     "short inline HMAC secret": ({"mode": "push", "connectorToken": {"existingSecret": "t"},
                                   "push": {"secrets": ["short"]}}, "secrets"),
 }

@@ -232,7 +232,7 @@ def config_keys() -> dict[str, list[str]]:
 
 def env_var(section: str, key: str) -> str:
     parts = ["GRANTBRIDGE"] + [p for p in section.split(".") if p] + [key]
-    return "__".join(p if p == "NAME" else p.upper() for p in parts).replace("NAME", "<NAME>")
+    return "__".join("<NAME>" if p == "NAME" else p.upper() for p in parts)
 
 
 def check_configuration() -> None:

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::contract::{ErrorCode, MAX_JSON_DEPTH, value_nesting};
+use crate::telemetry::traces::TraceParent;
 
 /// A structurally valid action.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +25,11 @@ pub struct Action {
     pub not_after: Option<SystemTime>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
     pub created_at: Option<SystemTime>,
+    /// The W3C trace context the action belongs to: a pushed request's
+    /// `traceparent` header, or the action's own `traceparent` field. Kept in
+    /// the journal with the action, so a resumed action stays in its trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<TraceParent>,
 }
 
 /// An action that could not be parsed. `id` is kept when it was a valid id, so
@@ -111,6 +117,12 @@ impl Action {
         };
         let not_after = time("not_after")?;
         let created_at = time("created_at")?;
+        // Trace context is advisory: an invalid one is ignored, as W3C Trace
+        // Context says, and the action gets a trace of its own.
+        let traceparent = obj
+            .get("traceparent")
+            .and_then(Value::as_str)
+            .and_then(TraceParent::parse);
         Ok(Action {
             id,
             integration,
@@ -118,7 +130,17 @@ impl Action {
             params,
             not_after,
             created_at,
+            traceparent,
         })
+    }
+
+    /// The W3C trace id of the action: its trace context's, else derived from
+    /// its id (so a retry after a restart stays in the same trace).
+    pub fn trace_id(&self) -> String {
+        match &self.traceparent {
+            Some(tp) => tp.trace_id_hex(),
+            None => crate::function::trace_id_for(&self.id),
+        }
     }
 }
 
@@ -254,6 +276,25 @@ mod tests {
         assert_eq!(rfc3339(a.not_after.unwrap()), "2026-11-22T10:00:00Z");
         let round: Action = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
         assert_eq!(round, a);
+    }
+
+    #[test]
+    fn a_traceparent_is_kept_with_the_action_and_a_bad_one_ignored() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let a = Action::from_value(&json!({"id": "a-1", "integration": "i", "event_type": "grant-access", "traceparent": tp}))
+            .unwrap();
+        assert_eq!(a.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        // What the journal stores brings it back.
+        let stored = serde_json::to_value(&a).unwrap();
+        assert_eq!(stored["traceparent"], tp);
+        assert_eq!(serde_json::from_value::<Action>(stored).unwrap(), a);
+        // Invalid trace context is ignored (W3C), never a reason to refuse the action.
+        for bad in [json!("00-zz-00f067aa0ba902b7-01"), json!(7)] {
+            let a = Action::from_value(&json!({"id": "a-2", "integration": "i", "event_type": "grant-access", "traceparent": bad}))
+                .unwrap();
+            assert_eq!(a.traceparent, None);
+            assert_eq!(a.trace_id(), crate::function::trace_id_for("a-2"));
+        }
     }
 
     #[test]

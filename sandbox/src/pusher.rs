@@ -77,10 +77,39 @@ impl Pusher {
         body: &str,
         ts_offset: i64,
     ) -> reqwest::Result<reqwest::Response> {
+        self.send_signed(secret, method, path, body, ts_offset, &[])
+            .await
+    }
+
+    /// A signed `POST /v1/actions` that also carries `headers` (a
+    /// `traceparent`, say).
+    pub async fn push_with_headers(
+        &self,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Result<reqwest::Response> {
+        self.send_signed(&self.secret, "POST", "/v1/actions", body, 0, headers)
+            .await
+    }
+
+    async fn send_signed(
+        &self,
+        secret: &str,
+        method: &str,
+        path: &str,
+        body: &str,
+        ts_offset: i64,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Result<reqwest::Response> {
         let ts = Clock::system().unix_secs() + ts_offset;
         let method_v: reqwest::Method = method.parse().unwrap_or(reqwest::Method::POST);
-        self.http
-            .request(method_v, format!("http://{}{path}", self.addr))
+        let mut request = self
+            .http
+            .request(method_v, format!("http://{}{path}", self.addr));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request
             .header("content-type", "application/json")
             .header("x-grantbridge-timestamp", ts.to_string())
             .header(

@@ -74,6 +74,7 @@ pub(super) async fn invoke(
     validate_params(event_type, &params)?;
     let call = Call {
         trace_id: None,
+        sampled: true,
         event_type,
         params,
         idempotency_key: args

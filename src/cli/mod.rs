@@ -149,6 +149,8 @@ pub enum CliError {
     NoProject(String),
     #[error("--since `{0}`: expected a duration like 1h or an RFC 3339 time")]
     Since(String),
+    #[error(transparent)]
+    Traces(#[from] crate::telemetry::traces::TraceSetupError),
     #[error("building an HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error(transparent)]
@@ -208,8 +210,9 @@ pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> 
         format: cli.log_format.unwrap_or_default(),
         color: crate::telemetry::stderr_wants_color(env),
         trace_project: None,
+        traces: None,
     };
-    crate::telemetry::init(&output, cli.log_level(), cli.log_level.is_some());
+    crate::telemetry::init(&output, cli.log_level(), cli.log_level.is_some())?;
     match cli.command {
         Command::Token {
             connection,

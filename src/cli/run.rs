@@ -23,18 +23,31 @@ pub(super) async fn run(cli: &Cli, env: &dyn Environment) -> Result<ExitCode, Cl
                 .next()
                 .map(|i| i.project_id.clone())
         }),
+        traces: config.traces.clone(),
     };
     let level = cli
         .log_level
         .clone()
         .unwrap_or_else(|| config.log.level.clone());
-    let log = crate::telemetry::init(&output, &level, cli.log_level.is_some());
+    let telemetry = crate::telemetry::init(&output, &level, cli.log_level.is_some())?;
     for warning in &config.warnings {
         tracing::warn!(file = %config.source.display(), "{warning}");
     }
-    let app = Application::build(config, env, Clock::system()).await?;
-    signals::reload_on_hangup(app.reloader(cli.config.clone(), log), env);
-    app.run_until_stopped(signals::shutdown_on_termination())
-        .await?;
+    if let Some(traces) = &config.traces {
+        tracing::info!(endpoint = %traces.endpoint, service_name = %traces.service_name, "exporting traces over OTLP/HTTP");
+    }
+    let ran = async {
+        let app = Application::build(config, env, Clock::system()).await?;
+        signals::reload_on_hangup(app.reloader(cli.config.clone(), telemetry.log), env);
+        app.run_until_stopped(signals::shutdown_on_termination())
+            .await?;
+        Ok::<(), CliError>(())
+    }
+    .await;
+    if let Some(exporter) = telemetry.traces {
+        // The spans still buffered: the SDK's shutdown blocks until they are sent.
+        let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
+    }
+    ran?;
     Ok(ExitCode::SUCCESS)
 }

@@ -58,6 +58,8 @@ pub struct Config {
     /// The admin listener (health, readiness, metrics); None: disabled.
     pub admin: Option<std::net::SocketAddr>,
     pub log: LogSettings,
+    /// Where traces are exported; None: they are not.
+    pub traces: Option<crate::telemetry::traces::TraceSettings>,
     /// Google APIs read by the online checks.
     pub google: GoogleSettings,
     /// Periodic online checks in the daemon; None: off.
@@ -298,6 +300,12 @@ impl Config {
     }
 }
 
+/// An OTLP base URL's traces endpoint, as the OpenTelemetry specification
+/// builds it: `/v1/traces` after the base path.
+fn traces_path(base: &str) -> String {
+    format!("{}/v1/traces", base.trim_end_matches('/'))
+}
+
 struct Validator {
     problems: Vec<Problem>,
     warnings: Vec<String>,
@@ -356,6 +364,7 @@ impl Validator {
         let engine = self.engine(raw.engine);
         let admin = self.admin(raw.admin);
         let log = self.log(raw.log);
+        let traces = self.traces(raw.traces, &http, env);
         let online_checks = self.online_checks(raw.checks);
         let google = self.google(raw.google, &http);
 
@@ -375,6 +384,7 @@ impl Validator {
                 engine,
                 admin,
                 log,
+                traces,
                 online_checks,
                 google,
                 warnings: self.warnings,
@@ -731,6 +741,58 @@ impl Validator {
             format,
             trace_project: l.trace_project,
         }
+    }
+
+    /// `[traces]`, with the standard OpenTelemetry variables as defaults:
+    /// the configuration file wins, as a programmatic setting does in the SDKs.
+    fn traces(
+        &mut self,
+        t: raw::RawTraces,
+        http: &HttpSettings,
+        env: &dyn Environment,
+    ) -> Option<crate::telemetry::traces::TraceSettings> {
+        let var = |name: &str| env.var(name).filter(|v| !v.trim().is_empty());
+        if var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none")
+        {
+            return None;
+        }
+        // (key for messages, URL of the traces endpoint)
+        let (key, endpoint) = match (
+            t.otlp_endpoint,
+            var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            var("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
+            (Some(base), _, _) => ("traces.otlp_endpoint", traces_path(&base)),
+            (None, Some(exact), _) => ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", exact),
+            (None, None, Some(base)) => ("OTEL_EXPORTER_OTLP_ENDPOINT", traces_path(&base)),
+            (None, None, None) => return None,
+        };
+        for name in [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ] {
+            if let Some(protocol) = var(name) {
+                if protocol.trim() != "http/protobuf" {
+                    self.problem(
+                        name,
+                        format!("`{protocol}`: grantbridge exports OTLP over HTTP/protobuf only; set \"http/protobuf\" and point the endpoint at the collector's HTTP port (usually 4318)"),
+                    );
+                }
+                break;
+            }
+        }
+        let endpoint = checked_url(&endpoint, http.allow_insecure_loopback)
+            .map_err(|e| self.problem(key, e.to_string()))
+            .ok()?;
+        let service_name = t
+            .service_name
+            .or_else(|| var("OTEL_SERVICE_NAME"))
+            .unwrap_or_else(|| "grantbridge".to_owned());
+        Some(crate::telemetry::traces::TraceSettings {
+            endpoint,
+            service_name,
+        })
     }
 
     fn google(&mut self, g: RawGoogle, http: &HttpSettings) -> Option<GoogleSettings> {

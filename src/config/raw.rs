@@ -36,6 +36,8 @@ pub(crate) struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub traces: RawTraces,
     /// Google APIs grantbridge reads (for `grantbridge check --online` and
     /// `grantbridge functions list`); function calls never go through them.
     #[serde(default)]
@@ -74,6 +76,17 @@ pub(crate) struct RawLog {
     /// The GCP project for Cloud Logging trace links
     /// (`projects/PROJECT/traces/TRACE_ID`); default the first integration's.
     pub trace_project: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTraces {
+    /// OTLP/HTTP collector base URL, e.g. "https://otel-collector:4318"; spans go to
+    /// its `/v1/traces`. Default: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is) or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; unset everywhere: no traces are exported.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the spans (default `OTEL_SERVICE_NAME`, else "grantbridge").
+    pub service_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -444,3 +444,74 @@ fn a_secret_file_others_can_read_is_accepted_with_a_warning() {
             .any(|w| w.contains("connections.prod.key_file"))
     );
 }
+
+#[test]
+fn traces_are_off_unless_an_endpoint_is_set_and_follow_the_otel_variables() {
+    let d = Dir::new();
+    assert_eq!(d.load(GOOD).unwrap().traces, None);
+    // The standard variable: `/v1/traces` is appended to the base URL.
+    let env = MapEnv::new()
+        .with(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "https://collector.internal:4318/",
+        )
+        .with("OTEL_SERVICE_NAME", "gb-eu");
+    let t = d.load_env(GOOD, env).unwrap().traces.unwrap();
+    assert_eq!(
+        t.endpoint.as_str(),
+        "https://collector.internal:4318/v1/traces"
+    );
+    assert_eq!(t.service_name, "gb-eu");
+    // The signal-specific variable is used as it is.
+    let env = MapEnv::new()
+        .with("OTEL_EXPORTER_OTLP_ENDPOINT", "https://ignored:4318")
+        .with(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "https://c:4318/custom",
+        );
+    let t = d.load_env(GOOD, env).unwrap().traces.unwrap();
+    assert_eq!(t.endpoint.as_str(), "https://c:4318/custom");
+    assert_eq!(t.service_name, "grantbridge");
+    // The file wins over the variables, as a programmatic setting does.
+    let toml = format!(
+        "{GOOD}\n[traces]\notlp_endpoint = \"https://file:4318\"\nservice_name = \"from-file\"\n"
+    );
+    let env = MapEnv::new().with("OTEL_EXPORTER_OTLP_ENDPOINT", "https://env:4318");
+    let t = d.load_env(&toml, env).unwrap().traces.unwrap();
+    assert_eq!(
+        (t.endpoint.as_str(), t.service_name.as_str()),
+        ("https://file:4318/v1/traces", "from-file")
+    );
+    // OTEL_SDK_DISABLED and OTEL_TRACES_EXPORTER=none turn them off.
+    for (name, value) in [
+        ("OTEL_SDK_DISABLED", "true"),
+        ("OTEL_TRACES_EXPORTER", "none"),
+    ] {
+        let env = MapEnv::new()
+            .with("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318")
+            .with(name, value);
+        assert_eq!(d.load_env(GOOD, env).unwrap().traces, None, "{name}");
+    }
+}
+
+#[test]
+fn a_trace_endpoint_must_be_tls_and_http_protobuf() {
+    let d = Dir::new();
+    // Plain http to another host: refused, naming the variable.
+    let env = MapEnv::new().with("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+    let err = d.load_env(GOOD, env).unwrap_err();
+    assert_eq!(problem_keys(&err), ["OTEL_EXPORTER_OTLP_ENDPOINT"], "{err}");
+    assert!(err.to_string().contains("https"), "{err}");
+    // gRPC is not what this build speaks: said plainly, not silently ignored.
+    let env = MapEnv::new()
+        .with("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317")
+        .with("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    let err = d.load_env(GOOD, env).unwrap_err();
+    assert_eq!(problem_keys(&err), ["OTEL_EXPORTER_OTLP_PROTOCOL"], "{err}");
+    assert!(err.to_string().contains("4318"), "{err}");
+    // Userinfo in the URL is refused (and never repeated).
+    let toml = format!("{GOOD}\n[traces]\notlp_endpoint = \"https://user:hunter2@c:4318\"\n");
+    let err = d.load(&toml).unwrap_err();
+    assert_eq!(problem_keys(&err), ["traces.otlp_endpoint"]);
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}

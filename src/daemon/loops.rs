@@ -238,6 +238,7 @@ pub(super) async fn flush_outbox(
             // GET /v1/actions/{id}; nobody to deliver them to.
             let ids: Vec<String> = items.iter().map(|i| i.result.action_id.clone()).collect();
             engine.journal().mark_reported(&ids).await?;
+            engine.action_spans().forget(&ids);
             sent += ids.len();
             continue;
         };
@@ -248,7 +249,20 @@ pub(super) async fn flush_outbox(
                 lease_token: i.lease_token.clone(),
             })
             .collect();
-        let answer = cp.report(&report).await?;
+        // Open while the results are delivered (traces only).
+        let spans: Vec<tracing::Span> = items
+            .iter()
+            .filter_map(|i| engine.action_spans().report_span(&i.result.action_id))
+            .collect();
+        let answer = cp.report(&report).await;
+        if let Err(e) = &answer {
+            for span in &spans {
+                span.record("otel.status_code", "error");
+                span.record("otel.status_message", e.to_string());
+            }
+        }
+        drop(spans);
+        let answer = answer?;
         let mut done: Vec<String> = answer.accepted.clone();
         for r in &answer.rejected {
             // A rejection is final: resending would be rejected again.
@@ -264,6 +278,7 @@ pub(super) async fn flush_outbox(
             .into());
         }
         engine.journal().mark_reported(&done).await?;
+        engine.action_spans().forget(&done);
         sent += done.len();
     }
 }

@@ -34,6 +34,7 @@ use crate::action::{Action, ActionResult};
 use crate::config::PushSettings;
 use crate::engine::{Engine, EngineError, Submitted};
 use crate::journal::{Progress, Source};
+use crate::telemetry::traces::TraceParent;
 
 /// The longest `?wait=` honoured.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -346,6 +347,7 @@ async fn post_action(
     method: Method,
     uri: Uri,
     RawQuery(query): RawQuery,
+    headers: http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let webhook_id = signed.webhook_id().map(str::to_owned);
@@ -367,10 +369,19 @@ async fn post_action(
             );
         }
     };
-    let action = match Action::from_value(&value) {
+    let mut action = match Action::from_value(&value) {
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_action", e.reason),
     };
+    // The pusher's trace becomes the action's parent (an invalid header is
+    // ignored, as W3C Trace Context says; the header wins over the body's field).
+    if let Some(tp) = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+    {
+        action.traceparent = Some(tp);
+    }
     // Standard Webhooks: `webhook-id` is the idempotency key, and so is the
     // action id; they must be the same or the two would disagree on a retry.
     if let Some(wid) = webhook_id.filter(|wid| *wid != action.id) {

@@ -103,6 +103,7 @@ fn warn_restart_only(old: &Config, new: &Config) {
             "log.format, log.trace_project",
             (new.log.format, &new.log.trace_project) != (old.log.format, &old.log.trace_project),
         ),
+        ("traces", new.traces != old.traces),
         (
             "push limits (max_body_bytes, header_timeout, body_timeout, max_connections, max_buffered_bytes)",
             push_limits(new) != push_limits(old),

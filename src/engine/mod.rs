@@ -94,6 +94,8 @@ pub struct Engine {
     tracker: TaskTracker,
     /// Cancelled when the shutdown grace period runs out.
     abort: CancellationToken,
+    /// Exported action spans, for the spans of their reports.
+    traces: crate::telemetry::traces::ActionSpans,
 }
 
 impl Engine {
@@ -118,11 +120,16 @@ impl Engine {
             draining: AtomicBool::new(false),
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
+            traces: Default::default(),
         })
     }
 
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+    /// The exported spans of actions whose results are not yet reported.
+    pub fn action_spans(&self) -> &crate::telemetry::traces::ActionSpans {
+        &self.traces
     }
     /// The configuration in force now.
     pub fn config(&self) -> Arc<Config> {
@@ -197,9 +204,15 @@ impl Engine {
         // batch, pushes) cannot all pass the check and overshoot the queue.
         let slot = self.reserve_slot()?;
         let token = lease.as_ref().map(|l| l.token.as_str());
-        match self.journal.record(&action, source, token).await? {
+        let span = action_span(&action);
+        let recorded = self
+            .journal
+            .record(&action, source, token)
+            .instrument(span.clone())
+            .await?;
+        match recorded {
             Recorded::New => {
-                self.start(action, lease, slot);
+                self.start(action, lease, slot, span);
                 Ok(Submitted::Accepted)
             }
             Recorded::Known(state) => {
@@ -226,7 +239,7 @@ impl Engine {
                     .contains(&action.id);
                 if !here {
                     // Recorded by an earlier run of this process that did not finish it.
-                    self.start(action, None, slot);
+                    self.start(action, None, slot, span);
                 }
                 Ok(Submitted::InProgress(state.status))
             }
@@ -276,7 +289,8 @@ impl Engine {
             });
             // Resumed work is admitted whatever the queue: it was accepted before.
             self.pending.fetch_add(1, Ordering::SeqCst);
-            self.start(u.action, lease, Slot(&self.pending));
+            let span = action_span(&u.action);
+            self.start(u.action, lease, Slot(&self.pending), span);
         }
         Ok(n)
     }
@@ -294,7 +308,14 @@ impl Engine {
 
     /// Runs `action` in the background in the place `slot` holds (which the
     /// task gives back when the action finishes).
-    fn start(self: &Arc<Self>, action: Action, lease: Option<Lease>, slot: Slot<'_>) {
+    /// `span` is the action's (see [`action_span`]).
+    fn start(
+        self: &Arc<Self>,
+        action: Action,
+        lease: Option<Lease>,
+        slot: Slot<'_>,
+        span: tracing::Span,
+    ) {
         {
             let mut running = self.running.lock().expect("running lock");
             if !running.insert(action.id.clone()) {
@@ -309,14 +330,9 @@ impl Engine {
                 .expect("leases lock")
                 .insert(action.id.clone(), lease);
         }
-        let username = action
-            .params
-            .get("username")
-            .and_then(|u| u.as_str())
-            .unwrap_or("")
-            .to_owned();
-        let trace_id = crate::function::trace_id_for(&action.id);
-        let span = tracing::info_span!("action", action_id = %action.id, integration = %action.integration, event_type = %action.event_type, username = %username, trace_id = %trace_id);
+        if let Some(cx) = crate::telemetry::traces::exported_context(&span) {
+            self.traces.remember(&action.id, cx);
+        }
         let engine = self.clone();
         self.tracker.spawn(
             async move {
@@ -421,7 +437,10 @@ impl Engine {
                 // Informational ("running" in status answers): not worth an fsync
                 // on the critical path; a no-op if the result lands first.
                 let (journal, id) = (self.journal.clone(), action.id.clone());
-                tokio::spawn(async move { journal.mark_running(&id).await });
+                tokio::spawn(
+                    async move { journal.mark_running(&id).await }
+                        .instrument(tracing::Span::current()),
+                );
                 self.invoke(&services, action, event).await
             }
         };
@@ -479,7 +498,8 @@ impl Engine {
     ) -> (ActionResult, Vec<AuditEntry>) {
         let integration = &services.config.integrations[&action.integration];
         let call = Call {
-            trace_id: Some(crate::function::trace_id_for(&action.id)),
+            trace_id: Some(action.trace_id()),
+            sampled: action.traceparent.is_none_or(|tp| tp.sampled()),
             event_type: event,
             params: action.params.clone(),
             idempotency_key: action.id.clone(),
@@ -620,4 +640,19 @@ impl Engine {
         }
         0
     }
+}
+
+/// The span of one action: its log lines carry these fields, and when traces
+/// are exported it is the action's span in its trace (the child of a pushed
+/// `traceparent`, else a root with the action's trace id).
+fn action_span(action: &Action) -> tracing::Span {
+    let username = action
+        .params
+        .get("username")
+        .and_then(|u| u.as_str())
+        .unwrap_or("");
+    let trace_id = action.trace_id();
+    let span = tracing::info_span!("action", action_id = %action.id, integration = %action.integration, event_type = %action.event_type, username = %username, trace_id = %trace_id);
+    crate::telemetry::traces::start_action_span(&span, &trace_id, action.traceparent.as_ref());
+    span
 }

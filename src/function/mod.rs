@@ -36,6 +36,9 @@ pub struct Call {
     /// The W3C trace id of the call's `traceparent` (and of the action's log
     /// lines); a fresh one when `None`.
     pub trace_id: Option<String>,
+    /// The `traceparent` sampled flag when traces are not exported (the
+    /// caller's decision, for an action pushed with one).
+    pub sampled: bool,
 }
 
 /// How a call ended.
@@ -244,6 +247,51 @@ impl Invoker {
             body: None,
             latency: Duration::ZERO,
         };
+        // The attempt's span: its id is the function's parent in the trace.
+        let span = tracing::debug_span!(
+            "attempt",
+            span_id = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let (span_id, sampled) = crate::telemetry::traces::exported_ids(&span)
+            .unwrap_or_else(|| (hex::encode(rand::random::<[u8; 8]>()), call.sampled));
+        span.record("span_id", span_id.as_str());
+        let traceparent = format!("00-{trace_id}-{span_id}-{:02x}", u8::from(sampled));
+        let verdict = self
+            .attempt_in_span(integration, call, body, &traceparent, last)
+            .instrument(span.clone())
+            .await;
+        if let Some(status) = last.status {
+            span.record("http.response.status_code", i64::from(status));
+        }
+        if !matches!(verdict, Disposition::Success) {
+            span.record("otel.status_code", "error");
+        }
+        let label = match &verdict {
+            Disposition::Success => "succeeded",
+            Disposition::Retry {
+                code: ErrorCode::FunctionUnavailable,
+                ..
+            } if last.status.is_none() => "unavailable",
+            Disposition::Retry { .. } => "retryable",
+            Disposition::Fail { code, .. } => code.as_str(),
+        };
+        tracing::debug!(parent: &span, status = last.status, latency_ms = last.latency.as_millis() as u64, outcome = label, "function attempt");
+        self.metrics
+            .function_attempt(&integration.name, label, last.latency.as_secs_f64());
+        verdict
+    }
+
+    /// [`Self::attempt`] within its span: the token, then the POST.
+    async fn attempt_in_span(
+        &self,
+        integration: &Integration,
+        call: &Call,
+        body: &Value,
+        traceparent: &str,
+        last: &mut Attempt,
+    ) -> Disposition {
         let token = match self
             .tokens
             .get(&integration.connection, &integration.audience)
@@ -263,8 +311,6 @@ impl Invoker {
                 };
             }
         };
-        let span_id = hex::encode(rand::random::<[u8; 8]>());
-        let span = tracing::debug_span!("attempt", span_id = %span_id);
         let started = Instant::now();
         let sent = self
             .http
@@ -273,32 +319,15 @@ impl Invoker {
             .bearer_auth(token.expose())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", &call.idempotency_key)
-            .header("traceparent", format!("00-{trace_id}-{span_id}-01"))
+            .header("traceparent", traceparent)
             .json(body)
             .send()
-            .instrument(span.clone())
             .await;
         let verdict = match sent {
-            Ok(resp) => {
-                self.read_answer(integration, resp, last)
-                    .instrument(span.clone())
-                    .await
-            }
+            Ok(resp) => self.read_answer(integration, resp, last).await,
             Err(e) => no_answer(integration, &e),
         };
         last.latency = started.elapsed();
-        let label = match &verdict {
-            Disposition::Success => "succeeded",
-            Disposition::Retry {
-                code: ErrorCode::FunctionUnavailable,
-                ..
-            } if last.status.is_none() => "unavailable",
-            Disposition::Retry { .. } => "retryable",
-            Disposition::Fail { code, .. } => code.as_str(),
-        };
-        tracing::debug!(parent: &span, status = last.status, latency_ms = last.latency.as_millis() as u64, outcome = label, "function attempt");
-        self.metrics
-            .function_attempt(&integration.name, label, last.latency.as_secs_f64());
         verdict
     }
 

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use super::credentials::IdTokenSource;
 use super::error::CredentialsError;
@@ -190,7 +191,10 @@ impl TokenCache {
         audience: &str,
     ) -> Result<IdToken, TokenError> {
         let started = Instant::now();
-        let result = source.mint(audience).await;
+        let result = source
+            .mint(audience)
+            .instrument(tracing::info_span!("token mint", connection, audience))
+            .await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let mut state = slot.state.lock().expect("slot lock");
         state.generation += 1;

@@ -51,6 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -458,6 +459,11 @@ impl Journal {
     }
 
     async fn write(&self, op: Op) -> Result<Done, JournalError> {
+        let span = tracing::debug_span!("journal write", op = op.name());
+        self.write_unspanned(op).instrument(span).await
+    }
+
+    async fn write_unspanned(&self, op: Op) -> Result<Done, JournalError> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
             op,

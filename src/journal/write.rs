@@ -63,6 +63,19 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// The operation's name in traces.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Op::Record { .. } => "record",
+            Op::MarkRunning { .. } => "mark_running",
+            Op::Complete { .. } => "complete",
+            Op::Attempt(_) => "attempt",
+            Op::MarkReported(_) => "mark_reported",
+            Op::Requeue(_) => "requeue",
+            Op::Prune { .. } => "prune",
+        }
+    }
+
     /// Serializes on the caller's thread so the writer only writes.
     pub(crate) fn complete(
         result: &ActionResult,

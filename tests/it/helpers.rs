@@ -153,6 +153,17 @@ impl TestEnv {
         name: &str,
         args: &[&str],
     ) -> (tokio::process::Child, PathBuf) {
+        self.spawn_run_with(config, name, args, &[])
+    }
+
+    /// [`TestEnv::spawn_run`] with more environment variables.
+    pub fn spawn_run_with(
+        &self,
+        config: &DaemonConfig,
+        name: &str,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> (tokio::process::Child, PathBuf) {
         let path = self.dir.path().join(format!("{name}.toml"));
         config.write_to(&path).unwrap();
         let log = self.dir.path().join(format!("{name}.log"));
@@ -163,6 +174,7 @@ impl TestEnv {
             .arg("run")
             .env("CP_TOKEN", CP_TOKEN)
             .env("HOME", self.dir.path())
+            .envs(vars.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .kill_on_drop(true)
@@ -190,6 +202,7 @@ pub fn fast_invoker(services: &Services) -> Invoker {
 pub fn grant_call(key: &str) -> Call {
     Call {
         trace_id: None,
+        sampled: true,
         event_type: grantbridge::contract::EventType::GrantAccess,
         params: serde_json::json!({
             "grant_id": "g-1", "username": "alice@example.com", "resource_type": "db",

@@ -64,6 +64,7 @@ async fn list_resources_answers_come_back_intact() {
     let google = env.services(&env.config(&[("orders-db", "grant-db")]));
     let call = Call {
         trace_id: None,
+        sampled: true,
         event_type: EventType::ListResources,
         params: json!({"resource_type": "db"}).as_object().unwrap().clone(),
         idempotency_key: "act-list".into(),

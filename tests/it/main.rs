@@ -12,4 +12,5 @@ mod invoke;
 mod observability;
 mod online;
 mod security;
+mod traces;
 mod webhooks;

@@ -83,6 +83,21 @@ spec:
       env:
         - name: GRANTBRIDGE_CONFIG
           value: /etc/grantbridge/grantbridge.toml
+        {{- with .Values.traces.otlpEndpoint }}
+        - name: OTEL_EXPORTER_OTLP_ENDPOINT
+          value: {{ . | quote }}
+        {{- end }}
+        {{- with .Values.traces.serviceName }}
+        - name: OTEL_SERVICE_NAME
+          value: {{ . | quote }}
+        {{- end }}
+        {{- with .Values.traces.headersSecret }}
+        - name: OTEL_EXPORTER_OTLP_HEADERS
+          valueFrom:
+            secretKeyRef:
+              name: {{ . }}
+              key: {{ $.Values.traces.headersKey }}
+        {{- end }}
         {{- with .Values.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

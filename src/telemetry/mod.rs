@@ -1,4 +1,4 @@
-//! Logging: tracing to stderr, human or JSON lines. The level filter can be
+//! Logging and traces. Logs: tracing to stderr, human or JSON lines. The level filter can be
 //! swapped at runtime (SIGHUP reload) unless the operator pinned it with
 //! `RUST_LOG` or `--log-level`.
 //!
@@ -12,6 +12,10 @@
 //! human format escapes every field value, and the JSON writer escapes what
 //! JSON leaves raw (DEL, C1 controls, bidi controls). Colour is used only on a
 //! terminal, and never with `NO_COLOR` set.
+//!
+//! Traces (OTLP, when configured) are in [`traces`].
+
+pub mod traces;
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -258,10 +262,25 @@ pub struct LogOutput {
     pub color: bool,
     /// The project of Cloud Logging trace links.
     pub trace_project: Option<String>,
+    /// Export traces here (the daemon, when configured).
+    pub traces: Option<traces::TraceSettings>,
 }
 
-/// Starts logging. `pinned`: `level` came from the command line.
-pub fn init(output: &LogOutput, level: &str, pinned: bool) -> LogHandle {
+/// What [`init`] started: the log level handle and, when traces are
+/// exported, the exporter to flush before exiting.
+pub struct Telemetry {
+    pub log: LogHandle,
+    pub traces: Option<traces::Exporter>,
+}
+
+/// Starts logging, and exporting traces when `output.traces` says where (from
+/// within a Tokio runtime, which the exporter's requests run on). `pinned`:
+/// `level` came from the command line.
+pub fn init(
+    output: &LogOutput,
+    level: &str,
+    pinned: bool,
+) -> Result<Telemetry, traces::TraceSetupError> {
     let (filter, pinned) = match EnvFilter::try_from_default_env() {
         Ok(from_env) => (from_env, true),
         Err(_) => (
@@ -270,7 +289,7 @@ pub fn init(output: &LogOutput, level: &str, pinned: bool) -> LogHandle {
         ),
     };
     let (filter, handle) = reload::Layer::new(filter);
-    let layer = match output.format {
+    let logs = match output.format {
         LogFormat::Human => fmt::layer()
             .with_ansi(output.color)
             .fmt_fields(
@@ -293,18 +312,35 @@ pub fn init(output: &LogOutput, level: &str, pinned: bool) -> LogHandle {
             })
             .with_writer(|| JsonSafeStderr)
             .boxed(),
-    };
-    match tracing_subscriber::registry()
-        .with(filter)
-        .with(layer)
-        .try_init()
-    {
-        Ok(()) => LogHandle {
-            reload: Some(handle),
-            pinned,
-        },
-        Err(_) => LogHandle::inert(),
     }
+    // The log level filters the log lines only: exported spans do not depend on it.
+    .with_filter(filter);
+    let (spans, exporter) = match &output.traces {
+        Some(settings) => {
+            let runtime = tokio::runtime::Handle::try_current()
+                .map_err(|_| traces::TraceSetupError::new("exporting needs a Tokio runtime"))?;
+            let (provider, exporter) = traces::provider(settings, runtime)?;
+            (Some(traces::layer(&provider)), Some(exporter))
+        }
+        None => (None, None),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init()
+        .is_ok();
+    Ok(Telemetry {
+        log: if installed {
+            LogHandle {
+                reload: Some(handle),
+                pinned,
+            }
+        } else {
+            LogHandle::inert()
+        },
+        // A second init (tests) installs nothing; its exporter would export nothing.
+        traces: exporter.filter(|_| installed),
+    })
 }
 
 /// Whether logs on stderr may be coloured: a terminal, and no `NO_COLOR`
