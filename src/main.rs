@@ -19,7 +19,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli, &grantbridge::env::ProcessEnv)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {:#}", anyhow::Error::from(e));
+            eprintln!("error: {}", grantbridge::cli::error_chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -200,6 +200,23 @@ impl Cli {
     }
 }
 
+/// `err` and its causes, each said once: `top: cause: deeper cause`. Many
+/// errors already quote their cause in their own message (`journal: {0}`), so
+/// a cause whose text is already there is not repeated.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let said = c.to_string();
+        if !said.is_empty() && !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 /// Runs the parsed command.
 pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> {
     if let Command::Run = cli.command {

@@ -122,6 +122,26 @@ async fn check_mints_for_every_integration() {
 }
 
 #[tokio::test]
+async fn a_corrupt_journal_is_refused_with_each_cause_said_once() {
+    let env = spawn_env().await;
+    let journal = env.dir.path().join("journal.db");
+    std::fs::write(&journal, [0x5a_u8; 4096]).unwrap();
+    let secret = env.dir.path().join("push-secret");
+    std::fs::write(&secret, crate::helpers::PUSH_SECRET).unwrap();
+    let config = env.write_config(&env.config(&[]).push(&secret).journal(&journal));
+    let out = run(&env, &["--config", config.to_str().unwrap(), "run"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    let err = errors[0];
+    assert!(err.contains("not an SQLite database"), "{err}");
+    // Before: the journal error, then the same error again as its cause.
+    assert_eq!(err.matches("cannot open the journal").count(), 1, "{err}");
+    assert_eq!(err.matches("move it aside").count(), 1, "{err}");
+}
+
+#[tokio::test]
 async fn a_bad_config_is_refused_naming_file_and_key() {
     let env = spawn_env().await;
     let config = env.write_config(
