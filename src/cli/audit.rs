@@ -7,10 +7,9 @@ use std::time::SystemTime;
 use clap::Args;
 
 use super::CliError;
-use crate::clock::Clock;
 use crate::config::Config;
 use crate::env::Environment;
-use crate::journal::{AuditQuery, Journal, JournalOptions, render_audit};
+use crate::journal::{AuditQuery, Journal, render_audit};
 
 #[derive(Debug, Args)]
 pub struct AuditArgs {
@@ -43,20 +42,16 @@ pub(super) async fn audit(
 ) -> Result<ExitCode, CliError> {
     let config = Config::load(path, env)?;
     let since = args.since.as_deref().map(parse_since).transpose()?;
-    let journal = Journal::open(
-        JournalOptions {
-            retention: config.journal.retention,
-            ..JournalOptions::new(&config.journal.path)
-        },
-        Clock::system(),
-    )?;
-    let entries = journal
-        .audit(AuditQuery {
-            since,
-            integration: args.integration,
-            limit: args.limit,
-        })
-        .await?;
+    // Read-only and without the lock: it works while the daemon runs.
+    let query = AuditQuery {
+        since,
+        integration: args.integration,
+        limit: args.limit,
+    };
+    let journal_path = config.journal.path.clone();
+    let entries = tokio::task::spawn_blocking(move || Journal::read_audit(&journal_path, &query))
+        .await
+        .map_err(|_| CliError::Api("reading the journal failed".into()))??;
     if args.json {
         for e in &entries {
             println!("{}", serde_json::to_string(e).unwrap_or_default());
@@ -64,6 +59,5 @@ pub(super) async fn audit(
     } else {
         print!("{}", render_audit(&entries));
     }
-    journal.close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -239,6 +239,9 @@ struct Inner {
     reader: Mutex<Connection>,
     counters: Arc<Counters>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Held (locked) while the journal is open: one daemon per journal.
+    /// Released by `close` (or when the last clone goes).
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -263,6 +266,8 @@ impl Journal {
         busy_timeout: Duration,
     ) -> Result<Journal, JournalError> {
         let path = opts.path;
+        // Locked before anything touches the file.
+        let lock = schema::lock(&path)?;
         let conn = schema::open_writer(&path, busy_timeout)?;
         let reader = schema::open_reader(&path, busy_timeout)?;
         let max_batch = opts.max_batch.max(1);
@@ -288,6 +293,7 @@ impl Journal {
                 reader: Mutex::new(reader),
                 counters,
                 writer: Mutex::new(Some(handle)),
+                lock: Mutex::new(Some(lock)),
             }),
         })
     }
@@ -409,6 +415,21 @@ impl Journal {
         self.read(move |c| read::audit(c, &q)).await
     }
 
+    /// The audit trail of the journal at `path`, read through a read-only
+    /// connection that takes no lock and writes nothing (so it works while a
+    /// daemon has the journal open). Blocking.
+    pub fn read_audit(path: &Path, q: &AuditQuery) -> Result<Vec<AuditEntry>, JournalError> {
+        if !path.is_file() {
+            return Err(JournalError::open(
+                path,
+                "There is no journal there: check `[journal] path` (the daemon creates it on its first start)",
+                "no such file",
+            ));
+        }
+        let conn = schema::open_reader(path, BUSY_TIMEOUT)?;
+        read::audit(&conn, q)
+    }
+
     /// Removes audit rows and reported actions older than the retention.
     /// Never removes an unreported result or an unfinished action. Returns
     /// how many rows were removed.
@@ -456,6 +477,14 @@ impl Journal {
             // The writer has replied and is returning: this join is short.
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
+        // Nothing more is written through any clone: another process may take it.
+        drop(
+            self.inner
+                .lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
     }
 
     async fn write(&self, op: Op) -> Result<Done, JournalError> {

@@ -69,6 +69,59 @@ INSERT INTO counters (name, value) VALUES ('completed_seq', 0);
 
 /// Opens (creating when missing) the journal for writing, with the durability
 /// pragmas set and the schema in place.
+/// Takes the journal's lock: `PATH.lock`, locked exclusively (an OS file
+/// lock, released when the process exits, however it exits) for as long as
+/// the returned file is open. A second daemon on the same journal would
+/// invoke the same actions twice: it is refused, naming the holder's pid.
+pub(crate) fn lock(path: &Path) -> Result<std::fs::File, JournalError> {
+    use std::io::{Read, Seek, Write};
+    prepare_file(path)?;
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = std::path::PathBuf::from(lock_path);
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&lock_path).map_err(|e| {
+        JournalError::open(
+            path,
+            "Its lock file (the journal's path plus `.lock`) cannot be created: make the journal's directory writable by grantbridge's user",
+            e,
+        )
+    })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let who = if holder.chars().all(|c| c.is_ascii_digit()) && !holder.is_empty() {
+                format!("another grantbridge process (pid {holder})")
+            } else {
+                "another grantbridge process".to_owned()
+            };
+            return Err(JournalError::open(
+                path,
+                "Two daemons must never share a journal: stop the other one, or give this one its own `[journal] path`",
+                format!("{who} has it open"),
+            ));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(JournalError::open(
+                path,
+                "Its lock file cannot be locked: put the journal on a local file system",
+                e,
+            ));
+        }
+    }
+    // Who holds it, for the message a second daemon gets.
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(file)
+}
+
 pub(crate) fn open_writer(path: &Path, busy_timeout: Duration) -> Result<Connection, JournalError> {
     prepare_file(path)?;
     let fail = |e| JournalError::open_sqlite(path, e);

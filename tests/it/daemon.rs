@@ -854,3 +854,51 @@ async fn access_details_reach_heartbeats_and_successful_grants() {
         "https://orders.example.com/app"
     );
 }
+
+#[tokio::test]
+async fn a_second_daemon_on_the_same_journal_is_refused_naming_the_first() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let toml = env.daemon_config(&cp, &[("orders-db", "grant-db")]);
+    let first = RunningDaemon::start(&env, &toml).await;
+    // The same configuration (so the same journal), as a second process.
+    let (second, log) = env.spawn_run(&toml, "second", &[]);
+    let exit = tokio::time::timeout(WAIT, second.wait_with_output())
+        .await
+        .expect("the second daemon exits")
+        .unwrap();
+    assert_eq!(exit.status.code(), Some(1));
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.contains(&format!(
+            "another grantbridge process (pid {}) has it open",
+            std::process::id()
+        )) && log.contains("Two daemons must never share a journal"),
+        "{log}"
+    );
+    // The first runs on, unharmed; audit reads its journal while it runs.
+    cp.enqueue(action("lock-1", "orders-db"));
+    let results = cp.wait_for_results(1, WAIT).await;
+    assert!(results["lock-1"].parsed.succeeded());
+    let config = env.dir.path().join("audit-live.toml");
+    toml.write_to(&config).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+        .arg("--config")
+        .arg(&config)
+        .args(["audit", "--json"])
+        .env("CP_TOKEN", crate::helpers::CP_TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lock-1"));
+    first.stop().await;
+    // Once it stopped, the journal is free again.
+    let again = RunningDaemon::start(&env, &toml).await;
+    again.stop().await;
+}
