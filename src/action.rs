@@ -104,13 +104,11 @@ impl Action {
         }
         let time = |field: &str| match obj.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => humantime::parse_rfc3339_weak(s.trim_end_matches('Z'))
-                .map(Some)
-                .map_err(|_| {
-                    fail(format!(
-                        "`{field}` must be an RFC 3339 UTC timestamp, e.g. 2026-11-22T10:00:00Z"
-                    ))
-                }),
+            Some(Value::String(s)) => parse_rfc3339(s).map(Some).ok_or_else(|| {
+                fail(format!(
+                    "`{field}` must be an RFC 3339 date-time, e.g. 2026-11-22T10:00:00Z"
+                ))
+            }),
             Some(_) => Err(fail(format!(
                 "`{field}` must be an RFC 3339 timestamp string"
             ))),
@@ -229,13 +227,28 @@ impl ActionResult {
     }
 }
 
-/// RFC 3339 in UTC with second precision, as the protocol writes timestamps.
+/// RFC 3339 in UTC with second precision, as the protocol writes timestamps
+/// (any instant from year 0 to 9999, before 1970 included).
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+    use time::format_description::well_known::Rfc3339;
+    let t = time::OffsetDateTime::from(t);
+    let t = t.replace_nanosecond(0).unwrap_or(t);
+    t.format(&Rfc3339)
+        .unwrap_or_else(|_| humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH).to_string())
 }
 
+/// Any RFC 3339 date-time (`2026-11-22T10:00:00Z`, `2026-11-22T12:00:00.5+02:00`,
+/// `0108-03-19T17:13:05.440596Z`), as the instant it names. One without a
+/// zone (`2026-11-22T10:00:00`) is read as UTC, as earlier versions did.
 pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok()
+    use time::format_description::well_known::Rfc3339;
+    let parse = |s: &str| time::OffsetDateTime::parse(s, &Rfc3339).ok();
+    parse(s)
+        .or_else(|| {
+            let zoneless = s.len() >= 19 && s.as_bytes()[s.len() - 1].is_ascii_digit();
+            zoneless.then(|| parse(&format!("{s}Z"))).flatten()
+        })
+        .map(SystemTime::from)
 }
 
 mod rfc3339_opt {
@@ -349,7 +362,42 @@ mod tests {
         assert!(err.reason.contains("nests deeper"), "{}", err.reason);
     }
 
+    #[test]
+    fn every_rfc3339_date_time_is_read_and_written_back_in_utc() {
+        for (text, utc) in [
+            ("2026-11-22T10:00:00Z", "2026-11-22T10:00:00Z"),
+            ("2026-11-22T12:00:00.75+02:00", "2026-11-22T10:00:00Z"),
+            ("2026-11-22t10:00:00z", "2026-11-22T10:00:00Z"),
+            ("2026-11-22T10:00:00-00:00", "2026-11-22T10:00:00Z"),
+            ("2026-11-22T10:00:00", "2026-11-22T10:00:00Z"), // no zone: UTC, as before
+            ("0108-03-19T17:13:05.440596Z", "0108-03-19T17:13:05Z"),
+            ("0000-01-01T00:00:00Z", "0000-01-01T00:00:00Z"),
+            ("9999-12-31T23:59:59.999999999Z", "9999-12-31T23:59:59Z"),
+        ] {
+            let t = parse_rfc3339(text).unwrap_or_else(|| panic!("{text} is RFC 3339"));
+            assert_eq!(rfc3339(t), utc, "{text}");
+        }
+        for bad in [
+            "",
+            "2026-11-22",
+            "2026-13-01T00:00:00Z",
+            "2026-11-22T10:00Z",
+            "yesterday",
+            "2026-11-22T10:00:00+25:00",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn timestamps_never_panic(s in "[0-9T:.Zz+-]{0,40}") {
+            if let Some(t) = parse_rfc3339(&s) {
+                // Whatever it read, it can write, and read back.
+                prop_assert!(parse_rfc3339(&rfc3339(t)).is_some());
+            }
+        }
+
         #[test]
         fn parsing_never_panics(id in ".{0,140}", integration in ".{0,20}", na in ".{0,30}") {
             let _ = Action::from_value(&json!({"id": id, "integration": integration, "event_type": "grant-access", "not_after": na}));

@@ -156,9 +156,8 @@ impl IamCredentials {
         };
         let reply: Reply = serde_json::from_slice(&body)
             .map_err(|_| bad("expected {\"accessToken\",\"expireTime\"}"))?;
-        let expires: SystemTime =
-            humantime::parse_rfc3339_weak(reply.expire_time.trim_end_matches('Z'))
-                .map_err(|_| bad("expireTime is not RFC 3339"))?;
+        let expires: SystemTime = crate::action::parse_rfc3339(&reply.expire_time)
+            .ok_or_else(|| bad("expireTime is not RFC 3339"))?;
         Ok(AccessToken::new(reply.access_token, expires))
     }
 }

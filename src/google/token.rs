@@ -24,10 +24,7 @@ impl std::fmt::Debug for IdToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdToken")
             .field("token", &"[REDACTED]")
-            .field(
-                "expires_at",
-                &humantime::format_rfc3339_seconds(self.expires_at),
-            )
+            .field("expires_at", &crate::action::rfc3339(self.expires_at))
             .field("email", &self.email)
             .finish()
     }

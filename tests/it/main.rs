@@ -3,6 +3,7 @@
 //! libraries and runtime where interoperability is the point.
 
 mod cli;
+mod conformance;
 mod credentials;
 mod daemon;
 mod examples;
