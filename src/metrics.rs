@@ -65,6 +65,8 @@ pub struct Metrics {
     outbox_depth: Gauge,
     outbox_oldest: Gauge,
     in_flight: Gauge,
+    journal_writable: Gauge,
+    journal_write_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -124,6 +126,18 @@ impl Metrics {
             "Actions accepted and not finished (queued or running)",
             in_flight.clone(),
         );
+        let journal_writable = Gauge::default();
+        registry.register(
+            "journal_writable",
+            "1 while the journal can write; 0 from a failed write on a full or failing disk until one commits again (no new work is taken meanwhile)",
+            journal_writable.clone(),
+        );
+        let journal_write_failures = Counter::default();
+        registry.register(
+            "journal_write_failures",
+            "Journal writes that failed on a disk error (full, failing, read-only)",
+            journal_write_failures.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "build_info",
@@ -146,6 +160,8 @@ impl Metrics {
             outbox_depth,
             outbox_oldest,
             in_flight,
+            journal_writable,
+            journal_write_failures,
         }
     }
 
@@ -228,6 +244,16 @@ impl Metrics {
         self.outbox_oldest
             .set(i64::try_from(outbox_oldest_age.as_secs()).unwrap_or(i64::MAX));
         self.in_flight.set(in_flight as i64);
+    }
+
+    /// The journal's state at scrape time: writable, and its failed writes
+    /// so far (a running total).
+    pub fn set_journal(&self, writable: bool, failed_writes: u64) {
+        self.journal_writable.set(i64::from(writable));
+        let counted = self.journal_write_failures.get();
+        if failed_writes > counted {
+            self.journal_write_failures.inc_by(failed_writes - counted);
+        }
     }
 
     /// The Prometheus text exposition.

@@ -156,8 +156,8 @@ async fn outbox_checks(engine: &Engine, max_age: Duration) -> Vec<Check> {
     };
     let age = outbox_age(engine, summary.oldest);
     let draining = age <= max_age;
-    vec![
-        Check {
+    let journal = match engine.journal().writable() {
+        Ok(()) => Check {
             name: "journal".into(),
             ok: true,
             detail: format!(
@@ -165,6 +165,20 @@ async fn outbox_checks(engine: &Engine, max_age: Duration) -> Vec<Check> {
                 summary.depth
             ),
         },
+        Err(f) => Check {
+            name: "journal".into(),
+            ok: false,
+            detail: format!(
+                "{} cannot write since {}: {}; {} write(s) failed. No new work is taken until it can",
+                engine.journal().path().display(),
+                crate::action::rfc3339(f.since),
+                f.error,
+                f.failed_writes
+            ),
+        },
+    };
+    vec![
+        journal,
         Check {
             name: "outbox".into(),
             ok: draining,
@@ -208,6 +222,10 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         depth,
         outbox_age(&s.engine, oldest),
         s.engine.pending() as u64,
+    );
+    services.metrics.set_journal(
+        s.engine.journal().writable().is_ok(),
+        s.engine.journal().failed_writes(),
     );
     (
         [(

@@ -73,6 +73,15 @@ pub(super) async fn poll(
         if stop.is_cancelled() {
             break;
         }
+        if engine.journal().writable().is_err() {
+            // No new work while nothing can be recorded: a leased action would
+            // only be refused, or run with nowhere to keep its result.
+            // `watch_journal` probes, and this resumes once a write commits.
+            if !pause(Duration::from_millis(500), &stop).await {
+                break;
+            }
+            continue;
+        }
         // Subscribed before looking, so a finish in between is not missed.
         let mut finished = engine.finished_changes();
         let room = engine.lease_room().min(settings.max_actions as usize);
@@ -163,10 +172,29 @@ pub(super) async fn poll(
             }
         }
         if let Some(e) = first_refusal {
-            tracing::error!(refused, error = %e, "could not accept leased action(s); they will be redelivered");
+            if engine.journal().writable().is_err() {
+                // The journal has said why (and the loop pauses above).
+                tracing::debug!(refused, error = %e, "could not accept leased action(s): the journal cannot write; they will be redelivered");
+            } else {
+                tracing::error!(refused, error = %e, "could not accept leased action(s); they will be redelivered");
+            }
         }
     }
     tracing::debug!("poll loop stopped");
+}
+
+/// While the journal cannot write, probes it every `every` with a small
+/// real write, so the daemon takes work again as soon as the disk does
+/// (also in push mode with no traffic, where nothing else would write).
+pub(super) async fn watch_journal(engine: Arc<Engine>, every: Duration, stop: CancellationToken) {
+    loop {
+        if !pause(every, &stop).await {
+            break;
+        }
+        if engine.journal().writable().is_err() {
+            let _ = engine.journal().probe().await;
+        }
+    }
 }
 
 /// Extends the leases of actions still running, well before they expire.

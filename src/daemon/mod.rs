@@ -228,6 +228,11 @@ impl Daemon {
             stops.background.clone(),
         ));
         tasks.spawn(loops::prune(self.engine.clone(), stops.background.clone()));
+        tasks.spawn(loops::watch_journal(
+            self.engine.clone(),
+            Duration::from_secs(2),
+            stops.background.clone(),
+        ));
         if let Some(interval) = config.online_checks {
             tasks.spawn(loops::online_checks(
                 self.engine.clone(),

@@ -406,6 +406,14 @@ async fn post_action(
         Err(EngineError::Full(_)) => {
             return unavailable("the connector's queue is full; retry shortly", 1);
         }
+        Err(e) if state.engine.journal().writable().is_err() => {
+            // The journal says so (once, then every 30 s); the pusher retries.
+            tracing::debug!(error = %e, "could not record a pushed action: the journal cannot write");
+            return unavailable(
+                "the connector cannot write its journal (disk full or failing); retry shortly or against another instance",
+                5,
+            );
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not record a pushed action");
             return error(

@@ -359,13 +359,63 @@ impl Engine {
     /// The step, then the journal: the result (and its audit entries) become durable.
     async fn run(&self, action: Action) -> Result<(), JournalError> {
         let (result, audit) = self.process(&action).await;
-        // The audit entries and the result share one group commit.
-        let entries = futures_util::future::try_join_all(
-            audit.into_iter().map(|e| self.journal.record_attempt(e)),
-        );
-        futures_util::future::try_join(entries, self.journal.complete(&result)).await?;
+        self.store(&result, audit).await?;
         self.announce_finished();
         Ok(())
+    }
+
+    /// Stores a result and its audit entries (sharing one group commit). On
+    /// a disk error (full, failing) it keeps them and tries again, backing
+    /// off, until the journal takes them: the function was called, and
+    /// giving up would mean calling it again after a restart. Only a
+    /// shutdown (the grace period running out) stops it, leaving the action
+    /// to be resumed.
+    async fn store(
+        &self,
+        result: &ActionResult,
+        audit: Vec<AuditEntry>,
+    ) -> Result<(), JournalError> {
+        let backoff = crate::retry::Backoff {
+            base: Duration::from_millis(200),
+            max: Duration::from_secs(5),
+        };
+        let mut pending: Vec<AuditEntry> = audit;
+        let mut stored = false;
+        for round in 1u32.. {
+            let entries = futures_util::future::join_all(
+                pending
+                    .iter()
+                    .cloned()
+                    .map(|e| self.journal.record_attempt(e)),
+            );
+            let (entries, completed) = if stored {
+                (entries.await, Ok(()))
+            } else {
+                futures_util::future::join(entries, self.journal.complete(result)).await
+            };
+            let mut error = None;
+            let mut failed = Vec::new();
+            for (entry, written) in pending.into_iter().zip(entries) {
+                if let Err(e) = written {
+                    failed.push(entry);
+                    error.get_or_insert(e);
+                }
+            }
+            match completed {
+                Ok(()) => stored = true,
+                Err(e) => error = Some(e),
+            }
+            pending = failed;
+            let Some(e) = error else { return Ok(()) };
+            if self.journal.writable().is_ok() && !e.is_retryable() {
+                return Err(e);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff.delay(round, None)) => {}
+                () = self.abort.cancelled() => return Err(e),
+            }
+        }
+        unreachable!("the loop above returns")
     }
 
     fn announce_finished(&self) {

@@ -39,6 +39,7 @@
 
 mod audit;
 mod error;
+mod health;
 mod read;
 mod schema;
 mod write;
@@ -62,6 +63,7 @@ use crate::clock::Clock;
 
 pub use audit::{AuditEntry, AuditQuery, DEFAULT_AUDIT_LIMIT, render_audit};
 pub use error::JournalError;
+pub use health::WriteFailure;
 use write::{Done, Msg, Op, Request};
 
 /// How long a statement waits for a lock another process holds.
@@ -238,6 +240,7 @@ struct Inner {
     sender: mpsc::Sender<Msg>,
     reader: Mutex<Connection>,
     counters: Arc<Counters>,
+    health: Arc<health::WriteHealth>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Held (locked) while the journal is open: one daemon per journal.
     /// Released by `close` (or when the last clone goes).
@@ -273,7 +276,15 @@ impl Journal {
         let max_batch = opts.max_batch.max(1);
         let (sender, receiver) = mpsc::channel(max_batch.saturating_mul(2));
         let counters = Arc::new(Counters::default());
-        let writer = write::Writer::new(conn, receiver, max_batch, counters.clone());
+        let health = Arc::new(health::WriteHealth::default());
+        let writer = write::Writer::new(
+            conn,
+            receiver,
+            max_batch,
+            counters.clone(),
+            health.clone(),
+            path.clone(),
+        );
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer.run())
@@ -292,6 +303,7 @@ impl Journal {
                 sender,
                 reader: Mutex::new(reader),
                 counters,
+                health,
                 writer: Mutex::new(Some(handle)),
                 lock: Mutex::new(Some(lock)),
             }),
@@ -301,6 +313,23 @@ impl Journal {
     /// The journal file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Whether the journal can write: `Err` from its first failed write on a
+    /// disk error (full, failing, read-only) until a write commits again.
+    pub fn writable(&self) -> Result<(), WriteFailure> {
+        self.inner.health.current().map_or(Ok(()), Err)
+    }
+
+    /// Writes that failed on a disk error since the journal was opened.
+    pub fn failed_writes(&self) -> u64 {
+        self.inner.health.failed_total()
+    }
+
+    /// A small real write: whether the disk takes writes again (it clears
+    /// [`Journal::writable`] when it commits).
+    pub async fn probe(&self) -> Result<(), JournalError> {
+        self.write(Op::Probe).await.map(drop)
     }
 
     /// Records an action before it is acknowledged (push) or invoked (poll).

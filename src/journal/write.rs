@@ -8,6 +8,7 @@
 //! failing write must not fail the others in its batch (its savepoint is
 //! rolled back alone). It must not read the clock: callers stamp requests.
 
+use super::health::{WriteHealth, is_disk_error};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -60,6 +61,8 @@ pub(crate) enum Op {
         /// Unix ms: rows older than this go.
         cutoff: i64,
     },
+    /// A small real write, to learn whether the disk takes writes again.
+    Probe,
 }
 
 impl Op {
@@ -73,6 +76,7 @@ impl Op {
             Op::MarkReported(_) => "mark_reported",
             Op::Requeue(_) => "requeue",
             Op::Prune { .. } => "prune",
+            Op::Probe => "probe",
         }
     }
 
@@ -109,6 +113,8 @@ pub(crate) struct Writer {
     receiver: mpsc::Receiver<Msg>,
     max_batch: usize,
     counters: Arc<Counters>,
+    health: Arc<WriteHealth>,
+    path: std::path::PathBuf,
 }
 
 impl Writer {
@@ -117,12 +123,16 @@ impl Writer {
         receiver: mpsc::Receiver<Msg>,
         max_batch: usize,
         counters: Arc<Counters>,
+        health: Arc<WriteHealth>,
+        path: std::path::PathBuf,
     ) -> Self {
         Self {
             conn,
             receiver,
             max_batch,
             counters,
+            health,
+            path,
         }
     }
 
@@ -174,10 +184,26 @@ impl Writer {
             Ok(answers) => {
                 self.counters.transactions.fetch_add(1, Ordering::Relaxed);
                 self.counters.writes.fetch_add(n, Ordering::Relaxed);
+                // A statement can fail on the disk while the transaction commits.
+                let mut disk_failures = answers.iter().filter_map(|a| match a {
+                    Err(JournalError::Sqlite(e)) if is_disk_error(e) => Some(e.clone()),
+                    _ => None,
+                });
+                match disk_failures.next() {
+                    Some(e) => self
+                        .health
+                        .failed(&self.path, &e, 1 + disk_failures.count() as u64),
+                    None => self.health.succeeded(&self.path),
+                }
                 answers
             }
             Err(e) => {
-                tracing::error!(error = %e, writes = n, "journal: group commit failed");
+                if is_disk_error(&e) {
+                    // Said once, then at most every 30 s, by the health record.
+                    self.health.failed(&self.path, &e, n);
+                } else {
+                    tracing::error!(error = %e, writes = n, "journal: group commit failed");
+                }
                 let e = Arc::new(e);
                 batch
                     .iter()
@@ -289,6 +315,14 @@ fn apply(conn: &Connection, request: &Request, seq: &mut SeqCounter) -> Result<D
             Ok(Done::Unit)
         }
         Op::Prune { cutoff } => prune(conn, *cutoff),
+        Op::Probe => {
+            conn.prepare_cached(
+                "INSERT INTO counters (name, value) VALUES ('write_probe', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([at])?;
+            Ok(Done::Unit)
+        }
     }
 }
 

@@ -131,6 +131,10 @@ async fn a_repeated_push_and_a_fetch_agree_with_each_other_and_the_journal() {
         .unwrap()
         .unwrap();
     assert_eq!(serde_json::to_value(stored.result.unwrap()).unwrap(), first);
-    assert_eq!(env.sandbox.invocations("grant-db").len(), 1, "invoked once: {first}");
+    assert_eq!(
+        env.sandbox.invocations("grant-db").len(),
+        1,
+        "invoked once: {first}"
+    );
     daemon.stop().await;
 }

@@ -6,6 +6,7 @@ mod cli;
 mod conformance;
 mod credentials;
 mod daemon;
+mod disk;
 mod examples;
 mod helpers;
 mod interop;
