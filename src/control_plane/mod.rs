@@ -148,9 +148,19 @@ impl std::fmt::Debug for ControlPlaneClient {
     }
 }
 
+/// Each action kept raw: one action nested past what a JSON tree may hold
+/// (10,000 levels in its params, say) fails alone, not the whole answer
+/// with every good action in it.
 #[derive(Deserialize)]
 struct LeaseAnswer {
-    actions: Vec<Value>,
+    actions: Vec<Box<serde_json::value::RawValue>>,
+}
+
+/// The parts of an action that survive any nesting below them.
+#[derive(Deserialize)]
+struct ShallowAction {
+    id: Option<Value>,
+    lease: Option<Value>,
 }
 
 impl ControlPlaneClient {
@@ -272,12 +282,15 @@ impl ControlPlaneClient {
             .actions
             .iter()
             .take(asked)
-            .filter_map(|v| {
-                let leased = parse_leased(v);
+            .filter_map(|raw| {
+                let (leased, id) = match serde_json::from_str::<Value>(raw.get()) {
+                    Ok(v) => (parse_leased(&v), v.get("id").cloned()),
+                    Err(_) => too_deep(raw.get()),
+                };
                 if leased.is_none() {
                     skipped += 1;
                     first_skipped.get_or_insert_with(|| {
-                        v.get("id")
+                        id.as_ref()
                             .and_then(Value::as_str)
                             .unwrap_or("?")
                             .to_owned()
@@ -358,7 +371,35 @@ impl ControlPlaneClient {
 
 /// One element of a lease answer. Without a lease token we cannot report on
 /// it: it is skipped (logged) and the control plane hands it out again.
-fn parse_leased(v: &Value) -> Option<Leased> {
+/// A leased action JSON could not hold as a tree (nested past serde_json's
+/// 128 levels): read its id and lease only, and fail it as `invalid_action`
+/// so the control plane learns why. Also its id, for the log.
+fn too_deep(raw: &str) -> (Option<Leased>, Option<Value>) {
+    let Ok(shallow) = serde_json::from_str::<ShallowAction>(raw) else {
+        return (None, None);
+    };
+    let shell = serde_json::json!({"lease": shallow.lease});
+    let leased = lease_of(&shell).map(|(token, expires_at)| Leased {
+        action: Err(InvalidAction {
+            id: shallow
+                .id
+                .as_ref()
+                .and_then(Value::as_str)
+                .filter(|id| crate::action::valid_action_id(id))
+                .map(str::to_owned),
+            reason: format!(
+                "the action nests deeper than {} levels of arrays and objects",
+                crate::contract::MAX_JSON_DEPTH
+            ),
+        }),
+        lease_token: token,
+        expires_at,
+    });
+    (leased, shallow.id)
+}
+
+/// The `lease` of a leased action: its token and expiry, when both are valid.
+fn lease_of(v: &Value) -> Option<(String, SystemTime)> {
     let lease = v.get("lease");
     let token = lease
         .and_then(|l| l.get("token"))
@@ -368,14 +409,16 @@ fn parse_leased(v: &Value) -> Option<Leased> {
         .and_then(|l| l.get("expires_at"))
         .and_then(Value::as_str)
         .and_then(parse_rfc3339);
-    match (token, expires) {
-        (Some(token), Some(expires_at)) => Some(Leased {
-            action: Action::from_value(v),
-            lease_token: token.to_owned(),
-            expires_at,
-        }),
-        _ => None,
-    }
+    Some((token?.to_owned(), expires?))
+}
+
+fn parse_leased(v: &Value) -> Option<Leased> {
+    let (lease_token, expires_at) = lease_of(v)?;
+    Some(Leased {
+        action: Action::from_value(v),
+        lease_token,
+        expires_at,
+    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! 127.0.0.1), the real binary as a child process, and Google's own Python
 //! libraries and runtime where interoperability is the point.
 
+mod bad_control_plane;
 mod cli;
 mod conformance;
 mod credentials;

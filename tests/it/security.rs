@@ -710,7 +710,8 @@ async fn a_million_bad_lease_elements_make_one_log_line_per_answer() {
     let config = crate::helpers::TestEnv::config(&env, &[("orders-db", "grant-db")])
         .instance_id("it-0/0001")
         .control_plane(&url, "CP_TOKEN")
-        .journal(&env.dir.path().join("flood.db"));
+        .journal(&env.dir.path().join("flood.db"))
+        .admin();
     let (mut child, log) = env.spawn_run(&config, "flood", &["--log-format", "json"]);
     let deadline = Instant::now() + WAIT;
     while leases.load(std::sync::atomic::Ordering::SeqCst) < 4 {
