@@ -58,6 +58,9 @@ pub mod daemon;
 pub mod engine;
 pub mod env;
 pub mod function;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod google;
 pub mod health;
 pub mod http;

@@ -717,7 +717,7 @@ impl Validator {
 
     fn log(&mut self, l: raw::RawLog) -> LogSettings {
         let level = l.level.unwrap_or_else(|| "info".to_owned());
-        if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        if crate::telemetry::parse_filter(&level).is_err() {
             self.problem("log.level", format!("`{level}` is not a level or filter; expected e.g. \"info\" or \"grantbridge=debug,info\""));
         }
         use crate::telemetry::LogFormat;

@@ -515,3 +515,30 @@ fn a_trace_endpoint_must_be_tls_and_http_protobuf() {
     assert_eq!(problem_keys(&err), ["traces.otlp_endpoint"]);
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+#[test]
+fn the_log_filter_fuzzing_found_parses_at_once() {
+    // fuzz/regressions/config/timeout-log-filter-regex: a `[span{field=...}]`
+    // filter whose value, compiled as a regular expression, took minutes.
+    let raw = include_bytes!("../../fuzz/regressions/config/timeout-log-filter-regex");
+    let text = String::from_utf8_lossy(raw);
+    let first = text.lines().next().unwrap();
+    let level = first
+        .split(';')
+        .find_map(|kv| kv.strip_prefix("GRANTBRIDGE__LOG__LEVEL="))
+        .unwrap();
+    assert!(level.len() > 500, "the crafted filter");
+    // Read with field values as plain strings, it is just a filter (or not).
+    let _ = crate::telemetry::parse_filter(level);
+    let d = Dir::new();
+    let _ = d.load_env(GOOD, MapEnv::new().with("GRANTBRIDGE__LOG__LEVEL", level));
+    // Over 1 KiB is refused outright.
+    let long = format!("{},info", "a".repeat(1100));
+    let err = d
+        .load_env(
+            GOOD,
+            MapEnv::new().with("GRANTBRIDGE__LOG__LEVEL", long.as_str()),
+        )
+        .unwrap_err();
+    assert_eq!(problem_keys(&err), ["log.level"]);
+}

@@ -264,50 +264,7 @@ impl ControlPlaneClient {
         if status != 200 {
             return Err(CpError::Protocol(format!("lease answered HTTP {status}")));
         }
-        let answer: LeaseAnswer = serde_json::from_slice(&bytes)
-            .map_err(|_| CpError::Protocol("lease answer is not {\"actions\":[...]}".into()))?;
-        let asked = max_actions as usize;
-        if answer.actions.len() > asked {
-            // Taking more than asked would hoard actions (and memory) the
-            // engine has no room for; the rest go back when their leases end.
-            tracing::warn!(
-                asked,
-                answered = answer.actions.len(),
-                "the control plane leased more actions than asked for; taking the first, the rest return when their leases expire"
-            );
-        }
-        let mut skipped = 0usize;
-        let mut first_skipped = None;
-        let leased = answer
-            .actions
-            .iter()
-            .take(asked)
-            .filter_map(|raw| {
-                let (leased, id) = match serde_json::from_str::<Value>(raw.get()) {
-                    Ok(v) => (parse_leased(&v), v.get("id").cloned()),
-                    Err(_) => too_deep(raw.get()),
-                };
-                if leased.is_none() {
-                    skipped += 1;
-                    first_skipped.get_or_insert_with(|| {
-                        id.as_ref()
-                            .and_then(Value::as_str)
-                            .unwrap_or("?")
-                            .to_owned()
-                    });
-                }
-                leased
-            })
-            .collect();
-        if let Some(first) = first_skipped {
-            // One line per answer, however many elements were bad.
-            tracing::error!(
-                skipped,
-                first_id = %crate::telemetry::Escaped(&first),
-                "leased action(s) without a valid lease {{token, expires_at}}; skipped (their leases expire on the control plane)"
-            );
-        }
-        Ok(leased)
+        read_lease_answer(&bytes, max_actions as usize)
     }
 
     /// Extends a lease; `LeaseLost` when the control plane says another has it.
@@ -326,16 +283,7 @@ impl ControlPlaneClient {
             )
             .await?;
         match status {
-            200 => {
-                #[derive(Deserialize)]
-                struct A {
-                    expires_at: String,
-                }
-                let a: A = serde_json::from_slice(&bytes)
-                    .map_err(|_| CpError::Protocol("extend answer lacks expires_at".into()))?;
-                parse_rfc3339(&a.expires_at)
-                    .ok_or_else(|| CpError::Protocol("extend expires_at is not RFC 3339".into()))
-            }
+            200 => read_extend_answer(&bytes),
             404 | 409 => Err(CpError::LeaseLost(action_id.to_owned())),
             s => Err(CpError::Protocol(format!("extend answered HTTP {s}"))),
         }
@@ -350,9 +298,7 @@ impl ControlPlaneClient {
         if status != 200 {
             return Err(CpError::Protocol(format!("results answered HTTP {status}")));
         }
-        serde_json::from_slice(&bytes).map_err(|_| {
-            CpError::Protocol("results answer is not {\"accepted\",\"rejected\"}".into())
-        })
+        read_results_answer(&bytes)
     }
 
     pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), CpError> {
@@ -367,6 +313,72 @@ impl ControlPlaneClient {
             )))
         }
     }
+}
+
+/// A lease answer (`{"actions": [...]}`), held to the `asked` first actions.
+/// Pure, so it can be tested (and fuzzed) alone.
+pub(crate) fn read_lease_answer(bytes: &[u8], asked: usize) -> Result<Vec<Leased>, CpError> {
+    let answer: LeaseAnswer = serde_json::from_slice(bytes)
+        .map_err(|_| CpError::Protocol("lease answer is not {\"actions\":[...]}".into()))?;
+    if answer.actions.len() > asked {
+        // Taking more than asked would hoard actions (and memory) the
+        // engine has no room for; the rest go back when their leases end.
+        tracing::warn!(
+            asked,
+            answered = answer.actions.len(),
+            "the control plane leased more actions than asked for; taking the first, the rest return when their leases expire"
+        );
+    }
+    let mut skipped = 0usize;
+    let mut first_skipped = None;
+    let leased = answer
+        .actions
+        .iter()
+        .take(asked)
+        .filter_map(|raw| {
+            let (leased, id) = match serde_json::from_str::<Value>(raw.get()) {
+                Ok(v) => (parse_leased(&v), v.get("id").cloned()),
+                Err(_) => too_deep(raw.get()),
+            };
+            if leased.is_none() {
+                skipped += 1;
+                first_skipped.get_or_insert_with(|| {
+                    id.as_ref()
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
+                        .to_owned()
+                });
+            }
+            leased
+        })
+        .collect();
+    if let Some(first) = first_skipped {
+        // One line per answer, however many elements were bad.
+        tracing::error!(
+            skipped,
+            first_id = %crate::telemetry::Escaped(&first),
+            "leased action(s) without a valid lease {{token, expires_at}}; skipped (their leases expire on the control plane)"
+        );
+    }
+    Ok(leased)
+}
+
+/// An extend answer: `{"expires_at"}`.
+pub(crate) fn read_extend_answer(bytes: &[u8]) -> Result<SystemTime, CpError> {
+    #[derive(Deserialize)]
+    struct A {
+        expires_at: String,
+    }
+    let a: A = serde_json::from_slice(bytes)
+        .map_err(|_| CpError::Protocol("extend answer lacks expires_at".into()))?;
+    parse_rfc3339(&a.expires_at)
+        .ok_or_else(|| CpError::Protocol("extend expires_at is not RFC 3339".into()))
+}
+
+/// A results answer: `{"accepted", "rejected"}`.
+pub(crate) fn read_results_answer(bytes: &[u8]) -> Result<ReportAnswer, CpError> {
+    serde_json::from_slice(bytes)
+        .map_err(|_| CpError::Protocol("results answer is not {\"accepted\",\"rejected\"}".into()))
 }
 
 /// One element of a lease answer. Without a lease token we cannot report on

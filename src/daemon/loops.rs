@@ -69,6 +69,11 @@ pub(super) async fn poll(
         max: Duration::from_secs(30),
     };
     let mut failures = 0;
+    let journal_backoff = Backoff {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(60),
+    };
+    let mut journal_failures = 0;
     loop {
         if stop.is_cancelled() {
             break;
@@ -76,8 +81,16 @@ pub(super) async fn poll(
         if engine.journal().writable().is_err() {
             // No new work while nothing can be recorded: a leased action would
             // only be refused, or run with nowhere to keep its result.
-            // `watch_journal` probes, and this resumes once a write commits.
-            if !pause(Duration::from_millis(500), &stop).await {
+            // `watch_journal` probes; once a write commits this waits a
+            // hold-off that doubles each time the journal fails again soon
+            // (a nearly full disk takes a small write, then fails the batch).
+            journal_failures += 1;
+            while engine.journal().writable().is_err() {
+                if !pause(Duration::from_millis(500), &stop).await {
+                    break;
+                }
+            }
+            if !pause(journal_backoff.ceiling(journal_failures), &stop).await {
                 break;
             }
             continue;
@@ -170,6 +183,9 @@ pub(super) async fn poll(
                     first_refusal.get_or_insert(e);
                 }
             }
+        }
+        if refused == 0 && engine.journal().writable().is_ok() {
+            journal_failures = 0; // a whole batch recorded: the disk is back
         }
         if let Some(e) = first_refusal {
             if engine.journal().writable().is_err() {

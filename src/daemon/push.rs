@@ -325,7 +325,7 @@ fn status_name(s: Progress) -> &'static str {
     }
 }
 
-fn parse_wait(query: Option<&str>) -> Result<Option<Duration>, String> {
+pub(crate) fn parse_wait(query: Option<&str>) -> Result<Option<Duration>, String> {
     let Some(q) = query else { return Ok(None) };
     for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
         if k == "wait" {

@@ -481,6 +481,32 @@ struct RawList {
     next_page_token: Option<String>,
 }
 
+/// Reads `body` every way an answer of this API is read (for fuzzing):
+/// a function, a page of functions, an IAM policy, a permission set, an error.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn read_every_answer(body: &[u8]) {
+    #[derive(Deserialize)]
+    struct Permissions {
+        #[serde(default)]
+        _permissions: Vec<String>,
+    }
+    let url = Url::parse("https://cloudfunctions.googleapis.com/").expect("a URL");
+    if let Ok(raw) = CloudFunctionsApi::parse::<RawFunction>("get", &url, body) {
+        let _ = CloudFunction::try_from(raw);
+    }
+    if let Ok(page) = CloudFunctionsApi::parse::<RawList>("list", &url, body) {
+        for raw in page.functions {
+            let _ = CloudFunction::try_from(raw);
+        }
+    }
+    if let Ok(policy) = CloudFunctionsApi::parse::<IamPolicy>("getIamPolicy", &url, body) {
+        let _ = policy.public_invokers();
+        let _ = policy.members_of("roles/cloudfunctions.invoker");
+    }
+    let _ = CloudFunctionsApi::parse::<Permissions>("testIamPermissions", &url, body);
+    let _ = super::error::google_api_error(body);
+}
+
 /// Parses a protobuf JSON `Duration` ("60s", "1.5s").
 fn parse_google_duration(s: &str) -> Option<Duration> {
     let secs = s.strip_suffix('s')?;

@@ -98,10 +98,6 @@ impl IamCredentials {
             include_email: bool,
             delegates: Vec<String>,
         }
-        #[derive(Deserialize)]
-        struct Reply {
-            token: String,
-        }
         let req = Req {
             audience,
             include_email: true,
@@ -110,15 +106,7 @@ impl IamCredentials {
         let body = self
             .call("generateIdToken", source, source_name, target, &req)
             .await?;
-        let reply: Reply =
-            serde_json::from_slice(&body).map_err(|_| CredentialsError::BadResponse {
-                url: self.url(target, "generateIdToken").to_string(),
-                reason: "expected {\"token\"}".into(),
-            })?;
-        IdToken::parse(reply.token).map_err(|reason| CredentialsError::BadResponse {
-            url: self.url(target, "generateIdToken").to_string(),
-            reason,
-        })
+        read_id_token(self.url(target, "generateIdToken").as_ref(), &body)
     }
 
     /// An access token of `target` (for the Cloud Functions API as that account).
@@ -136,12 +124,6 @@ impl IamCredentials {
             delegates: Vec<String>,
             lifetime: &'static str,
         }
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Reply {
-            access_token: String,
-            expire_time: String,
-        }
         let req = Req {
             scope: [scope],
             delegates: delegate_names(delegates),
@@ -150,16 +132,43 @@ impl IamCredentials {
         let body = self
             .call("generateAccessToken", source, source_name, target, &req)
             .await?;
-        let bad = |reason: &str| CredentialsError::BadResponse {
-            url: self.url(target, "generateAccessToken").to_string(),
-            reason: reason.into(),
-        };
-        let reply: Reply = serde_json::from_slice(&body)
-            .map_err(|_| bad("expected {\"accessToken\",\"expireTime\"}"))?;
-        let expires: SystemTime = crate::action::parse_rfc3339(&reply.expire_time)
-            .ok_or_else(|| bad("expireTime is not RFC 3339"))?;
-        Ok(AccessToken::new(reply.access_token, expires))
+        read_access_token(self.url(target, "generateAccessToken").as_ref(), &body)
     }
+}
+
+/// `generateIdToken`'s answer: `{"token"}`, a Google-signed ID token.
+pub(crate) fn read_id_token(url: &str, body: &[u8]) -> Result<IdToken, CredentialsError> {
+    #[derive(Deserialize)]
+    struct Reply {
+        token: String,
+    }
+    let reply: Reply = serde_json::from_slice(body).map_err(|_| CredentialsError::BadResponse {
+        url: url.into(),
+        reason: "expected {\"token\"}".into(),
+    })?;
+    IdToken::parse(reply.token).map_err(|reason| CredentialsError::BadResponse {
+        url: url.into(),
+        reason,
+    })
+}
+
+/// `generateAccessToken`'s answer: `{"accessToken", "expireTime"}`.
+pub(crate) fn read_access_token(url: &str, body: &[u8]) -> Result<AccessToken, CredentialsError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Reply {
+        access_token: String,
+        expire_time: String,
+    }
+    let bad = |reason: &str| CredentialsError::BadResponse {
+        url: url.to_owned(),
+        reason: reason.into(),
+    };
+    let reply: Reply = serde_json::from_slice(body)
+        .map_err(|_| bad("expected {\"accessToken\",\"expireTime\"}"))?;
+    let expires: SystemTime = crate::action::parse_rfc3339(&reply.expire_time)
+        .ok_or_else(|| bad("expireTime is not RFC 3339"))?;
+    Ok(AccessToken::new(reply.access_token, expires))
 }
 
 fn delegate_names(delegates: &[String]) -> Vec<String> {

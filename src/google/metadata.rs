@@ -109,22 +109,9 @@ impl MetadataServer {
 
     /// An OAuth access token of the attached service account.
     pub async fn access_token(&self, clock: &Clock) -> Result<AccessToken, CredentialsError> {
-        #[derive(Deserialize)]
-        struct Reply {
-            access_token: String,
-            expires_in: u64,
-        }
         let path = "computeMetadata/v1/instance/service-accounts/default/token";
         let body = self.get(path, &[]).await?;
-        let r: Reply =
-            serde_json::from_slice(&body).map_err(|_| CredentialsError::BadResponse {
-                url: self.base.join(path).unwrap().to_string(),
-                reason: "expected {\"access_token\",\"expires_in\"}".into(),
-            })?;
-        Ok(AccessToken::new(
-            r.access_token,
-            clock.now() + Duration::from_secs(r.expires_in.min(24 * 3600)),
-        ))
+        read_access_token(self.base.join(path).unwrap().as_ref(), &body, clock.now())
     }
 
     /// The attached service account's email.
@@ -141,4 +128,26 @@ impl MetadataServer {
             .take(256)
             .collect())
     }
+}
+
+/// The token endpoint's answer: `{"access_token", "expires_in"}` (a
+/// lifetime over a day is held to one).
+pub(crate) fn read_access_token(
+    url: &str,
+    body: &[u8],
+    now: std::time::SystemTime,
+) -> Result<AccessToken, CredentialsError> {
+    #[derive(Deserialize)]
+    struct Reply {
+        access_token: String,
+        expires_in: u64,
+    }
+    let r: Reply = serde_json::from_slice(body).map_err(|_| CredentialsError::BadResponse {
+        url: url.into(),
+        reason: "expected {\"access_token\",\"expires_in\"}".into(),
+    })?;
+    Ok(AccessToken::new(
+        r.access_token,
+        now + Duration::from_secs(r.expires_in.min(24 * 3600)),
+    ))
 }

@@ -27,6 +27,27 @@ pub use key::{CredentialsFile, KeyFileError, ServiceAccountKey};
 pub use metadata::{DEFAULT_METADATA_HOST, MetadataServer};
 pub use token::{AccessToken, IdToken};
 
+/// Every way a token answer is read, on `body` answered with `status` (for
+/// fuzzing): the OAuth token endpoint for both grants, the metadata server's
+/// token, IAM Credentials' `generateIdToken` and `generateAccessToken`.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_token_answers(status: u16, body: &[u8], clock: &crate::clock::Clock) {
+    let url = "https://oauth2.googleapis.com/token";
+    for grant in [
+        oauth::Grant::IdToken {
+            audience: "https://fn.example",
+        },
+        oauth::Grant::AccessToken {
+            scope: "https://www.googleapis.com/auth/cloud-platform",
+        },
+    ] {
+        let _ = oauth::read_answer(url, "sa", status, body, &grant, clock);
+    }
+    let _ = metadata::read_access_token(url, body, clock.now());
+    let _ = iam::read_id_token(url, body);
+    let _ = iam::read_access_token(url, body);
+}
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -114,17 +114,30 @@ pub(crate) async fn exchange(
                 "check network access (and HTTPS_PROXY) to the token endpoint",
             )
         })?;
-    let (status, body) = (answer.status, answer.body);
+    let account = format!(
+        "service account {} (key {})",
+        key.client_email, key.private_key_id
+    );
+    read_answer(url, &account, answer.status, &answer.body, &grant, clock)
+}
+
+/// What the token endpoint's answer (`status`, `body`) to `grant` means: the
+/// token, or why not. Pure, so it can be tested (and fuzzed) alone.
+pub(crate) fn read_answer(
+    url: &str,
+    account: &str,
+    status: u16,
+    body: &[u8],
+    grant: &Grant<'_>,
+    clock: &Clock,
+) -> Result<Minted, CredentialsError> {
     if !(200..300).contains(&status) {
-        return Err(match serde_json::from_slice::<OAuthError>(&body) {
+        return Err(match serde_json::from_slice::<OAuthError>(body) {
             Ok(err) => {
                 let (advice, retryable) = oauth_advice(&err.error, &err.error_description);
                 CredentialsError::Refused {
                     url: url.into(),
-                    account: format!(
-                        "service account {} (key {})",
-                        key.client_email, key.private_key_id
-                    ),
+                    account: account.to_owned(),
                     error: err.error.chars().take(100).collect(),
                     description: err.error_description.chars().take(300).collect(),
                     advice,
@@ -134,12 +147,12 @@ pub(crate) async fn exchange(
             Err(_) => CredentialsError::Http {
                 url: url.into(),
                 status,
-                snippet: snippet(&body),
+                snippet: snippet(body),
             },
         });
     }
     let parsed: TokenResponse =
-        serde_json::from_slice(&body).map_err(|_| CredentialsError::BadResponse {
+        serde_json::from_slice(body).map_err(|_| CredentialsError::BadResponse {
             url: url.into(),
             reason: "not a JSON object".into(),
         })?;

@@ -28,6 +28,10 @@ pub struct WriteFailure {
 #[derive(Debug, Default)]
 pub(crate) struct WriteHealth {
     failing: Mutex<Option<Failing>>,
+    /// When a failure was last logged, across episodes: a disk that flaps
+    /// (takes a small write, fails the next batch) is one problem, logged
+    /// at most every [`REPEAT`], not once per flap.
+    last_logged: Mutex<Option<Instant>>,
     /// Writes that failed on a disk error, ever (the metric).
     failed_total: AtomicU64,
 }
@@ -80,11 +84,15 @@ impl WriteHealth {
         self.failed_total.fetch_add(writes, Ordering::Relaxed);
         let now = Instant::now();
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last_logged = self.last_logged.lock().unwrap_or_else(|p| p.into_inner());
         match failing.as_mut() {
             None => {
                 let error = describe(e);
-                tracing::error!(journal = %path.display(), error = %error, writes,
-                    "the journal cannot write: taking no new work until it can (leases paused, pushes answered 503); running actions keep their results in memory and store them when it can");
+                if last_logged.is_none_or(|at| now.duration_since(at) >= REPEAT) {
+                    tracing::error!(journal = %path.display(), error = %error, writes,
+                        "the journal cannot write: taking no new work until it can (leases paused, pushes answered 503); running actions keep their results in memory and store them when it can");
+                    *last_logged = Some(now);
+                }
                 *failing = Some(Failing {
                     started: now,
                     since: SystemTime::now(),
@@ -97,7 +105,10 @@ impl WriteHealth {
             Some(f) => {
                 f.failed_writes += writes;
                 f.error = describe(e);
-                if now.duration_since(f.logged) >= REPEAT {
+                if now.duration_since(f.logged) >= REPEAT
+                    && last_logged.is_none_or(|at| now.duration_since(at) >= REPEAT)
+                {
+                    *last_logged = Some(now);
                     tracing::warn!(journal = %path.display(), error = %f.error,
                         failed_writes = f.failed_writes, new_failures = f.failed_writes - f.logged_writes,
                         for_s = now.duration_since(f.started).as_secs(),

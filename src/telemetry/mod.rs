@@ -167,7 +167,7 @@ impl LogHandle {
         let Some(reload) = &self.reload else {
             return Ok(());
         };
-        let filter = EnvFilter::try_new(level).map_err(|e| LogLevelError::Invalid {
+        let filter = parse_filter(level).map_err(|e| LogLevelError::Invalid {
             level: level.to_owned(),
             reason: e.to_string(),
         })?;
@@ -175,6 +175,21 @@ impl LogHandle {
             .reload(filter)
             .map_err(|e| LogLevelError::Apply(e.to_string()))
     }
+}
+
+/// A log filter (`info`, `grantbridge=debug,info`, ...), at most 1 KiB, with
+/// span field values matched as plain strings: as regular expressions (the
+/// default) a crafted filter compiles for minutes (found by fuzzing the
+/// configuration).
+pub fn parse_filter(level: &str) -> Result<EnvFilter, String> {
+    const MAX: usize = 1024;
+    if level.len() > MAX {
+        return Err(format!("longer than {MAX} bytes"));
+    }
+    EnvFilter::builder()
+        .with_regex(false)
+        .parse(level)
+        .map_err(|e| e.to_string())
 }
 
 /// Why a log level could not be applied.
@@ -281,10 +296,13 @@ pub fn init(
     level: &str,
     pinned: bool,
 ) -> Result<Telemetry, traces::TraceSetupError> {
-    let (filter, pinned) = match EnvFilter::try_from_default_env() {
-        Ok(from_env) => (from_env, true),
-        Err(_) => (
-            EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")),
+    let from_env = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .and_then(|v| parse_filter(&v).ok());
+    let (filter, pinned) = match from_env {
+        Some(from_env) => (from_env, true),
+        None => (
+            parse_filter(level).unwrap_or_else(|_| EnvFilter::new("info")),
             pinned,
         ),
     };

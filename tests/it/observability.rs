@@ -408,3 +408,57 @@ async fn cloud_logging_lines_link_the_trace() {
     assert_eq!(attempt["severity"], "DEBUG");
     assert_eq!(attempt["logging.googleapis.com/spanId"], attempt["span_id"]);
 }
+
+/// Human logs are coloured on a terminal only, and never with `NO_COLOR`:
+/// systemd and `kubectl logs` read a pipe or a file, and got raw escapes.
+#[tokio::test]
+async fn human_logs_are_coloured_only_on_a_terminal_and_never_with_no_color() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let config = env.daemon_config(&cp, &[("orders-db", "grant-db")]);
+    // stderr to a file: plain text.
+    let (mut child, log) = env.spawn_run(&config, "plain", &[]);
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("grantbridge started") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never started:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    child.kill().await.unwrap();
+    assert!(!text.contains('\u{1b}'), "escapes in a log file:\n{text:?}");
+    // On a terminal (a pseudo-terminal from util-linux `script`): coloured,
+    // unless NO_COLOR is set.
+    let path = env.dir.path().join("tty.toml");
+    config.write_to(&path).unwrap();
+    let command = format!(
+        "timeout -s INT 3 {} --config {} run",
+        env!("CARGO_BIN_EXE_grantbridge"),
+        path.display()
+    );
+    for (no_color, coloured) in [(None, true), (Some("1"), false)] {
+        let mut script = tokio::process::Command::new("script");
+        script
+            .args(["-qec", &command, "/dev/null"])
+            .env("CP_TOKEN", CP_TOKEN)
+            .env("HOME", env.dir.path())
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            script.env("NO_COLOR", v);
+        }
+        let out = script.output().await.expect("util-linux `script` runs");
+        let tty = String::from_utf8_lossy(&out.stdout);
+        assert!(tty.contains("grantbridge started"), "{tty}");
+        assert_eq!(
+            tty.contains("\u{1b}["),
+            coloured,
+            "NO_COLOR={no_color:?}:\n{tty:?}"
+        );
+    }
+}
