@@ -551,30 +551,13 @@ async fn audit_command_reads_the_journal() {
     cp.enqueue(action("aud-1", "orders-db"));
     cp.wait_for_results(1, WAIT).await;
     daemon.stop().await;
-    let config = env.dir.path().join("audit.toml");
-    toml.write_to(&config).unwrap();
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
-        .arg("--config")
-        .arg(&config)
-        .args([
-            "audit",
-            "--since",
-            "1h",
-            "--integration",
-            "orders-db",
-            "--json",
-        ])
-        .env("CP_TOKEN", crate::helpers::CP_TOKEN)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line: serde_json::Value =
-        serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let stdout = audit(
+        &env,
+        &toml,
+        &["--since", "1h", "--integration", "orders-db", "--json"],
+    )
+    .await;
+    let line: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
     assert_eq!(line["action_id"], "aud-1");
     assert_eq!(line["http_status"], 200);
     assert_eq!(line["username"], "aud-1@example.com");
@@ -881,12 +864,27 @@ async fn a_second_daemon_on_the_same_journal_is_refused_naming_the_first() {
     cp.enqueue(action("lock-1", "orders-db"));
     let results = cp.wait_for_results(1, WAIT).await;
     assert!(results["lock-1"].parsed.succeeded());
-    let config = env.dir.path().join("audit-live.toml");
-    toml.write_to(&config).unwrap();
+    assert!(audit(&env, &toml, &["--json"]).await.contains("lock-1"));
+    first.stop().await;
+    // Once it stopped, the journal is free again.
+    let again = RunningDaemon::start(&env, &toml).await;
+    again.stop().await;
+}
+
+/// `grantbridge audit ARGS` on `config` from a shell: its standard output
+/// (it must succeed).
+async fn audit(
+    env: &crate::helpers::TestEnv,
+    config: &grantbridge_sandbox::daemon_config::DaemonConfig,
+    args: &[&str],
+) -> String {
+    let path = env.dir.path().join("audit.toml");
+    config.write_to(&path).unwrap();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
         .arg("--config")
-        .arg(&config)
-        .args(["audit", "--json"])
+        .arg(&path)
+        .arg("audit")
+        .args(args)
         .env("CP_TOKEN", crate::helpers::CP_TOKEN)
         .output()
         .await
@@ -896,9 +894,5 @@ async fn a_second_daemon_on_the_same_journal_is_refused_naming_the_first() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("lock-1"));
-    first.stop().await;
-    // Once it stopped, the journal is free again.
-    let again = RunningDaemon::start(&env, &toml).await;
-    again.stop().await;
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
