@@ -88,8 +88,10 @@ async fn a_full_journal_disk_pauses_intake_says_so_once_and_loses_nothing() {
     let cp = spawn_control_plane().await;
     let disk = Tmpfs::mount(&env.dir.path().join("disk"), "400k").expect("mount a tmpfs");
     let admin = free_port();
+    let push = free_port();
     let config = env
-        .daemon_config(&cp, &[("orders-db", "grant-db")])
+        .with_push(env.daemon_config(&cp, &[("orders-db", "grant-db")]))
+        .set("push.listen", format!("127.0.0.1:{push}"))
         .journal(&disk.0.join("journal.db"))
         .set("admin.listen", format!("127.0.0.1:{admin}"))
         .set("control_plane.wait", "1s");
@@ -141,14 +143,43 @@ async fn a_full_journal_disk_pauses_intake_says_so_once_and_loses_nothing() {
         leases_now <= leases_then + 1,
         "kept leasing with a full journal: {leases_then} then {leases_now}"
     );
+    // A push is refused with a retry hint, not accepted and lost or a 500.
+    // (A nearly full disk may take one now and then: such a push is recorded,
+    // and must finish like the rest.)
+    let pusher = grantbridge_sandbox::pusher::Pusher::new(
+        ([127, 0, 0, 1], push).into(),
+        crate::helpers::PUSH_SECRET,
+    );
+    let mut pushed = 0;
+    let refusal = loop {
+        let body = action(&format!("pushed-{pushed}"), "orders-db").to_string();
+        let r = pusher.send("POST", "/v1/actions", &body, 0).await.unwrap();
+        match r.status().as_u16() {
+            503 => break r,
+            202 => pushed += 1,
+            other => panic!("a push to a full journal got {other}"),
+        }
+        assert!(pushed < 50, "every push was accepted with a full journal");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(refusal.headers()["retry-after"], "5");
+    assert!(
+        refusal
+            .text()
+            .await
+            .unwrap()
+            .contains("cannot write its journal")
+    );
     let (_, metrics) = get(&format!("http://127.0.0.1:{admin}/metrics")).await;
     assert_eq!(metric(&metrics, "grantbridge_journal_writable "), 0.0);
     assert!(metric(&metrics, "grantbridge_journal_write_failures_total ") > 0.0);
 
     // Space comes back: it resumes by itself and finishes everything once.
     disk.resize("256m");
-    let results = cp.wait_for_results(ACTIONS, Duration::from_secs(180)).await;
-    assert_eq!(results.len(), ACTIONS);
+    let results = cp
+        .wait_for_results(ACTIONS + pushed, Duration::from_secs(180))
+        .await;
+    assert_eq!(results.len(), ACTIONS + pushed);
     assert!(
         results.values().all(|r| r.parsed.succeeded()),
         "all succeed"
