@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use clap::Args;
 
 use super::CliError;
-use crate::config::Config;
+use crate::config::{Config, Secrets};
 use crate::env::Environment;
 use crate::journal::{AuditQuery, Journal, render_audit};
 
@@ -40,7 +40,9 @@ pub(super) async fn audit(
     env: &dyn Environment,
     args: AuditArgs,
 ) -> Result<ExitCode, CliError> {
-    let config = Config::load(path, env)?;
+    // The journal is all it reads: no token, key or secret is needed, so it
+    // works from a plain shell beside a daemon whose secrets only it can read.
+    let config = Config::load_with(path, env, Secrets::Skip)?;
     let since = args.since.as_deref().map(parse_since).transpose()?;
     // Read-only and without the lock: it works while the daemon runs.
     let query = AuditQuery {

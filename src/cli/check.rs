@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::{CliError, services};
+use crate::config::{Config, Secrets};
 use crate::env::Environment;
 use crate::health::Health;
 use crate::services::Services;
@@ -17,8 +18,13 @@ pub struct CheckArgs {
     /// Also check each integration's function through the Cloud Functions API
     /// (exists, ACTIVE, 1st gen HTTPS at the configured URL, timeout, invoke
     /// permission, not public). Exits non-zero on any error; warnings are printed.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "offline")]
     pub online: bool,
+    /// Validate the file only (syntax, keys, values, references), without the
+    /// network; secret and key files are checked when this shell can read
+    /// them and listed as not checked otherwise. For CI and off-cluster use.
+    #[arg(long)]
+    pub offline: bool,
 }
 
 pub(super) async fn check(
@@ -26,6 +32,9 @@ pub(super) async fn check(
     env: &dyn Environment,
     args: CheckArgs,
 ) -> Result<ExitCode, CliError> {
+    if args.offline {
+        return offline(path, env);
+    }
     let services = services(path, env)?;
     println!(
         "configuration {}: valid ({} connection(s), {} integration(s))",
@@ -48,6 +57,23 @@ pub(super) async fn check(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `check --offline`: what loading finds, secrets only where readable.
+fn offline(path: &Path, env: &dyn Environment) -> Result<ExitCode, CliError> {
+    let config = Config::load_with(path, env, Secrets::IfReadable)?;
+    println!(
+        "configuration {}: valid ({} integration(s); offline: no token minted, nothing contacted)",
+        path.display(),
+        config.integrations.len()
+    );
+    for warning in &config.warnings {
+        println!("  WARN  {warning}");
+    }
+    for note in &config.unchecked {
+        println!("  note  {note}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Mints the ID token each integration will send; false when one fails.

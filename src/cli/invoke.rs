@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use serde_json::{Map, Value};
@@ -94,6 +95,19 @@ pub(super) async fn invoke(
 }
 
 /// One summary line, then the body.
+/// "1 attempt, answered in 12 ms" or "3 attempts in 1.9 s, the last answered
+/// in 12 ms": an attempt without an answer (no token, no connection) has no
+/// answer time, so none is shown for it.
+fn attempts_and_time(attempts: u32, last_answer: Option<Duration>, total: Duration) -> String {
+    let ms = |d: Duration| format!("{} ms", d.as_millis());
+    match (attempts, last_answer) {
+        (1, Some(l)) => format!("1 attempt, answered in {}", ms(l)),
+        (1, None) => format!("1 attempt, no answer after {}", ms(total)),
+        (n, Some(l)) => format!("{n} attempts in {}, the last answered in {}", ms(total), ms(l)),
+        (n, None) => format!("{n} attempts in {}, none answered", ms(total)),
+    }
+}
+
 fn print_report(report: &Report) {
     let status = report
         .status
@@ -103,10 +117,13 @@ fn print_report(report: &Report) {
         Outcome::Succeeded => "succeeded".to_owned(),
         Outcome::Failed { code, .. } => format!("failed ({})", code.as_str()),
     };
+    let total = report
+        .finished_at
+        .duration_since(report.started_at)
+        .unwrap_or_default();
     println!(
-        "{status} · {verdict} · {} attempt(s) · {} ms · {}",
-        report.attempts,
-        report.latency.as_millis(),
+        "{status} · {verdict} · {} · {}",
+        attempts_and_time(report.attempts, report.status.map(|_| report.latency), total),
         report.url
     );
     match &report.body {
@@ -139,5 +156,19 @@ mod tests {
             parse_params(&["x=[broken".into()]),
             Err(ParamError::Json { .. })
         ));
+    }
+
+    #[test]
+    fn attempts_are_counted_in_words_and_unanswered_ones_have_no_answer_time() {
+        let ms = Duration::from_millis;
+        assert_eq!(attempts_and_time(1, Some(ms(12)), ms(13)), "1 attempt, answered in 12 ms");
+        assert_eq!(
+            attempts_and_time(3, None, ms(1900)),
+            "3 attempts in 1900 ms, none answered"
+        );
+        assert_eq!(
+            attempts_and_time(2, Some(ms(5)), ms(300)),
+            "2 attempts in 300 ms, the last answered in 5 ms"
+        );
     }
 }

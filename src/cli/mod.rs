@@ -61,7 +61,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
     /// Log level or filter (e.g. info, grantbridge=debug); RUST_LOG wins when set.
-    /// Default: info for `run`, error for `demo`, warn otherwise.
+    /// Default: info for `run`, error otherwise (commands print their own failures).
     #[arg(long, global = true)]
     pub log_level: Option<String>,
     #[command(subcommand)]
@@ -102,13 +102,11 @@ pub enum Command {
     Demo,
     /// Exit 0 when the daemon's /healthz answers 200 (for container HEALTHCHECKs without curl).
     Health {
-        /// The health endpoint.
-        #[arg(
-            long,
-            env = "GRANTBRIDGE_HEALTH_URL",
-            default_value = "http://127.0.0.1:9090/healthz"
-        )]
-        url: String,
+        /// The health endpoint. Default: /healthz at the configuration's
+        /// `admin.listen` (a wildcard address asked on loopback), else
+        /// http://127.0.0.1:9090/healthz when there is no configuration file.
+        #[arg(long, env = "GRANTBRIDGE_HEALTH_URL")]
+        url: Option<String>,
     },
 }
 
@@ -195,7 +193,9 @@ impl Cli {
             (None, Command::Run) => "info",
             #[cfg(feature = "sandbox")]
             (None, Command::Demo) => "error",
-            (None, _) => "warn",
+            // One-shot commands print every failure themselves: the library's
+            // retry warnings would say each one again.
+            (None, _) => "error",
         }
     }
 }
@@ -246,7 +246,7 @@ pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> 
         Command::Audit(args) => audit::audit(&cli.config, env, args).await,
         #[cfg(feature = "sandbox")]
         Command::Demo => demo::demo().await,
-        Command::Health { url } => health::health(&url).await,
+        Command::Health { url } => health::health(&cli.config, env, url).await,
         Command::Run => unreachable!("handled above"),
     }
 }

@@ -67,6 +67,9 @@ pub struct Config {
     /// What is accepted but worth fixing (a secret file others can read);
     /// `run` logs each one, `check` prints them.
     pub warnings: Vec<String>,
+    /// Secrets loading did not read ([`Secrets::IfReadable`] / [`Secrets::Skip`]),
+    /// each as `key: why`; empty with [`Secrets::Read`].
+    pub unchecked: Vec<String>,
 }
 
 /// The `[google]` section: Google APIs grantbridge reads (never calls functions through).
@@ -244,6 +247,16 @@ impl ConfigError {
 impl Config {
     /// Loads `path`, applies `GRANTBRIDGE__*` overrides from `env`, validates.
     pub fn load(path: &Path, env: &dyn Environment) -> Result<Config, ConfigError> {
+        Self::load_with(path, env, Secrets::Read)
+    }
+
+    /// [`Config::load`], reading secrets as `secrets` says: commands that need
+    /// none (`audit`) or validate without them (`check --offline`).
+    pub fn load_with(
+        path: &Path,
+        env: &dyn Environment,
+        secrets: Secrets,
+    ) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         if !path.is_file() {
             return Err(ConfigError::Load {
@@ -252,7 +265,7 @@ impl Config {
             });
         }
         let source = config::File::from(path).format(config::FileFormat::Toml);
-        Self::build(source, path, env)
+        Self::build(source, path, env, secrets)
     }
 
     /// Parses TOML text as if it were the file `origin` (tests, `--config -`).
@@ -262,10 +275,15 @@ impl Config {
         env: &dyn Environment,
     ) -> Result<Config, ConfigError> {
         let source = config::File::from_str(text, config::FileFormat::Toml);
-        Self::build(source, origin, env)
+        Self::build(source, origin, env, Secrets::Read)
     }
 
-    fn build<S>(source: S, origin: &Path, env: &dyn Environment) -> Result<Config, ConfigError>
+    fn build<S>(
+        source: S,
+        origin: &Path,
+        env: &dyn Environment,
+        secrets: Secrets,
+    ) -> Result<Config, ConfigError>
     where
         S: config::Source + Send + Sync + 'static,
     {
@@ -275,6 +293,7 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
             .collect();
+        let mut unknown = Vec::new();
         let raw: RawConfig = config::Config::builder()
             .add_source(source)
             .add_source(
@@ -285,18 +304,26 @@ impl Config {
                     .source(Some(overrides)),
             )
             .build()
-            .and_then(|c| c.try_deserialize())
+            .and_then(|c| serde_ignored::deserialize(c, |path| unknown.push(path.to_string())))
             .map_err(|e| ConfigError::Load {
                 file: file.clone(),
                 message: e.to_string(),
             })?;
         let base_dir = origin.parent().map(Path::to_path_buf).unwrap_or_default();
-        Validator {
+        let mut validator = Validator {
             problems: Vec::new(),
             warnings: Vec::new(),
+            unchecked: Vec::new(),
             base_dir,
+            secrets,
+        };
+        for key in unknown {
+            validator.problem(
+                key,
+                "unknown key (a typo? docs/configuration.md lists every key)",
+            );
         }
-        .validate(raw, origin, env)
+        validator.validate(raw, origin, env)
     }
 }
 
@@ -306,10 +333,25 @@ fn traces_path(base: &str) -> String {
     format!("{}/v1/traces", base.trim_end_matches('/'))
 }
 
+/// How loading treats the secrets a configuration names (the connector token,
+/// push secrets, key files).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Secrets {
+    /// Read and check each; a missing one is a problem (`run`, `check`).
+    Read,
+    /// Check those this shell can read; one it cannot is noted in
+    /// [`Config::unchecked`], not a problem (`check --offline`, off-cluster).
+    IfReadable,
+    /// Read none (`audit` needs the journal only).
+    Skip,
+}
+
 struct Validator {
     problems: Vec<Problem>,
     warnings: Vec<String>,
+    unchecked: Vec<String>,
     base_dir: PathBuf,
+    secrets: Secrets,
 }
 
 impl Validator {
@@ -388,6 +430,7 @@ impl Validator {
                 online_checks,
                 google,
                 warnings: self.warnings,
+                unchecked: self.unchecked,
             })
         } else {
             Err(ConfigError::Invalid {
@@ -501,12 +544,54 @@ impl Validator {
         format!("{host}/{}", hex::encode(rand::random::<[u8; 2]>()))
     }
 
+    /// A secret `key` names could not be read: a problem, or with a lenient
+    /// [`Secrets`] policy a note in [`Config::unchecked`].
+    fn unreadable_secret(&mut self, key: &str, why: String) {
+        match self.secrets {
+            Secrets::Read => self.problem(key, why),
+            Secrets::IfReadable | Secrets::Skip => self
+                .unchecked
+                .push(format!("{key}: not checked here ({why})")),
+        }
+    }
+
+    /// With [`Secrets::Skip`], notes that `key` was not read and says so.
+    fn skips_secret(&mut self, key: &str) -> bool {
+        if self.secrets == Secrets::Skip {
+            self.unchecked.push(format!("{key}: not read"));
+        }
+        self.secrets == Secrets::Skip
+    }
+
+    /// A secret held in an environment variable.
+    fn secret_from_env(
+        &mut self,
+        key: &str,
+        env: &dyn Environment,
+        name: &str,
+        why: &str,
+    ) -> Option<SecretString> {
+        if self.skips_secret(key) {
+            return Some(SecretString::from(String::new()));
+        }
+        match env.var(name) {
+            Some(t) => Some(SecretString::from(t.trim().to_owned())),
+            None => {
+                self.unreadable_secret(key, format!("environment variable {name} is not set{why}"));
+                None
+            }
+        }
+    }
+
     fn secret_from_file(&mut self, key: &str, path: &Path) -> Option<SecretString> {
         let path = if path.is_relative() {
             self.base_dir.join(path)
         } else {
             path.to_path_buf()
         };
+        if self.skips_secret(key) {
+            return Some(SecretString::from(String::new()));
+        }
         match std::fs::read_to_string(&path) {
             Ok(text) if !text.trim().is_empty() => {
                 self.warn_if_shared(key, &path);
@@ -517,7 +602,7 @@ impl Validator {
                 None
             }
             Err(e) => {
-                self.problem(key, format!("cannot read {}: {e}", path.display()));
+                self.unreadable_secret(key, format!("cannot read {}: {e}", path.display()));
                 None
             }
         }
@@ -547,16 +632,12 @@ impl Validator {
                 None
             }
             (Some(file), None) => self.secret_from_file("control_plane.token_file", file),
-            (None, name) => {
-                let name = name.as_deref().unwrap_or(DEFAULT_TOKEN_ENV);
-                match env.var(name) {
-                    Some(t) => Some(SecretString::from(t.trim().to_owned())),
-                    None => {
-                        self.problem("control_plane.token_env", format!("environment variable {name} is not set; expected the connector token (or set control_plane.token_file)"));
-                        None
-                    }
-                }
-            }
+            (None, name) => self.secret_from_env(
+                "control_plane.token_env",
+                env,
+                name.as_deref().unwrap_or(DEFAULT_TOKEN_ENV),
+                "; expected the connector token (or set control_plane.token_file)",
+            ),
         };
         let wait = self
             .duration("control_plane.wait", cp.wait.as_deref())
@@ -634,13 +715,11 @@ impl Validator {
             secrets.extend(self.secret_from_file(&format!("push.secret_files[{i}]"), file));
         }
         for (i, name) in p.secret_envs.iter().enumerate() {
-            match env.var(name) {
-                Some(s) => secrets.push(SecretString::from(s.trim().to_owned())),
-                None => self.problem(
-                    format!("push.secret_envs[{i}]"),
-                    format!("environment variable {name} is not set"),
-                ),
-            }
+            secrets.extend(self.secret_from_env(&format!("push.secret_envs[{i}]"), env, name, ""));
+        }
+        if self.secrets == Secrets::Skip {
+            // Placeholders for secrets not read: nothing to check.
+            secrets.clear();
         }
         for secret in &secrets {
             let problem = match crate::daemon::signature::standard_key(secret.expose_secret()) {
@@ -914,6 +993,16 @@ impl Validator {
         } else {
             path
         };
+        let key_file = format!("{key}.key_file");
+        if self.skips_secret(&key_file) {
+            return None;
+        }
+        if self.secrets == Secrets::IfReadable
+            && let Err(e) = std::fs::File::open(&path)
+        {
+            self.unreadable_secret(&key_file, format!("cannot read {}: {e}", path.display()));
+            return None;
+        }
         match ServiceAccountKey::from_file(&path, http.allow_insecure_loopback) {
             Ok(k) => Some({
                 self.warn_if_shared(&format!("{key}.key_file"), &path);

@@ -1,6 +1,7 @@
-//! The configuration file exactly as written: serde structs that refuse unknown
-//! keys. Converted once into the validated types in `config/mod.rs`; nothing
-//! else reads these. The doc comments are the operator documentation.
+//! The configuration file exactly as written: serde structs. Keys they do not
+//! know are collected while deserializing (`serde_ignored`), so every typo is
+//! reported, not only the first. Converted once into the validated types in
+//! `config/mod.rs`; nothing else reads these. The doc comments are the operator documentation.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,7 +9,6 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawConfig {
     /// The connector's id at the control plane; instances of one deployment share it.
     pub connector_id: Option<String>,
@@ -47,7 +47,6 @@ pub(crate) struct RawConfig {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawChecks {
     /// Run the online checks (`grantbridge check --online`) periodically in the daemon and
     /// report their verdicts in heartbeats and /readyz (default false; needs the viewer role).
@@ -57,7 +56,6 @@ pub(crate) struct RawChecks {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     /// Health, readiness and metrics listener (default "127.0.0.1:9090"; "0.0.0.0:9090" in containers).
     pub listen: Option<String>,
@@ -66,7 +64,6 @@ pub(crate) struct RawAdmin {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawLog {
     /// Level or filter, e.g. "info" or "grantbridge=debug,info" (default "info"); reloaded on SIGHUP.
     pub level: Option<String>,
@@ -79,7 +76,6 @@ pub(crate) struct RawLog {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawTraces {
     /// OTLP/HTTP collector base URL, e.g. "https://otel-collector:4318"; spans go to
     /// its `/v1/traces`. Default: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (used as is) or
@@ -90,7 +86,6 @@ pub(crate) struct RawTraces {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawGoogle {
     /// Cloud Functions API base URL (v1); default `https://cloudfunctions.googleapis.com`.
     /// Read with each connection's access token to check functions online.
@@ -98,7 +93,6 @@ pub(crate) struct RawGoogle {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawControlPlane {
     /// Base URL, e.g. "https://cp.example.com".
     pub url: Option<String>,
@@ -123,7 +117,6 @@ pub(crate) struct RawControlPlane {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawPush {
     /// Listen address, e.g. "0.0.0.0:8443" (TLS terminates in front: ingress or mesh).
     pub listen: Option<String>,
@@ -148,7 +141,6 @@ pub(crate) struct RawPush {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawJournal {
     /// SQLite file (default "/var/lib/grantbridge/journal.db").
     pub path: Option<PathBuf>,
@@ -160,7 +152,6 @@ pub(crate) struct RawJournal {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawEngine {
     /// Actions running at once across all integrations (default 64).
     pub max_concurrency: Option<usize>,
@@ -175,7 +166,6 @@ pub(crate) struct RawEngine {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawConnection {
     /// `service_account_key`, `metadata`, `impersonate` or `adc` (default).
     pub credentials: Option<String>,
@@ -196,7 +186,6 @@ pub(crate) struct RawConnection {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawIntegration {
     /// The connection (credentials) used to invoke this function.
     pub connection: Option<String>,
@@ -221,14 +210,12 @@ pub(crate) struct RawIntegration {
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawTokens {
     /// Refresh a cached ID token this long before it expires (default "5m").
     pub refresh_ahead: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct RawHttp {
     /// Largest function response read, in bytes (default 10 MiB, the Cloud Functions limit).
     pub max_response_bytes: Option<usize>,

@@ -157,6 +157,64 @@ fn unknown_keys_are_refused() {
 }
 
 #[test]
+fn every_unknown_key_is_listed_not_only_the_first() {
+    let d = Dir::new();
+    let err = d
+        .load(&format!(
+            "{GOOD}\n[integrations.x]\nregin = \"us-east1\"\n[engine]\nmax_concurency = 4\n"
+        ))
+        .unwrap_err();
+    let keys = problem_keys(&err);
+    assert!(keys.contains(&"integrations.x.regin".to_owned()), "{err}");
+    assert!(keys.contains(&"engine.max_concurency".to_owned()), "{err}");
+}
+
+#[test]
+fn lenient_loading_notes_unreadable_secrets_instead_of_refusing() {
+    let d = Dir::new();
+    let toml = format!(
+        "{GOOD}\n[control_plane]\nurl = \"https://cp.example.com\"\n[push]\nlisten = \"0.0.0.0:8443\"\nsecret_files = [\"missing-secret\"]\n[connections.other]\ncredentials = \"service_account_key\"\nkey_file = \"/nonexistent/key.json\"\n"
+    );
+    // Strict: the missing token variable, secret file and key file are problems.
+    let err = d.load(&toml).unwrap_err();
+    assert_eq!(
+        problem_keys(&err),
+        [
+            "connections.other.key_file",
+            "control_plane.token_env",
+            "push.secret_files[0]"
+        ]
+    );
+    let path = d.dir.path().join("grantbridge.toml");
+    for secrets in [Secrets::IfReadable, Secrets::Skip] {
+        let config = Config::load_with(&path, &MapEnv::new(), secrets).unwrap();
+        assert_eq!(
+            config.unchecked.len(),
+            3 + usize::from(secrets == Secrets::Skip),
+            "{:?}",
+            config.unchecked
+        );
+        assert!(
+            config
+                .unchecked
+                .iter()
+                .any(|n| n.starts_with("control_plane.token_env"))
+        );
+    }
+    // Lenient still checks what it can read: the readable key file is parsed.
+    std::fs::write(d.dir.path().join("sa.json"), "not json").unwrap();
+    let err = Config::load_with(&path, &MapEnv::new(), Secrets::IfReadable).unwrap_err();
+    assert_eq!(problem_keys(&err), ["connections.prod.key_file"]);
+    // And values are still values: a bad one is refused whatever the policy.
+    std::fs::write(&path, toml.replace("8443", "port")).unwrap();
+    let err = Config::load_with(&path, &MapEnv::new(), Secrets::Skip).unwrap_err();
+    assert!(
+        problem_keys(&err).contains(&"push.listen".to_owned()),
+        "{err}"
+    );
+}
+
+#[test]
 fn plain_http_urls_need_loopback_and_the_flag() {
     let d = Dir::new();
     let with_url = |url: &str, allow: bool| {
