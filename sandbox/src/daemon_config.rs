@@ -120,6 +120,13 @@ impl DaemonConfig {
         self.set("admin.listen", "127.0.0.1:0")
     }
 
+    /// A configuration file as written (a shipped example, to adapt).
+    pub fn parse(text: &str) -> Result<Self, toml::de::Error> {
+        Ok(Self {
+            root: toml::from_str(text)?,
+        })
+    }
+
     /// Sets a key by its dotted path (`engine.max_concurrency`), creating the
     /// tables on the way.
     pub fn set(mut self, dotted: &str, value: impl Into<Value>) -> Self {

@@ -17,7 +17,10 @@ fn health_url(path: &Path, env: &dyn Environment, url: Option<String>) -> Result
         return Ok(url);
     }
     if !path.is_file() {
-        return Ok(format!("http://{}/healthz", crate::config::DEFAULT_ADMIN_LISTEN));
+        return Ok(format!(
+            "http://{}/healthz",
+            crate::config::DEFAULT_ADMIN_LISTEN
+        ));
     }
     let config = Config::load_with(path, env, Secrets::Skip)?;
     let Some(mut addr) = config.admin else {

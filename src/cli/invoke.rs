@@ -103,7 +103,11 @@ fn attempts_and_time(attempts: u32, last_answer: Option<Duration>, total: Durati
     match (attempts, last_answer) {
         (1, Some(l)) => format!("1 attempt, answered in {}", ms(l)),
         (1, None) => format!("1 attempt, no answer after {}", ms(total)),
-        (n, Some(l)) => format!("{n} attempts in {}, the last answered in {}", ms(total), ms(l)),
+        (n, Some(l)) => format!(
+            "{n} attempts in {}, the last answered in {}",
+            ms(total),
+            ms(l)
+        ),
         (n, None) => format!("{n} attempts in {}, none answered", ms(total)),
     }
 }
@@ -123,7 +127,11 @@ fn print_report(report: &Report) {
         .unwrap_or_default();
     println!(
         "{status} · {verdict} · {} · {}",
-        attempts_and_time(report.attempts, report.status.map(|_| report.latency), total),
+        attempts_and_time(
+            report.attempts,
+            report.status.map(|_| report.latency),
+            total
+        ),
         report.url
     );
     match &report.body {
@@ -161,7 +169,10 @@ mod tests {
     #[test]
     fn attempts_are_counted_in_words_and_unanswered_ones_have_no_answer_time() {
         let ms = Duration::from_millis;
-        assert_eq!(attempts_and_time(1, Some(ms(12)), ms(13)), "1 attempt, answered in 12 ms");
+        assert_eq!(
+            attempts_and_time(1, Some(ms(12)), ms(13)),
+            "1 attempt, answered in 12 ms"
+        );
         assert_eq!(
             attempts_and_time(3, None, ms(1900)),
             "3 attempts in 1900 ms, none answered"

@@ -36,9 +36,14 @@ pub(super) async fn run(cli: &Cli, env: &dyn Environment) -> Result<ExitCode, Cl
     if let Some(traces) = &config.traces {
         tracing::info!(endpoint = %traces.endpoint, service_name = %traces.service_name, "exporting traces over OTLP/HTTP");
     }
+    let watch_interval = config.watch_interval;
     let ran = async {
         let app = Application::build(config, env, Clock::system()).await?;
-        signals::reload_on_hangup(app.reloader(cli.config.clone(), telemetry.log), env);
+        let reloader = std::sync::Arc::new(app.reloader(cli.config.clone(), telemetry.log));
+        signals::reload_on_hangup(reloader.clone(), env);
+        if let Some(interval) = watch_interval {
+            signals::reload_on_change(reloader, env, interval);
+        }
         app.run_until_stopped(signals::shutdown_on_termination())
             .await?;
         Ok::<(), CliError>(())

@@ -64,6 +64,12 @@ pub struct Config {
     pub google: GoogleSettings,
     /// Periodic online checks in the daemon; None: off.
     pub online_checks: Option<Duration>,
+    /// How often the configuration's files are compared for a reload, when
+    /// watching is on.
+    pub watch_interval: Option<Duration>,
+    /// The files this configuration was read from: the file itself and every
+    /// secret or key file it names (what a change of triggers a reload).
+    pub files: Vec<PathBuf>,
     /// What is accepted but worth fixing (a secret file others can read);
     /// `run` logs each one, `check` prints them.
     pub warnings: Vec<String>,
@@ -314,6 +320,7 @@ impl Config {
             problems: Vec::new(),
             warnings: Vec::new(),
             unchecked: Vec::new(),
+            files: Vec::new(),
             base_dir,
             secrets,
         };
@@ -350,6 +357,8 @@ struct Validator {
     problems: Vec<Problem>,
     warnings: Vec<String>,
     unchecked: Vec<String>,
+    /// Every secret or key file read (for [`Config::files`]).
+    files: Vec<PathBuf>,
     base_dir: PathBuf,
     secrets: Secrets,
 }
@@ -408,6 +417,7 @@ impl Validator {
         let log = self.log(raw.log);
         let traces = self.traces(raw.traces, &http, env);
         let online_checks = self.online_checks(raw.checks);
+        let watch_interval = self.watch_interval(raw.reload);
         let google = self.google(raw.google, &http);
 
         // `google` is None only when a problem about it was recorded.
@@ -428,6 +438,10 @@ impl Validator {
                 log,
                 traces,
                 online_checks,
+                watch_interval,
+                files: std::iter::once(origin.to_path_buf())
+                    .chain(self.files)
+                    .collect(),
                 google,
                 warnings: self.warnings,
                 unchecked: self.unchecked,
@@ -592,6 +606,7 @@ impl Validator {
         if self.skips_secret(key) {
             return Some(SecretString::from(String::new()));
         }
+        self.files.push(path.clone());
         match std::fs::read_to_string(&path) {
             Ok(text) if !text.trim().is_empty() => {
                 self.warn_if_shared(key, &path);
@@ -894,6 +909,16 @@ impl Validator {
         })
     }
 
+    fn watch_interval(&mut self, r: raw::RawReload) -> Option<Duration> {
+        let interval = self
+            .duration("reload.interval", r.interval.as_deref())
+            .unwrap_or(Duration::from_secs(5));
+        if interval < Duration::from_secs(1) || interval > Duration::from_secs(3600) {
+            self.problem("reload.interval", "must be between 1s and 1h");
+        }
+        r.watch.unwrap_or(true).then_some(interval)
+    }
+
     fn online_checks(&mut self, c: raw::RawChecks) -> Option<Duration> {
         let interval = self
             .duration("checks.interval", c.interval.as_deref())
@@ -1003,6 +1028,7 @@ impl Validator {
             self.unreadable_secret(&key_file, format!("cannot read {}: {e}", path.display()));
             return None;
         }
+        self.files.push(path.clone());
         match ServiceAccountKey::from_file(&path, http.allow_insecure_loopback) {
             Ok(k) => Some({
                 self.warn_if_shared(&format!("{key}.key_file"), &path);

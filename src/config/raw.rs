@@ -44,6 +44,18 @@ pub(crate) struct RawConfig {
     pub google: RawGoogle,
     #[serde(default)]
     pub checks: RawChecks,
+    #[serde(default)]
+    pub reload: RawReload,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct RawReload {
+    /// Reload by itself when the configuration file or a file it names (the
+    /// connector token, push secrets, key files) changes, as on SIGHUP
+    /// (default true; Kubernetes updates mounted ConfigMaps and Secrets in place).
+    pub watch: Option<bool>,
+    /// How often the files are compared (default "5s").
+    pub interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

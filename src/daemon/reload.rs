@@ -36,6 +36,11 @@ pub struct Reloader {
 }
 
 impl Reloader {
+    /// The files the configuration in force was read from.
+    pub fn watched_files(&self) -> Vec<PathBuf> {
+        self.engine.config().files.clone()
+    }
+
     /// Loads the configuration again and puts it in force, or refuses it.
     pub fn reload(&self, env: &dyn Environment) -> Result<(), ReloadError> {
         let metrics = self.engine.services().metrics.clone();
@@ -109,6 +114,7 @@ fn warn_restart_only(old: &Config, new: &Config) {
             push_limits(new) != push_limits(old),
         ),
         ("checks", new.online_checks != old.online_checks),
+        ("reload", new.watch_interval != old.watch_interval),
         ("engine", new.engine != old.engine),
     ] {
         if changed {

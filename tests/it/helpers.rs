@@ -360,3 +360,32 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Sends SIGHUP to a `grantbridge run` child.
+pub async fn hup(child: &tokio::process::Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        tokio::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
+}
+
+/// Waits until the child's log has `needle` `count` times.
+pub async fn wait_for_log(path: &std::path::Path, needle: &str, count: usize) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = std::fs::read_to_string(path).unwrap_or_default();
+        if log.matches(needle).count() >= count {
+            return log;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "`{needle}` never appeared in the log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

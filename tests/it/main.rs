@@ -14,6 +14,7 @@ mod interop;
 mod invoke;
 mod observability;
 mod online;
+mod packaging;
 mod security;
 mod traces;
 mod webhooks;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    CP_TOKEN, PUSH_SECRET, RunningDaemon, SA, action, spawn_control_plane, spawn_env,
+    CP_TOKEN, PUSH_SECRET, RunningDaemon, SA, action, hup, spawn_control_plane, spawn_env,
+    wait_for_log,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -117,34 +118,6 @@ async fn readiness_names_the_failing_check() {
     // The process itself is healthy: liveness must not restart it for this.
     assert_eq!(daemon.admin_get("/healthz").await.0, 200);
     daemon.stop().await;
-}
-
-async fn hup(child: &tokio::process::Child) {
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        tokio::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .await
-            .unwrap()
-            .success()
-    );
-}
-
-/// Waits until the child's log has `needle` `count` times.
-async fn wait_for_log(path: &std::path::Path, needle: &str, count: usize) -> String {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let log = std::fs::read_to_string(path).unwrap_or_default();
-        if log.matches(needle).count() >= count {
-            return log;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "`{needle}` never appeared in the log:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

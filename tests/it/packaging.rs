@@ -1,0 +1,216 @@
+//! The shipped packaging as a stranger uses it: the systemd unit on a VM, the
+//! admin commands from a plain shell, and secrets rotated by Kubernetes'
+//! symlink swap without a SIGHUP.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use grantbridge_sandbox::daemon_config::DaemonConfig;
+use grantbridge_sandbox::pusher::Pusher;
+
+use crate::helpers::{
+    CP_TOKEN, PUSH_SECRET, SA, action, free_port, spawn_control_plane, spawn_env, wait_for_log,
+};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// The `Environment=` assignments of the shipped unit, `%d` (the credentials
+/// directory) expanded to `credentials`.
+fn unit_environment(credentials: &Path) -> Vec<(String, String)> {
+    let unit = std::fs::read_to_string(repo("deploy/systemd/grantbridge.service")).unwrap();
+    unit.lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .map(|assignment| {
+            let (k, v) = assignment.split_once('=').expect("NAME=value");
+            (
+                k.to_owned(),
+                v.replace("%d", &credentials.display().to_string()),
+            )
+        })
+        .collect()
+}
+
+/// `grantbridge ARGS` from a plain shell: only HOME and PATH, none of the
+/// unit's environment.
+async fn shell(dir: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+        .args(args)
+        .env_clear()
+        .env("HOME", dir)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .output()
+        .await
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The VM path of docs/deployment.md: the shipped `grantbridge.toml` (a GCE
+/// VM's metadata server, no key) run with exactly the shipped unit's
+/// environment (the token from the credentials directory), then `audit` and
+/// `check --offline` from a shell that has neither the token nor the unit's
+/// variables. Only what stands in for Google and the network differs from the
+/// shipped file: the sandbox's metadata server, function URL and control
+/// plane (and its connector id), and a journal in the temp dir.
+#[tokio::test]
+async fn the_vm_path_runs_the_shipped_unit_and_its_admin_commands_need_no_secret() {
+    let env = spawn_env().await;
+    let function_url = env.deploy("grant-orders-db");
+    env.sandbox.attach_metadata_account(Some(SA));
+    let cp = spawn_control_plane().await;
+
+    let credentials = env.dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join("connector-token"), CP_TOKEN).unwrap();
+    let unit_env = unit_environment(&credentials);
+    assert_eq!(
+        unit_env.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["GRANTBRIDGE__CONTROL_PLANE__TOKEN_FILE"],
+        "the unit overrides the token file only: no variable creates a connection"
+    );
+
+    let journal = env.dir.path().join("journal.db");
+    let shipped = std::fs::read_to_string(repo("deploy/systemd/grantbridge.toml")).unwrap();
+    let config = DaemonConfig::parse(&shipped)
+        .unwrap()
+        .set("connector_id", "test")
+        .set("http.allow_insecure_loopback", true)
+        .set("connections.gce.metadata_host", env.sandbox.metadata_host())
+        .set("integrations.orders-db.url", function_url.as_str())
+        .set("control_plane.url", cp.url())
+        .set("journal.path", journal.display().to_string())
+        .set("engine.shutdown_grace", "2s")
+        .set("admin.listen", "127.0.0.1:0");
+    let path = env.dir.path().join("grantbridge.toml");
+    config.write_to(&path).unwrap();
+    let config_arg = path.display().to_string();
+
+    let log = env.dir.path().join("vm.log");
+    let mut daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+        .args(["--config", &config_arg, "--log-format", "json", "run"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(unit_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    cp.enqueue(action("vm-1", "orders-db"));
+    let results = cp.wait_for_results(1, WAIT).await;
+    assert!(
+        results["vm-1"].parsed.succeeded(),
+        "{:?}\n{}",
+        results["vm-1"].parsed,
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // From a plain shell, while the daemon runs: no token, no unit variables.
+    let audit = shell(
+        env.dir.path(),
+        &["--config", &config_arg, "audit", "--json"],
+    )
+    .await;
+    assert!(audit.status.success(), "{}", text(&audit));
+    assert!(text(&audit).contains("vm-1"), "{}", text(&audit));
+    let check = shell(
+        env.dir.path(),
+        &["--config", &config_arg, "check", "--offline"],
+    )
+    .await;
+    assert!(check.status.success(), "{}", text(&check));
+    assert!(
+        text(&check).contains("control_plane.token_env: not checked here"),
+        "{}",
+        text(&check)
+    );
+    // Strict loading still wants the token: `check` without --offline says which.
+    let strict = shell(env.dir.path(), &["--config", &config_arg, "check"]).await;
+    assert!(!strict.status.success());
+    assert!(
+        text(&strict).contains("GRANTBRIDGE_CONNECTOR_TOKEN is not set"),
+        "{}",
+        text(&strict)
+    );
+    daemon.kill().await.unwrap();
+}
+
+/// A Kubernetes Secret volume update: the file is a symlink through `..data`,
+/// and the kubelet swaps `..data` to a new directory atomically. The daemon
+/// sees it within `[reload] interval` and rotates the push secret, no SIGHUP.
+#[tokio::test]
+async fn a_secret_swapped_like_a_kubernetes_volume_is_reloaded_without_sighup() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let mount = env.dir.path().join("push-secrets");
+    let generation = |name: &str, secret: &str| {
+        let dir = mount.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("push-secret-1"), secret).unwrap();
+    };
+    generation("..2026_12_01_a", PUSH_SECRET);
+    std::os::unix::fs::symlink("..2026_12_01_a", mount.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/push-secret-1", mount.join("push-secret-1")).unwrap();
+
+    let port = free_port();
+    let config = env
+        .daemon_config(&cp, &[("orders-db", "grant-db")])
+        .set("control_plane.poll", false)
+        .set("push.listen", format!("127.0.0.1:{port}"))
+        .set(
+            "push.secret_files",
+            vec![mount.join("push-secret-1").display().to_string()],
+        )
+        .set("reload.interval", "1s");
+    let (mut child, log) = env.spawn_run(&config, "watch", &["--log-format", "json"]);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let old = Pusher::new(addr, PUSH_SECRET);
+    const NEXT: &str = "the-rotated-push-secret-0123456789";
+    let next = Pusher::new(addr, NEXT);
+    let body = |id: &str| action(id, "orders-db").to_string();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while old
+        .send("POST", "/v1/actions", &body("w-1"), 0)
+        .await
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(202)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the push listener never accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The kubelet's swap: a new generation, `..data` replaced by rename(2).
+    generation("..2026_12_01_b", NEXT);
+    std::os::unix::fs::symlink("..2026_12_01_b", mount.join("..data_tmp")).unwrap();
+    std::fs::rename(mount.join("..data_tmp"), mount.join("..data")).unwrap();
+    std::fs::remove_dir_all(mount.join("..2026_12_01_a")).unwrap();
+
+    wait_for_log(&log, "configuration reloaded", 1).await;
+    let text = wait_for_log(&log, "a configuration file changed; reloading", 1).await;
+    assert!(text.contains("push-secret-1"), "the log names the file");
+    let status = |r: Result<reqwest::Response, _>| r.map(|r| r.status().as_u16()).ok();
+    assert_eq!(
+        status(next.send("POST", "/v1/actions", &body("w-2"), 0).await),
+        Some(202)
+    );
+    assert_eq!(
+        status(old.send("POST", "/v1/actions", &body("w-3"), 0).await),
+        Some(401)
+    );
+    child.kill().await.unwrap();
+}
