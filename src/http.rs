@@ -166,6 +166,8 @@ pub async fn exchange(
 pub fn transport_reason(err: &reqwest::Error) -> String {
     if err.is_timeout() {
         "timed out".to_owned()
+    } else if let Some(tls) = tls_problem(err) {
+        tls
     } else if err.is_connect() {
         "could not connect".to_owned()
     } else {
@@ -174,6 +176,39 @@ pub fn transport_reason(err: &reqwest::Error) -> String {
             source = next;
         }
         source.to_string()
+    }
+}
+
+/// The TLS failure behind `err`, said in the error itself (otherwise it is
+/// only in a separate log line of the verifier). An unknown issuer is what a private CA looks like.
+pub fn tls_problem(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(describe_tls(tls));
+        }
+        // An io::Error's source() is its inner error's source, not the inner
+        // error: step into it instead (rustls' error sits in two of them).
+        cause = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+fn describe_tls(err: &rustls::Error) -> String {
+    use rustls::{CertificateError as Cert, Error};
+    match err {
+        Error::InvalidCertificate(Cert::UnknownIssuer) => "TLS: certificate not trusted (unknown issuer); for a private CA, set SSL_CERT_FILE to a PEM bundle holding it and the public roots (docs/operations.md, \"Private CAs\")".to_owned(),
+        Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
+            "TLS: certificate expired".to_owned()
+        }
+        Error::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+            "TLS: certificate not valid for this host name".to_owned()
+        }
+        Error::InvalidCertificate(other) => format!("TLS: certificate refused ({other:?})"),
+        other => format!("TLS: {other}"),
     }
 }
 

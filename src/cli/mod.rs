@@ -194,8 +194,9 @@ impl Cli {
             #[cfg(feature = "sandbox")]
             (None, Command::Demo) => "error",
             // One-shot commands print every failure themselves: the library's
-            // retry warnings would say each one again.
-            (None, _) => "error",
+            // retry warnings would say each one again (and the TLS verifier's
+            // error is in theirs).
+            (None, _) => "error,rustls_platform_verifier=off",
         }
     }
 }

@@ -380,6 +380,8 @@ fn no_answer(integration: &Integration, e: &reqwest::Error) -> Disposition {
             "no answer within the {} timeout",
             humantime::format_duration(integration.timeout)
         )
+    } else if let Some(tls) = crate::http::tls_problem(e) {
+        tls
     } else if e.is_connect() {
         "could not connect".to_owned()
     } else {
