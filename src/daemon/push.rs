@@ -85,7 +85,23 @@ pub fn router(engine: Arc<Engine>, settings: PushSettings) -> Router {
             state.clone(),
             signature_gate,
         ))
+        // Outside the signature gate: load balancers' health checks carry no
+        // signature. It says only whether this instance takes pushes now.
+        .route("/healthz", get(push_health))
         .with_state(state)
+}
+
+/// `GET /healthz` on the push port, unauthenticated, for load balancers: 200
+/// while this instance takes pushed actions, 503 (with `Retry-After`) while
+/// it cannot record them (the journal cannot write) or is shutting down.
+async fn push_health(State(state): State<PushState>) -> Response {
+    if state.engine.is_draining() {
+        return unavailable("the connector is shutting down", 5);
+    }
+    if state.engine.journal().writable().is_err() {
+        return unavailable("the connector cannot write its journal", 5);
+    }
+    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
 }
 
 /// Reads the whole body within the deadline and the budget, then hands it on.

@@ -333,3 +333,33 @@ async fn a_private_ca_is_named_in_the_error_and_trusted_through_ssl_cert_file() 
     let trusted = invoke(Some(&bundle)).await.unwrap();
     assert!(text(&trusted).starts_with("HTTP 200"), "{}", text(&trusted));
 }
+
+/// A load balancer's health check on the push port: unauthenticated, 200 while
+/// the instance takes pushes; everything else there still needs a signature.
+#[tokio::test]
+async fn the_push_port_answers_an_unsigned_health_check() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let config = env.with_push(
+        env.daemon_config(&cp, &[("orders-db", "grant-db")])
+            .set("control_plane.poll", false),
+    );
+    let daemon = crate::helpers::RunningDaemon::start(&env, &config).await;
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = format!("http://{}", daemon.push_addr.unwrap());
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        health.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"status": "ok"})
+    );
+    let unsigned = http
+        .get(format!("{base}/v1/actions/x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status(), 401);
+    daemon.request_stop();
+    daemon.stopped().await;
+}
