@@ -189,7 +189,10 @@ pub fn tls_problem(err: &(dyn std::error::Error + 'static)) -> Option<String> {
         }
         // An io::Error's source() is its inner error's source, not the inner
         // error: step into it instead (rustls' error sits in two of them).
-        cause = match e.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+        cause = match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
             Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
             None => e.source(),
         };

@@ -91,6 +91,8 @@ pub struct LogSettings {
     pub format: crate::telemetry::LogFormat,
     /// The GCP project of Cloud Logging trace links.
     pub trace_project: Option<String>,
+    /// Each recorded function call also as a JSON line on stdout.
+    pub audit_stdout: bool,
 }
 
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
@@ -834,6 +836,7 @@ impl Validator {
             level,
             format,
             trace_project: l.trace_project,
+            audit_stdout: l.audit_stdout.unwrap_or(false),
         }
     }
 

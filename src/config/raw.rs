@@ -85,6 +85,10 @@ pub(crate) struct RawLog {
     /// The GCP project for Cloud Logging trace links
     /// (`projects/PROJECT/traces/TRACE_ID`); default the first integration's.
     pub trace_project: Option<String>,
+    /// Write each function call of the audit trail, once recorded in the journal,
+    /// as a JSON line on stdout (the shape of `grantbridge audit --json`; default
+    /// false). Logs stay on stderr.
+    pub audit_stdout: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

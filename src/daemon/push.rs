@@ -101,7 +101,11 @@ async fn push_health(State(state): State<PushState>) -> Response {
     if state.engine.journal().writable().is_err() {
         return unavailable("the connector cannot write its journal", 5);
     }
-    (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))).into_response()
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({"status": "ok"})),
+    )
+        .into_response()
 }
 
 /// Reads the whole body within the deadline and the budget, then hands it on.

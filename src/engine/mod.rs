@@ -396,9 +396,12 @@ impl Engine {
             let mut error = None;
             let mut failed = Vec::new();
             for (entry, written) in pending.into_iter().zip(entries) {
-                if let Err(e) = written {
-                    failed.push(entry);
-                    error.get_or_insert(e);
+                match written {
+                    Ok(()) => self.export_audit(&entry),
+                    Err(e) => {
+                        failed.push(entry);
+                        error.get_or_insert(e);
+                    }
                 }
             }
             match completed {
@@ -416,6 +419,20 @@ impl Engine {
             }
         }
         unreachable!("the loop above returns")
+    }
+
+    /// `[log] audit_stdout`: a recorded attempt as one JSON line on stdout
+    /// (the shape of `grantbridge audit --json`), for a log pipeline that
+    /// keeps the audit trail when the journal does not outlive the pod.
+    fn export_audit(&self, entry: &AuditEntry) {
+        if !self.services().config.log.audit_stdout {
+            return;
+        }
+        if let Ok(line) = serde_json::to_string(entry) {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+        }
     }
 
     fn announce_finished(&self) {

@@ -363,3 +363,67 @@ async fn the_push_port_answers_an_unsigned_health_check() {
     daemon.request_stop();
     daemon.stopped().await;
 }
+
+/// `[log] audit_stdout`: the audit trail leaves the pod with its stdout, one
+/// JSON line per recorded call, in the shape `grantbridge audit --json` prints
+/// (so the journal's emptyDir may go with a rollout).
+#[tokio::test]
+async fn the_audit_trail_is_exported_as_json_lines_on_stdout() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let cp = spawn_control_plane().await;
+    let config = env
+        .daemon_config(&cp, &[("orders-db", "grant-db")])
+        .set("log.audit_stdout", true);
+    let path = env.dir.path().join("audit-export.toml");
+    config.write_to(&path).unwrap();
+    let stdout = env.dir.path().join("audit-export.stdout");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+        .args([
+            "--config",
+            path.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "run",
+        ])
+        .env("CP_TOKEN", CP_TOKEN)
+        .env("HOME", env.dir.path())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    cp.enqueue(action("exp-1", "orders-db"));
+    cp.wait_for_results(1, WAIT).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let line = loop {
+        let text = std::fs::read_to_string(&stdout).unwrap_or_default();
+        if let Some(line) = text.lines().next() {
+            break line.to_owned();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing on stdout");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    child.kill().await.unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("one JSON object per line");
+    assert_eq!(entry["action_id"], "exp-1");
+    assert_eq!(entry["integration"], "orders-db");
+    assert_eq!(entry["outcome"], "succeeded");
+    assert_eq!(entry["attempt"], 1);
+    assert_eq!(entry["http_status"], 200);
+    // The same entry `audit --json` reads from the journal.
+    let audit = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+        .args(["--config", path.to_str().unwrap(), "audit", "--json"])
+        .env("HOME", env.dir.path())
+        .output()
+        .await
+        .unwrap();
+    let journal: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&audit.stdout)
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(journal, entry);
+}
