@@ -10,9 +10,11 @@ What it checks (each line it prints is one check; it exits 1 on any failure):
    patch exists. If `kubectl` is on PATH, `kubectl kustomize` builds the poll
    and push sets and the built output is validated too (else: skipped).
 2. Semantics of each workload (raw manifests, kustomize output, Helm renders):
-   the embedded grantbridge.toml parses as TOML and uses only the sections and
-   keys the daemon knows (its config structs refuse unknown keys); integrations
-   name declared connections; the admin listener, container port and probes
+   the embedded grantbridge.toml parses as TOML, satisfies the schema generated
+   from docs/configuration.md (deploy/helm/config_schema.py: only documented
+   keys, types and enums), and `grantbridge check --offline` (the daemon's own
+   loader; secret files absent here are noted, not refused) accepts it;
+   integrations name declared connections; the admin listener, container port and probes
    agree; the journal path, token file and push secret files are on the right
    kind of volume; the grace period exceeds engine.shutdown_grace; the pod is
    non-root with a read-only root filesystem, no privilege escalation, no
@@ -20,23 +22,25 @@ What it checks (each line it prints is one check; it exits 1 on any failure):
    PVC, push mode has [push] and a PVC journal.
 3. The Helm chart, with Helm's own Go code (helm-python-sdk: Helm v4 SDK via a
    C ABI, no helm binary): `helm lint --strict`, values.schema.json through
-   Helm's validator and again with jsonschema, a matrix of value sets rendered
-   and validated as in 1 and 2, the rendered TOML compared key by key with the
-   values it came from, and value sets that must be refused.
+   Helm's validator and again with jsonschema, its config part current with
+   docs/configuration.md, a matrix of value sets rendered and validated as in
+   1 and 2 (one sets every documented key and every duration form), the
+   rendered TOML compared key by key with the values it came from, and value
+   sets that must be refused.
 4. The Dockerfile (dockerfile-parse): stages, base images, --locked release
    build with cache mounts, USER 65532, HEALTHCHECK, EXPOSE, ENTRYPOINT, CMD,
    OCI labels, the journal volume; .dockerignore keeps target/ and .git out and
    keeps what cargo needs in.
 5. The systemd unit: `systemd-analyze verify` (any warning fails), and the
-   hardening directives are present. Skipped when systemd-analyze is missing.
+   hardening directives are present (verify is skipped when systemd-analyze is
+   missing); its grantbridge.toml and config/grantbridge.example.toml as in 2.
 6. Terraform: every .tf/.tfvars parses (python-hcl2) and declares the expected
    resources; `terraform fmt -check` when terraform is on PATH.
 
 Not checked here: that the image builds or runs (no Docker engine), anything
 against a live API server (admission, defaulting, quotas, PSA), `terraform
-validate`/`plan` (needs provider downloads), and that the daemon accepts the
-configs (run `grantbridge check` for that; the [admin] section is checked
-against the key list below, which mirrors src/config/raw.rs).
+validate`/`plan` (needs provider downloads), and that tokens can be minted
+with the configs (run `grantbridge check` where they are deployed).
 """
 
 from __future__ import annotations
@@ -59,39 +63,44 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 K8S_VERSIONS = ["1.30.0", "1.37.0"]
 
-# The configuration file's sections and keys (src/config/raw.rs, plus the
-# [admin] section). Keep in step with the daemon.
-TOP_LEVEL_SCALARS = {"connector_id", "instance_id"}
-SECTIONS = {
-    "admin": {"listen"},
-    "tokens": {"refresh_ahead"},
-    "http": {"max_response_bytes", "allow_insecure_loopback"},
-    "control_plane": {
-        "url", "token_file", "token_env", "poll", "max_actions", "wait", "lease",
-        "heartbeat_interval", "report_batch", "unauthorized_retry",
-    },
-    "push": {"listen", "secret_files", "secret_envs", "max_body_bytes"},
-    "journal": {"path", "retention"},
-    "engine": {
-        "max_concurrency", "per_integration_concurrency", "queue_capacity",
-        "shutdown_grace", "result_body_max_bytes",
-    },
-}
-CONNECTION_KEYS = {
-    "credentials", "key_file", "metadata_host", "target_service_account",
-    "delegates", "source", "iam_credentials_url",
-}
-CREDENTIALS = {"service_account_key", "metadata", "impersonate", "adc"}
-INTEGRATION_KEYS = {
-    "connection", "project_id", "region", "function", "custom_parameters",
-    "access_details", "url", "audience", "timeout", "max_attempts",
-}
-INTEGER_KEYS = {
-    ("http", "max_response_bytes"), ("control_plane", "max_actions"),
-    ("control_plane", "report_batch"), ("push", "max_body_bytes"),
-    ("engine", "max_concurrency"), ("engine", "per_integration_concurrency"),
-    ("engine", "queue_capacity"), ("engine", "result_body_max_bytes"),
-}
+# The configuration file's keys, types and enums come from the configuration
+# reference (docs/configuration.md) through deploy/helm/config_schema.py, the
+# same source as the chart's values schema: nothing here mirrors the daemon.
+sys.path.insert(0, str(DEPLOY / "helm"))
+import config_schema  # noqa: E402
+
+CONFIG_SCHEMA = config_schema.config_schema()
+
+
+def grantbridge_binary() -> str | None:
+    """The daemon's binary for `check --offline`: $GRANTBRIDGE_BIN, else the
+    workspace's debug build (.ci/run builds it before this script)."""
+    for candidate in (os.environ.get("GRANTBRIDGE_BIN"), str(ROOT / "target" / "debug" / "grantbridge")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
+
+
+def check_offline(origin: str, text: str) -> None:
+    """`grantbridge check --offline` on a configuration: the daemon's own
+    loader accepts every key and value (secret files absent here are noted)."""
+    binary = grantbridge_binary()
+    if not binary:
+        if os.environ.get("CI"):
+            R.fail(f"{origin}: no grantbridge binary for check --offline (cargo build, or set GRANTBRIDGE_BIN)")
+        else:
+            R.skip(f"{origin}: check --offline not run (no target/debug/grantbridge; cargo build)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "grantbridge.toml"
+        path.write_text(text)
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": tmp}
+        proc = subprocess.run([binary, "--config", str(path), "check", "--offline"],
+                              capture_output=True, text=True, env=env)
+    R.check(proc.returncode == 0, f"{origin}: grantbridge check --offline accepts it",
+            (proc.stdout + proc.stderr).strip()[-1500:])
+
+
 JOURNAL_DIR = "/var/lib/grantbridge"
 
 
@@ -178,53 +187,29 @@ def load_yaml_docs(path: Path) -> list[dict]:
 # Semantic checks of a workload and its configuration
 
 def check_config(origin: str, text: str, mode: str) -> dict | None:
+    """A workload's grantbridge.toml (mode "poll" or "push"; "any" for a
+    file that belongs to no workload)."""
     try:
         cfg = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         R.fail(f"{origin}: grantbridge.toml does not parse: {e}")
         return None
-    problems = []
-    for key, value in cfg.items():
-        if key in TOP_LEVEL_SCALARS:
-            if not isinstance(value, str):
-                problems.append(f"{key} must be a string")
-        elif key in SECTIONS:
-            if not isinstance(value, dict):
-                problems.append(f"[{key}] must be a table")
-                continue
-            problems += [f"unknown key {key}.{k}" for k in value if k not in SECTIONS[key]]
-            for (s, k) in INTEGER_KEYS:
-                if s == key and k in value and not isinstance(value[k], int):
-                    problems.append(f"{s}.{k} must be an integer, got {value[k]!r}")
-        elif key == "connections":
-            for name, conn in value.items():
-                problems += [f"unknown key connections.{name}.{k}" for k in conn if k not in CONNECTION_KEYS]
-                if conn.get("credentials", "adc") not in CREDENTIALS:
-                    problems.append(f"connections.{name}.credentials: {conn.get('credentials')!r}")
-        elif key == "integrations":
-            for name, integ in value.items():
-                problems += [f"unknown key integrations.{name}.{k}" for k in integ if k not in INTEGRATION_KEYS]
-                if integ.get("connection") not in cfg.get("connections", {}):
-                    problems.append(f"integrations.{name}.connection {integ.get('connection')!r} is not declared")
-                if "max_attempts" in integ and not isinstance(integ["max_attempts"], int):
-                    problems.append(f"integrations.{name}.max_attempts must be an integer")
-        else:
-            problems.append(f"unknown top-level key or section {key!r}")
+    import jsonschema
+
+    problems = [f"{'.'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}"
+                for e in jsonschema.Draft7Validator(CONFIG_SCHEMA).iter_errors(cfg)]
+    for name, integ in cfg.get("integrations", {}).items():
+        if integ.get("connection") not in cfg.get("connections", {}):
+            problems.append(f"integrations.{name}.connection {integ.get('connection')!r} is not declared")
     if "connector_id" not in cfg:
         problems.append("connector_id missing")
     if mode == "poll" and "push" in cfg:
         problems.append("[push] in a poll-mode (emptyDir journal) workload")
     if mode == "push" and "push" not in cfg:
         problems.append("push-mode workload without [push]")
-    for s, key in (("engine", "shutdown_grace"), ("journal", "retention"), ("control_plane", "wait"),
-                   ("control_plane", "lease"), ("tokens", "refresh_ahead")):
-        if key in cfg.get(s, {}):
-            try:
-                duration_seconds(cfg[s][key])
-            except ValueError as e:
-                problems.append(f"{s}.{key}: {e}")
-    R.check(not problems, f"{origin}: grantbridge.toml parses and uses only known sections/keys",
+    R.check(not problems, f"{origin}: grantbridge.toml has only documented keys and types",
             "; ".join(problems))
+    check_offline(origin, text)
     return cfg
 
 
@@ -484,6 +469,56 @@ HELM_CASES: dict[str, dict] = {
     },
 }
 
+# Values for the documented keys whose default is not a literal (or must
+# differ from it to be valid together); the rest take their documented default.
+EXAMPLES = {
+    ".connector_id": "conn-prod-1", ".instance_id": "gb-0/0001",
+    "connections.NAME.credentials": "impersonate", "connections.NAME.source": "service_account_key",
+    "connections.NAME.key_file": "/var/run/secrets/grantbridge-google/key.json",
+    "connections.NAME.metadata_host": "169.254.169.254",
+    "connections.NAME.target_service_account": "fn-invoker@acme-prod.iam.gserviceaccount.com",
+    "connections.NAME.delegates": ["relay@acme-prod.iam.gserviceaccount.com"],
+    "connections.NAME.iam_credentials_url": "https://iamcredentials.googleapis.com",
+    "integrations.NAME.connection": "full", "integrations.NAME.project_id": "acme-prod",
+    "integrations.NAME.function": "grant-orders-db", "integrations.NAME.custom_parameters": {"db": "orders", "port": 5432},
+    "integrations.NAME.access_details": "https://orders.internal",
+    "integrations.NAME.url": "https://grant-orders-db-abc123def4-uc.a.run.app",
+    "integrations.NAME.audience": "https://grant-orders-db-abc123def4-uc.a.run.app",
+    "control_plane.url": "https://cp.example.com", "control_plane.token_file": "/etc/ignored-the-chart-sets-it",
+    "push.listen": "0.0.0.0:1", "push.secret_files": ["/ignored"], "push.secret_envs": ["IGNORED"],
+    "log.trace_project": "acme-prod", "log.format": "json",
+    "traces.otlp_endpoint": "https://otel-collector.monitoring:4318", "traces.service_name": "grantbridge",
+    "checks.online": True,
+    # Every duration form of docs/configuration.md "Value formats".
+    "integrations.NAME.timeout": "1m 30s", "checks.interval": "1h 30m", "journal.retention": "30d",
+    "control_plane.unauthorized_retry": "1m 30s", "push.header_timeout": "1500ms", "tokens.refresh_ahead": "4m 30s",
+}
+
+
+def every_documented_key() -> dict:
+    """A `config` value with every key of docs/configuration.md set."""
+    config: dict = {}
+    for section, key, cells in config_schema.rows():
+        name = f"{section}.{key}"
+        if name in EXAMPLES:
+            value = EXAMPLES[name]
+        else:
+            m = re.match(r"`([^`]+)`", cells[2])
+            if not m:
+                raise SystemExit(f"validate.py: {name} has no literal default in docs/configuration.md; add it to EXAMPLES")
+            value = json.loads(m.group(1))
+        where = config
+        for part in [p for p in section.replace("NAME", "full" if section.startswith("connections") else "orders-db").split(".") if p]:
+            where = where.setdefault(part, {})
+        where[key] = value
+    return config
+
+
+HELM_CASES["push, every documented config key and duration form"] = {
+    "mode": "push", "connectorToken": {"existingSecret": "gb-token"},
+    "push": {"existingSecret": "gb-push"}, "config": every_documented_key(),
+}
+
 # Value sets the chart must refuse, and a word the refusal must contain.
 HELM_REFUSED: dict[str, tuple[dict, str]] = {
     "unknown mode": ({"mode": "pull", "connectorToken": {"existingSecret": "t"}}, "mode"),
@@ -496,6 +531,10 @@ HELM_REFUSED: dict[str, tuple[dict, str]] = {
                              "config": {"push": {"max_body_bytes": 10}}}, "mode"),
     "plain-http trace collector": ({"connectorToken": {"existingSecret": "t"},
                                     "traces": {"otlpEndpoint": "http://collector:4318"}}, "otlpEndpoint"),
+    "admin listener turned off (the probes need it)": ({"connectorToken": {"existingSecret": "t"},
+                                                       "config": {"admin": {"enabled": False}}}, "admin.enabled"),
+    "a duration without a unit": ({"connectorToken": {"existingSecret": "t"},
+                                   "config": {"engine": {"shutdown_grace": "30"}}}, "shutdown_grace"),
     "short inline HMAC secret": ({"mode": "push", "connectorToken": {"existingSecret": "t"},
                                   "push": {"secrets": ["short"]}}, "secrets"),
 }
@@ -553,6 +592,9 @@ def helm_chart() -> None:
         R.ok("values.schema.json is a valid draft-07 schema")
     except jsonschema.SchemaError as e:
         R.fail(f"values.schema.json: {e.message}")
+    R.check(schema["properties"]["config"] == config_schema.config_schema(),
+            "values.schema.json's config part is generated from docs/configuration.md",
+            "stale: run python3 deploy/helm/config_schema.py")
     errs = list(jsonschema.Draft7Validator(schema).iter_errors(defaults))
     R.check(not errs, "values.yaml satisfies values.schema.json (jsonschema)", "; ".join(e.message for e in errs))
     undocumented = values_without_comment(CHART / "values.yaml")
@@ -723,6 +765,13 @@ def systemd_unit() -> None:
     exe = directives["ExecStart"][0].split()
     R.check(exe[1:] == ["run", "--config", "/etc/grantbridge/grantbridge.toml", "--log-format", "json"],
             "ExecStart runs the daemon with the config and JSON logs")
+
+    shipped = DEPLOY / "systemd" / "grantbridge.toml"
+    check_config(rel(shipped), shipped.read_text(), "poll")
+    R.check(not any(v.startswith("GRANTBRIDGE__CONNECTIONS__") for v in directives.get("Environment", [])),
+            "the unit sets no GRANTBRIDGE__CONNECTIONS__* variable (one would create a connection)")
+    example = ROOT / "config" / "grantbridge.example.toml"
+    check_config(rel(example), example.read_text(), "any")
 
     analyze = shutil.which("systemd-analyze")
     if not analyze:

@@ -142,6 +142,9 @@ manages (listen addresses, the journal path, mounted secret files).
 {{- define "grantbridge.configDict" -}}
 {{- $c := deepCopy (default (dict) .Values.config) }}
 {{- $admin := default (dict) (get $c "admin") }}
+{{- if eq (toString (get $admin "enabled")) "false" }}
+{{- fail "config.admin.enabled: false is not for this chart: its probes (/healthz, /readyz) and metrics scrapes use the admin listener" }}
+{{- end }}
 {{- $_ := set $admin "listen" (printf "0.0.0.0:%d" (int .Values.admin.port)) }}
 {{- $_ := set $c "admin" $admin }}
 {{- $journal := default (dict) (get $c "journal") }}
