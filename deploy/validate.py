@@ -359,6 +359,22 @@ def check_set(origin: str, docs: list[dict]) -> None:
 
 # --------------------------------------------------------------------------
 
+def generated_configmaps(kdir: Path) -> list[dict]:
+    """The ConfigMaps a kustomization's configMapGenerator makes, as objects
+    (unhashed names), so the files can be checked without kustomize."""
+    kust = yaml.safe_load((kdir / "kustomization.yaml").read_text())
+    made = []
+    for g in kust.get("configMapGenerator", []):
+        data = {}
+        for src in g.get("files", []):
+            key, _, path = src.rpartition("=")
+            data[key or Path(path).name] = (kdir / path).read_text()
+        made.append({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": g["name"], "labels": g.get("options", {}).get("labels", {})},
+                     "data": data})
+    return made
+
+
 def kubernetes_manifests() -> None:
     section(f"Kubernetes manifests (kubernetes-validate, strict, {', '.join(K8S_VERSIONS)})")
     files = sorted(Path(p) for p in glob.glob(str(DEPLOY / "kubernetes" / "**" / "*.yaml"), recursive=True))
@@ -373,6 +389,8 @@ def kubernetes_manifests() -> None:
             if d.get("kind") == "Kustomization":
                 missing = [r for r in d.get("resources", []) if not (f.parent / r).exists()]
                 missing += [p["path"] for p in d.get("patches", []) if "path" in p and not (f.parent / p["path"]).exists()]
+                missing += [src for g in d.get("configMapGenerator", []) + d.get("secretGenerator", [])
+                            for src in g.get("files", []) if not (f.parent / src.split("=")[-1]).exists()]
                 R.check(not missing, f"{rel(f)}: every resource and patch it lists exists", f"missing {missing}")
             else:
                 docs.append((rel(f), d))
@@ -381,9 +399,9 @@ def kubernetes_manifests() -> None:
     section("Kubernetes manifests: semantics of the poll and push sets (from the files)")
     kdir = DEPLOY / "kubernetes"
     base = [d for f in sorted((kdir / "base").glob("*.yaml")) if f.name != "kustomization.yaml" for d in load_yaml_docs(f)]
+    base += generated_configmaps(kdir / "base")
     check_set("deploy/kubernetes (poll)", base + load_yaml_docs(kdir / "deployment.yaml"))
-    push_cm = load_yaml_docs(kdir / "push" / "configmap.yaml")
-    push = [d for d in base if d["kind"] != "ConfigMap"] + push_cm
+    push = [d for d in base if d["kind"] != "ConfigMap"] + generated_configmaps(kdir / "push")
     for name in ("statefulset.yaml", "service.yaml", "networkpolicy-push.yaml"):
         push += load_yaml_docs(kdir / "push" / name)
     check_set("deploy/kubernetes/push", push)
@@ -403,6 +421,12 @@ def kubernetes_manifests() -> None:
             continue
         built = [d for d in yaml.safe_load_all(proc.stdout) if d]
         R.ok(f"kubectl kustomize {rel(overlay)} builds ({len(built)} objects)")
+        R.check(not any(d["kind"] == "Secret" for d in built),
+                f"kustomize {label}: has no Secret (apply -k never overwrites a real one)")
+        names = [d["metadata"]["name"] for d in built if d["kind"] == "ConfigMap"]
+        R.check(len(names) == 1 and re.fullmatch(r"grantbridge-config-[a-z0-9]{10}", names[0]),
+                f"kustomize {label}: the ConfigMap name carries the config's hash (a change rolls the pods)",
+                f"{names}")
         k8s_validate([(f"kustomize {label}", d) for d in built])
         check_set(f"kustomize {label}", built)
 

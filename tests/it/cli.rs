@@ -238,30 +238,15 @@ fn the_example_config_is_valid_apart_from_its_secret_files() {
     );
 }
 
-/// The `grantbridge.toml: |` block of a ConfigMap, dedented.
-fn configmap_toml(path: &str) -> String {
-    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
-        .unwrap();
-    let lines = text
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("grantbridge.toml: |"))
-        .skip(1);
-    let first = lines.clone().find(|l| !l.trim().is_empty()).unwrap();
-    let indent = first.len() - first.trim_start().len();
-    lines
-        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
-        .map(|l| l.get(indent..).unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn the_shipped_kubernetes_configs_load() {
     for path in [
-        "deploy/kubernetes/base/configmap.yaml",
-        "deploy/kubernetes/push/configmap.yaml",
+        "deploy/kubernetes/base/grantbridge.toml",
+        "deploy/kubernetes/push/grantbridge.toml",
     ] {
-        let toml = configmap_toml(path);
+        let toml =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+                .unwrap();
         assert!(toml.contains("connector_id"), "{path}: no config found");
         let origin = std::path::Path::new("/etc/grantbridge/grantbridge.toml");
         let err =
