@@ -160,12 +160,52 @@ def duration_seconds(text: str) -> float:
 # --------------------------------------------------------------------------
 # Kubernetes schema validation
 
+CRDS = DEPLOY / "crds"
+
+
+def strict(schema: dict) -> dict:
+    """A CRD's openAPIV3Schema as the API server applies it: fields it does
+    not define are refused, except where it preserves unknown fields."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if ("properties" in node and "additionalProperties" not in node
+                    and not node.get("x-kubernetes-preserve-unknown-fields")):
+                node["additionalProperties"] = False
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(schema)
+    return schema
+
+
+def crd_schemas() -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> strict schema, from deploy/crds/."""
+    found = {}
+    for f in sorted(CRDS.glob("*.json")):
+        d = json.loads(f.read_text())
+        found[(d["apiVersion"], d["kind"])] = strict(d["schema"])
+    return found
+
+
 def k8s_validate(docs: list[tuple[str, dict]]) -> None:
+    import jsonschema
     import kubernetes_validate
     from kubernetes_validate.utils import ValidationError, SchemaNotFoundError
 
+    crds = crd_schemas()
     for origin, doc in docs:
         name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+        crd = crds.get((doc.get("apiVersion"), doc.get("kind")))
+        if crd is not None:
+            errs = [f"{e.message} at {'.'.join(str(p) for p in e.absolute_path)}"
+                    for e in jsonschema.Draft7Validator(crd).iter_errors(doc)]
+            R.check(not errs, f"{origin}: {name} valid (strict) against its CRD schema (deploy/crds)",
+                    "; ".join(errs)[:800])
+            continue
         problems = []
         for version in K8S_VERSIONS:
             try:
@@ -357,6 +397,107 @@ def check_set(origin: str, docs: list[dict]) -> None:
                 f"{origin}: NetworkPolicy egress allows DNS, 443, metadata server (:80 and .252:988)")
 
 
+def exported_metrics() -> set[str]:
+    """Every series name the daemon exports (docs/check_docs.py reads
+    src/metrics.rs), with a histogram's _bucket/_sum/_count."""
+    sys.path.insert(0, str(ROOT / "docs"))
+    import check_docs
+
+    names = set()
+    for name, _labels in check_docs.registered_metrics():
+        names |= {name, name + "_bucket", name + "_sum", name + "_count"}
+    return names
+
+
+def check_promql(origin: str, expr: str) -> None:
+    """`expr` parses as PromQL (promql-parser, the Rust parser's Python
+    binding) and names only metrics the daemon exports."""
+    import promql_parser
+
+    try:
+        promql_parser.parse(expr)
+    except Exception as e:  # noqa: BLE001 - the parser raises ValueError subclasses
+        R.fail(f"{origin}: PromQL does not parse: {e}: {expr}")
+        return
+    unknown = sorted(set(re.findall(r"\bgrantbridge_\w+", expr)) - exported_metrics())
+    R.check(not unknown, f"{origin}: PromQL parses and names exported metrics", f"unknown {unknown}")
+
+
+def check_monitoring(origin: str, docs: list[dict]) -> None:
+    """ServiceMonitor, PodMonitor, PodMonitoring, PrometheusRule, the Grafana
+    dashboard, Ingress, BackendConfig, Namespace and the helm test pod of one render."""
+    by_kind: dict[str, list[dict]] = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+    workload = next((d for d in docs if d["kind"] in ("Deployment", "StatefulSet")), None)
+    if workload is None:
+        return
+    pod = workload["spec"]["template"]
+    pod_labels = pod["metadata"]["labels"]
+    container = pod["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    services = {d["metadata"]["name"]: d for d in by_kind.get("Service", [])}
+    for sm in by_kind.get("ServiceMonitor", []):
+        sel = sm["spec"]["selector"]["matchLabels"]
+        hits = [svc for svc in services.values()
+                if all(svc["metadata"].get("labels", {}).get(k) == v for k, v in sel.items())]
+        R.check(len(hits) == 1 and any(p["name"] == sm["spec"]["endpoints"][0]["port"] for p in hits[0]["spec"]["ports"]),
+                f"{origin}: ServiceMonitor selects exactly the admin Service, by a port it has",
+                f"selects {[h['metadata']['name'] for h in hits]}")
+    for kind, key in (("PodMonitor", "podMetricsEndpoints"), ("PodMonitoring", "endpoints")):
+        for pm in by_kind.get(kind, []):
+            sel = pm["spec"]["selector"]["matchLabels"]
+            R.check(all(pod_labels.get(k) == v for k, v in sel.items())
+                    and all(e["port"] in ports and e.get("path") == "/metrics" for e in pm["spec"][key]),
+                    f"{origin}: {kind} selects the pods and scrapes /metrics on the admin port")
+    for rule in by_kind.get("PrometheusRule", []):
+        R.check(not re.search(r"__[A-Z]+__", json.dumps(rule)),
+                f"{origin}: PrometheusRule has every placeholder filled in")
+        for group in rule["spec"]["groups"]:
+            for r in group["rules"]:
+                check_promql(f"{origin}: alert {r['alert']}", r["expr"])
+    for cm in by_kind.get("ConfigMap", []):
+        if "grantbridge.json" in cm.get("data", {}):
+            dash = json.loads(cm["data"]["grantbridge.json"])
+            for p in dash["panels"]:
+                for t in p.get("targets", []):
+                    check_promql(f"{origin}: dashboard panel {p['title']!r}",
+                                 t["expr"].replace("$__rate_interval", "5m")
+                                 .replace('"$namespace"', '".*"').replace('"$pod"', '".*"'))
+    for ing in by_kind.get("Ingress", []):
+        backend = ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+        svc = services.get(backend["name"])
+        R.check(svc is not None and any(p["name"] == backend["port"]["name"] for p in svc["spec"]["ports"]),
+                f"{origin}: Ingress routes to the push Service's push port")
+    for bc in by_kind.get("BackendConfig", []):
+        hc = bc["spec"]["healthCheck"]
+        annotated = [n for n, svc in services.items()
+                     if bc["metadata"]["name"] in svc["metadata"].get("annotations", {}).get("cloud.google.com/backend-config", "")]
+        R.check(hc["requestPath"] == "/healthz" and hc["port"] == ports.get("push") and bool(annotated),
+                f"{origin}: BackendConfig health-checks GET /healthz on the push port, attached to {annotated}")
+    for test in by_kind.get("Pod", []):
+        hooked = test["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"
+        args = test["spec"]["containers"][0]["args"]
+        url = args[args.index("--url") + 1] if "--url" in args else ""
+        admin = next((n for n in services if n.endswith("-admin")), None)
+        selected = all(test["metadata"]["labels"].get(k) == v
+                       for k, v in workload["spec"]["selector"]["matchLabels"].items())
+        R.check(hooked and args[0] == "health" and admin is not None and f"//{admin}." in url
+                and url.endswith("/readyz") and not selected,
+                f"{origin}: helm test pod asks the admin Service's /readyz and is not selected as a replica",
+                f"args {args}")
+    for ns in by_kind.get("Namespace", []):
+        labels = ns["metadata"]["labels"]
+        R.check(labels.get("pod-security.kubernetes.io/enforce") == "restricted",
+                f"{origin}: the Namespace enforces the restricted Pod Security Standard")
+    nps = by_kind.get("NetworkPolicy", [])
+    if nps and workload["kind"] == "StatefulSet":
+        cidrs = {f.get("ipBlock", {}).get("cidr") for np in nps for r in np["spec"].get("ingress", [])
+                 for f in r.get("from", [])}
+        R.check(("35.191.0.0/16" in cidrs) == ("BackendConfig" in by_kind),
+                f"{origin}: the NetworkPolicy admits Google's load-balancer ranges exactly when a BackendConfig is used")
+
+
 # --------------------------------------------------------------------------
 
 def generated_configmaps(kdir: Path) -> list[dict]:
@@ -543,6 +684,28 @@ HELM_CASES["push, every documented config key and duration form"] = {
     "push": {"existingSecret": "gb-push"}, "config": every_documented_key(),
 }
 
+HELM_CASES["poll, every monitoring object, a private CA bundle, extra volumes/env/args, namespace"] = {
+    "connectorToken": {"existingSecret": "gb-token"},
+    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+                "podMonitor": {"enabled": True}, "gkePodMonitoring": {"enabled": True},
+                "prometheusRule": {"enabled": True}, "grafanaDashboard": {"enabled": True}},
+    "networkPolicy": {"metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "observability"}}}]},
+    "extraVolumes": [{"name": "ca-bundle", "configMap": {"name": "corp-ca-bundle"}}],
+    "extraVolumeMounts": [{"name": "ca-bundle", "mountPath": "/etc/grantbridge-ca", "readOnly": True}],
+    "extraEnv": [{"name": "SSL_CERT_FILE", "value": "/etc/grantbridge-ca/ca-bundle.pem"}],
+    "envFrom": [{"secretRef": {"name": "grantbridge-env"}}],
+    "extraArgs": ["--log-level", "grantbridge=debug"],
+    "namespace": {"create": True},
+}
+HELM_CASES["push behind a GKE Ingress: BackendConfig health check, load-balancer ranges"] = {
+    "mode": "push", "connectorToken": {"existingSecret": "gb-token"},
+    "push": {"existingSecret": "gb-push",
+             "ingress": {"enabled": True, "className": "gce", "host": "push.example.com",
+                         "tls": [{"secretName": "gb-push-tls", "hosts": ["push.example.com"]}]},
+             "gke": {"backendConfig": {"enabled": True}}},
+    "networkPolicy": {"googleLoadBalancer": True},
+}
+
 # Value sets the chart must refuse, and a word the refusal must contain.
 HELM_REFUSED: dict[str, tuple[dict, str]] = {
     "unknown mode": ({"mode": "pull", "connectorToken": {"existingSecret": "t"}}, "mode"),
@@ -647,7 +810,8 @@ def helm_chart() -> None:
                     continue
                 docs += [d for d in yaml.safe_load_all(text) if d]
             k8s_validate([(f"helm [{case}]", d) for d in docs])
-            check_set(f"helm [{case}]", docs)
+            check_set(f"helm [{case}]", [d for d in docs if d["kind"] != "Pod"])
+            check_monitoring(f"helm [{case}]", docs)
             cm = next(d for d in docs if d["kind"] == "ConfigMap")
             got = tomllib.loads(cm["data"]["grantbridge.toml"])
             if values.get("configToml"):

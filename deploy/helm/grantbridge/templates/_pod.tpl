@@ -80,6 +80,13 @@ spec:
         - --log-level
         - {{ . | quote }}
         {{- end }}
+        {{- range .Values.extraArgs }}
+        - {{ . | quote }}
+        {{- end }}
+      {{- with .Values.envFrom }}
+      envFrom:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
       env:
         - name: GRANTBRIDGE_CONFIG
           value: /etc/grantbridge/grantbridge.toml
@@ -152,6 +159,9 @@ spec:
           mountPath: /var/lib/grantbridge
         - name: tmp
           mountPath: /tmp
+        {{- with .Values.extraVolumeMounts }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
   volumes:
     - name: config
       configMap:
@@ -199,4 +209,7 @@ spec:
       emptyDir:
         medium: Memory
         sizeLimit: 16Mi
+    {{- with .Values.extraVolumes }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
 {{- end }}
