@@ -784,6 +784,9 @@ def helm_chart() -> None:
             "stale: run python3 deploy/helm/config_schema.py")
     errs = list(jsonschema.Draft7Validator(schema).iter_errors(defaults))
     R.check(not errs, "values.yaml satisfies values.schema.json (jsonschema)", "; ".join(e.message for e in errs))
+    readme = subprocess.run([sys.executable, str(DEPLOY / "helm" / "chart_readme.py"), "--check"],
+                            capture_output=True, text=True)
+    R.check(readme.returncode == 0, "the chart's README.md is generated from values.yaml", readme.stderr.strip())
     undocumented = values_without_comment(CHART / "values.yaml")
     R.check(not undocumented, "every value in values.yaml has a comment", f"undocumented: {undocumented}")
 

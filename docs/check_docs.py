@@ -410,8 +410,25 @@ def check_index() -> None:
             problem(f"{rel(index)}: the index does not link {doc.name}")
 
 
+def check_alerts() -> None:
+    """operations.md's alert table lists exactly the alerts of the shipped
+    rules file."""
+    import yaml
+
+    rules = ROOT / "deploy" / "helm" / "grantbridge" / "files" / "prometheus-rules.yaml"
+    shipped = {r["alert"] for g in yaml.safe_load(read(rules))["groups"] for r in g["rules"]}
+    text = read(DOCS / "operations.md")
+    section = text[text.index("## Alerts"):text.index("## Logs")]
+    listed = set(re.findall(r"^\| `(Grantbridge\w+)` \|", section, re.M))
+    for name in sorted(shipped - listed):
+        problem(f"docs/operations.md: alert {name} ({rel(rules)}) is not in the alerts table")
+    for name in sorted(listed - shipped):
+        problem(f"docs/operations.md: alert {name} is listed but {rel(rules)} has no such alert")
+
+
 def main() -> int:
     check_openapi()
+    check_alerts()
     check_configuration()
     check_error_codes()
     check_metrics()

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{CliError, services};
+use super::CliError;
 use crate::config::{Config, Secrets};
 use crate::env::Environment;
 use crate::health::Health;
@@ -35,7 +35,15 @@ pub(super) async fn check(
     if args.offline {
         return offline(path, env);
     }
-    let services = services(path, env)?;
+    // The control plane is not called: its token (and push secrets) are
+    // checked when readable, so `check` works from a shell beside the daemon.
+    let config = Config::load_with(path, env, Secrets::ForGoogle)?;
+    let services = Services::build(
+        config,
+        env,
+        crate::clock::Clock::system(),
+        std::sync::Arc::new(crate::metrics::Metrics::new()),
+    )?;
     println!(
         "configuration {}: valid ({} connection(s), {} integration(s))",
         path.display(),
@@ -44,6 +52,9 @@ pub(super) async fn check(
     );
     for warning in &services.config.warnings {
         println!("  WARN  {warning}");
+    }
+    for note in &services.config.unchecked {
+        println!("  note  {note}");
     }
     for (name, creds) in &services.credentials {
         println!("connection {name}: {}", creds.principal());

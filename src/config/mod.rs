@@ -346,8 +346,12 @@ fn traces_path(base: &str) -> String {
 /// push secrets, key files).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Secrets {
-    /// Read and check each; a missing one is a problem (`run`, `check`).
+    /// Read and check each; a missing one is a problem (`run`).
     Read,
+    /// Google key files as [`Secrets::Read`] (tokens are minted with them);
+    /// the connector token and push secrets as [`Secrets::IfReadable`]
+    /// (`check`, which calls Google but not the control plane).
+    ForGoogle,
     /// Check those this shell can read; one it cannot is noted in
     /// [`Config::unchecked`], not a problem (`check --offline`, off-cluster).
     IfReadable,
@@ -565,7 +569,8 @@ impl Validator {
     fn unreadable_secret(&mut self, key: &str, why: String) {
         match self.secrets {
             Secrets::Read => self.problem(key, why),
-            Secrets::IfReadable | Secrets::Skip => self
+            Secrets::ForGoogle if key.starts_with("connections.") => self.problem(key, why),
+            Secrets::ForGoogle | Secrets::IfReadable | Secrets::Skip => self
                 .unchecked
                 .push(format!("{key}: not checked here ({why})")),
         }
