@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::CliError;
+use super::{CliError, services};
 use crate::config::{Config, Secrets};
 use crate::env::Environment;
 use crate::health::Health;
@@ -36,14 +36,9 @@ pub(super) async fn check(
         return offline(path, env);
     }
     // The control plane is not called: its token (and push secrets) are
-    // checked when readable, so `check` works from a shell beside the daemon.
-    let config = Config::load_with(path, env, Secrets::ForGoogle)?;
-    let services = Services::build(
-        config,
-        env,
-        crate::clock::Clock::system(),
-        std::sync::Arc::new(crate::metrics::Metrics::new()),
-    )?;
+    // checked when readable, so `check` works from a shell beside the daemon
+    // (as do the other one-shot commands).
+    let services = services(path, env)?;
     println!(
         "configuration {}: valid ({} connection(s), {} integration(s))",
         path.display(),

@@ -11,6 +11,7 @@ mod audit;
 mod check;
 #[cfg(feature = "sandbox")]
 mod demo;
+mod docs;
 mod functions;
 mod health;
 mod invoke;
@@ -100,6 +101,16 @@ pub enum Command {
     /// Play a scenario against the embedded sandbox (Google + control plane) and print the results.
     #[cfg(feature = "sandbox")]
     Demo,
+    /// Print a shell completion script, e.g. `grantbridge completions bash >
+    /// /etc/bash_completion.d/grantbridge` (zsh: into a directory of `$fpath`
+    /// as `_grantbridge`; fish: `~/.config/fish/completions/grantbridge.fish`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, grantbridge(1): `grantbridge man > /usr/local/share/man/man1/grantbridge.1`.
+    Man,
     /// Exit 0 when the daemon's /healthz answers 200 (for container HEALTHCHECKs without curl).
     Health {
         /// The health endpoint. Default: /healthz at the configuration's
@@ -248,13 +259,17 @@ pub async fn run(cli: Cli, env: &dyn Environment) -> Result<ExitCode, CliError> 
         #[cfg(feature = "sandbox")]
         Command::Demo => demo::demo().await,
         Command::Health { url } => health::health(&cli.config, env, url).await,
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(),
         Command::Run => unreachable!("handled above"),
     }
 }
 
 /// The configuration at `path`, and what it builds (for one-shot commands).
+/// They call Google, never the control plane: key files must load, the
+/// connector token and push secrets are read only where this shell can.
 fn services(path: &Path, env: &dyn Environment) -> Result<Services, CliError> {
-    let config = Config::load(path, env)?;
+    let config = Config::load_with(path, env, crate::config::Secrets::ForGoogle)?;
     Ok(Services::build(
         config,
         env,

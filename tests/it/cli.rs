@@ -365,3 +365,34 @@ async fn the_local_loop_runs_a_grant_end_to_end() {
     daemon.kill().await.unwrap();
     sandbox.kill().await.unwrap();
 }
+
+/// `completions` and `man` come from the same clap definition the binary
+/// parses with: every subcommand and flag is in them.
+#[tokio::test]
+async fn completions_and_the_man_page_cover_every_command() {
+    let env = spawn_env().await;
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = run(&env, &["completions", shell]).await;
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        let script = text(&out.stdout);
+        for word in ["check", "audit", "offline", "health"] {
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+    }
+    let out = run(&env, &["man"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let page = text(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.starts_with(".TH"),
+        "{}",
+        &page[..80]
+    );
+    assert!(page.contains(".TH grantbridge 1"), "a section-1 page");
+    for sub in ["CHECK", "AUDIT", "RUN", "HEALTH", "COMPLETIONS"] {
+        assert!(
+            page.contains(&format!(".SH \"GRANTBRIDGE {sub}\"")),
+            "no {sub} section"
+        );
+    }
+    assert!(page.contains("offline"), "check --offline is documented");
+}

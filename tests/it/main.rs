@@ -8,6 +8,7 @@ mod conformance;
 mod credentials;
 mod daemon;
 mod disk;
+mod docs;
 mod examples;
 mod helpers;
 mod interop;
