@@ -8,7 +8,12 @@ What it checks (each line it prints is one check; it exits 1 on any failure):
    Kubernetes OpenAPI schemas of K8S_VERSIONS in strict mode (unknown fields
    fail), with kubernetes-validate. Kustomizations: every listed resource and
    patch exists. If `kubectl` is on PATH, `kubectl kustomize` builds the poll
-   and push sets and the built output is validated too (else: skipped).
+   and push sets and the built output is validated too (else: skipped): no
+   Secret in it, a hashed ConfigMap name. Custom resources (ServiceMonitor,
+   PodMonitor, PrometheusRule, GKE PodMonitoring and BackendConfig) are
+   validated strictly against their upstream schemas in deploy/crds/; every
+   alert and dashboard query is parsed with promql-parser and may name only
+   metrics the daemon exports.
 2. Semantics of each workload (raw manifests, kustomize output, Helm renders):
    the embedded grantbridge.toml parses as TOML, satisfies the schema generated
    from docs/configuration.md (deploy/helm/config_schema.py: only documented

@@ -201,7 +201,8 @@ async fn check_online_never_contacts_the_control_plane() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     env.sandbox.grant_viewer("grant-db", crate::helpers::SA);
-    env.sandbox.grant_iam_policy_viewer("grant-db", crate::helpers::SA);
+    env.sandbox
+        .grant_iam_policy_viewer("grant-db", crate::helpers::SA);
     // A control plane that is not there: check still passes.
     let closed = format!("http://127.0.0.1:{}", crate::helpers::free_port());
     let config = env
