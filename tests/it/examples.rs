@@ -346,7 +346,7 @@ async fn dedupe_story(runtime: Runtime) {
 
     let (line, first) = invoke(&env, &config, &with_key("act-dup")).await;
     assert!(
-        line.starts_with("HTTP 200 · succeeded · 1 attempt(s)"),
+        line.starts_with("HTTP 200 · succeeded · 1 attempt, answered in"),
         "{line}"
     );
     assert_eq!(first["replayed"], false);
@@ -361,7 +361,7 @@ async fn dedupe_story(runtime: Runtime) {
 
     let (line, again) = invoke(&env, &config, &with_key("act-dup")).await;
     assert!(
-        line.starts_with("HTTP 200 · succeeded · 1 attempt(s)"),
+        line.starts_with("HTTP 200 · succeeded · 1 attempt, answered in"),
         "{line}"
     );
     assert_eq!(again["replayed"], true);

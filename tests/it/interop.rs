@@ -146,7 +146,7 @@ async fn a_functions_framework_function_behind_the_front_end_via_grantbridge_inv
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.starts_with("HTTP 200 · succeeded · 1 attempt(s)"),
+        stdout.starts_with("HTTP 200 · succeeded · 1 attempt, answered in"),
         "{stdout}"
     );
     let json_start = stdout.find('{').unwrap();
