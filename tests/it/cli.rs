@@ -167,16 +167,8 @@ async fn a_bad_config_is_refused_naming_file_and_key() {
 async fn the_standalone_sandbox_writes_a_config_grantbridge_can_use() {
     let env = spawn_env().await;
     let dir = env.dir.path().join("sb");
-    let mut sandbox = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
-        .args(["sandbox", "--function", "grant-sample", "--dir"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
     // It prints the config path once everything is written and serving.
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(sandbox.stdout.take().unwrap()).lines();
+    let (mut sandbox, mut lines) = env.standalone_sandbox(&dir, &["--function", "grant-sample"]);
     let config = dir.join("grantbridge.toml");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     while let Ok(Some(line)) = tokio::time::timeout_at(deadline, lines.next_line())

@@ -134,10 +134,7 @@ async fn push_mode_records_before_answering_and_waits_on_request() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let spec = env.with_push(
-        env.daemon_config(&cp, &[("orders-db", "grant-db")])
-            .set("control_plane.poll", false),
-    );
+    let spec = env.push_daemon_config(&cp, &[("orders-db", "grant-db")]);
     let daemon = RunningDaemon::start(&env, &spec).await;
 
     let body = action("push-1", "orders-db").to_string();
@@ -192,10 +189,7 @@ async fn push_requests_must_be_signed_fresh_and_small() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let spec = env.with_push(
-        env.daemon_config(&cp, &[("orders-db", "grant-db")])
-            .set("control_plane.poll", false),
-    );
+    let spec = env.push_daemon_config(&cp, &[("orders-db", "grant-db")]);
     let daemon = RunningDaemon::start(&env, &spec).await;
     let addr = daemon.push_addr.unwrap();
     let body = action("sig-1", "orders-db").to_string();
@@ -694,10 +688,7 @@ async fn a_reload_rotates_push_secrets() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let spec = env.with_push(
-        env.daemon_config(&cp, &[("orders-db", "grant-db")])
-            .set("control_plane.poll", false),
-    );
+    let spec = env.push_daemon_config(&cp, &[("orders-db", "grant-db")]);
     let toml = spec.clone();
     let daemon = RunningDaemon::start(&env, &toml).await;
     const NEXT: &str = "the-next-push-secret-0123456789";
@@ -770,10 +761,7 @@ async fn the_worker_step_is_a_plain_function() {
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
     // Push only and nothing pushed: the engine is idle, the test drives it.
-    let spec = env.with_push(
-        env.daemon_config(&cp, &[("orders-db", "grant-db")])
-            .set("control_plane.poll", false),
-    );
+    let spec = env.push_daemon_config(&cp, &[("orders-db", "grant-db")]);
     let daemon = RunningDaemon::start(&env, &spec).await;
     let ok = grantbridge::action::Action::from_value(&action("step-1", "orders-db")).unwrap();
     let (result, audit) = daemon.engine.process(&ok).await;

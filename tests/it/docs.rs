@@ -77,10 +77,7 @@ async fn push_secrets_rotate_on_reload_without_a_restart() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let config = env.with_push(
-        env.daemon_config(&cp, &[("orders-db", "grant-db")])
-            .set("control_plane.poll", false),
-    );
+    let config = env.push_daemon_config(&cp, &[("orders-db", "grant-db")]);
     let daemon = RunningDaemon::start(&env, &config).await;
     const NEXT: &str = "a-rotated-push-secret-0123456789";
     let next_file = env.dir.path().join("next-secret");
@@ -146,15 +143,7 @@ fn the_default_audience_is_the_url_exactly_as_written() {
 async fn the_sandbox_config_points_everything_at_the_sandbox() {
     let env = spawn_env().await;
     let dir = env.dir.path().join("sb");
-    let mut sandbox = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
-        .args(["sandbox", "--dir"])
-        .arg(&dir)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    use tokio::io::AsyncBufReadExt;
-    let mut lines = tokio::io::BufReader::new(sandbox.stdout.take().unwrap()).lines();
+    let (mut sandbox, mut lines) = env.standalone_sandbox(&dir, &[]);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut hint = None;
     while let Ok(Some(line)) = tokio::time::timeout_at(deadline, lines.next_line())

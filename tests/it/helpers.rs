@@ -108,6 +108,42 @@ impl TestEnv {
         config.push(&secret).set("push.max_body_bytes", 4096)
     }
 
+    /// A push-only daemon (no leasing; results still reported to `cp`).
+    pub fn push_daemon_config(
+        &self,
+        cp: &ControlPlane,
+        integrations: &[(&str, &str)],
+    ) -> DaemonConfig {
+        self.with_push(
+            self.daemon_config(cp, integrations)
+                .set("control_plane.poll", false),
+        )
+    }
+
+    /// `grantbridge sandbox --dir DIR ARGS` as a child process, and its stdout
+    /// line by line (it prints the config path and hints once serving).
+    pub fn standalone_sandbox(
+        &self,
+        dir: &std::path::Path,
+        args: &[&str],
+    ) -> (
+        tokio::process::Child,
+        tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    ) {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+            .arg("sandbox")
+            .args(args)
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("grantbridge sandbox starts");
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        (child, lines)
+    }
+
     pub fn write_config(&self, config: &DaemonConfig) -> PathBuf {
         let path = self.dir.path().join("grantbridge.toml");
         config.write_to(&path).unwrap();

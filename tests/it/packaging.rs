@@ -354,10 +354,7 @@ async fn the_push_port_answers_an_unsigned_health_check() {
     let env = spawn_env().await;
     env.deploy("grant-db");
     let cp = spawn_control_plane().await;
-    let config = env.with_push(
-        env.daemon_config(&cp, &[("orders-db", "grant-db")])
-            .set("control_plane.poll", false),
-    );
+    let config = env.push_daemon_config(&cp, &[("orders-db", "grant-db")]);
     let daemon = crate::helpers::RunningDaemon::start(&env, &config).await;
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let base = format!("http://{}", daemon.push_addr.unwrap());
