@@ -85,6 +85,9 @@ pub struct Invocation {
 pub(crate) struct Function {
     pub(crate) imp: FunctionImpl,
     pub(crate) invokers: Vec<String>,
+    /// IAM-conditional invoker bindings (member, title, expression): shown in
+    /// the IAM policy only; they grant no invoke in the sandbox.
+    pub(crate) conditional_invokers: Vec<(String, String, String)>,
     pub(crate) faults: Faults,
     pub(crate) invocations: Vec<Invocation>,
     /// Sample functions: first answer per `Idempotency-Key`.
@@ -103,6 +106,7 @@ impl Function {
         Self {
             imp,
             invokers,
+            conditional_invokers: Vec::new(),
             faults: Faults::default(),
             invocations: Vec::new(),
             seen: HashMap::new(),
@@ -177,15 +181,6 @@ fn forbidden(path: &str) -> Response {
     )
 }
 
-fn page_not_found() -> Response {
-    google_html(
-        StatusCode::NOT_FOUND,
-        "Page not found",
-        "Page not found",
-        "The requested URL was not found on this server.",
-    )
-}
-
 fn could_not_handle() -> Response {
     (
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -235,7 +230,8 @@ fn authenticate(
         return Auth::Allowed(caller);
     }
     match verified {
-        None => Auth::Denied(unauthorized(path)),
+        // No token at all: the 1st gen front end answers 403, not 401.
+        None => Auth::Denied(forbidden(path)),
         Some(Err(reason)) => {
             tracing::debug!(%reason, "sandbox front end: ID token rejected");
             Auth::Denied(unauthorized(path))
@@ -327,7 +323,9 @@ async fn front_end(
             .get(&name)
             .map(|f| (f.invokers.clone(), f.faults.latency))
     }) else {
-        return page_not_found();
+        // A 1st gen URL with no function behind it gets the same 403 as a
+        // caller without the invoker role: existence is not revealed.
+        return forbidden(&path);
     };
     let host =
         header_string(&headers, header::HOST).unwrap_or_else(|| state.urls.functions.to_string());
@@ -376,7 +374,7 @@ async fn front_end(
         Some(Ok(resp)) => resp,
         // Recorded already (a hang that ended with the sandbox).
         Some(Err(resp)) => return resp,
-        None => return page_not_found(),
+        None => return forbidden(&path),
     };
     invocation.status = resp.status().as_u16();
     record(&state, invocation);
@@ -754,10 +752,18 @@ mod tests {
         assert!(!call.duplicate);
     }
 
+    /// The 1st gen front end: no token is 403 (the Forbidden page), a token
+    /// it cannot accept (wrong audience, garbage, expired) is 401 with
+    /// `WWW-Authenticate: Bearer error="invalid_token"`.
     #[tokio::test]
-    async fn missing_wrong_or_expired_tokens_get_401() {
+    async fn no_token_is_403_and_wrong_or_expired_tokens_get_401() {
         let (sb, url, token) = setup().await;
         let resp = invoke(&url, None, grant()).await;
+        assert_eq!(resp.status(), 403);
+        assert!(resp.text().await.expect("text").contains(&format!(
+            "Your client does not have permission to get URL <code>/{FN}</code> from this server."
+        )));
+        let resp = invoke(&url, Some("garbage"), grant()).await;
         assert_eq!(resp.status(), 401);
         assert!(
             resp.headers()[header::WWW_AUTHENTICATE]
@@ -801,7 +807,7 @@ mod tests {
 
         sb.set_invokers(FN, &["allAuthenticatedUsers"]);
         assert_eq!(invoke(&url, Some(&token), grant()).await.status(), 200);
-        assert_eq!(invoke(&url, None, grant()).await.status(), 401);
+        assert_eq!(invoke(&url, None, grant()).await.status(), 403);
         sb.set_invokers(FN, &["allUsers"]);
         assert_eq!(invoke(&url, None, grant()).await.status(), 200);
         let calls = sb.invocations(FN);
@@ -820,11 +826,16 @@ mod tests {
         assert_eq!(sb.invocations(FN)[0].caller_email.as_deref(), Some(SA));
     }
 
+    /// No function at that URL: the same 403 Forbidden page as a caller
+    /// without the invoker role, never a 404.
     #[tokio::test]
-    async fn unknown_function_is_404() {
+    async fn an_unknown_function_is_403_like_a_refused_caller() {
         let (sb, _, token) = setup().await;
         let resp = invoke(&sb.function_url("nope"), Some(&token), grant()).await;
-        assert_eq!(resp.status(), 404);
+        assert_eq!(resp.status(), 403);
+        assert!(resp.text().await.expect("text").contains(
+            "Your client does not have permission to get URL <code>/nope</code> from this server."
+        ));
     }
 
     #[tokio::test]

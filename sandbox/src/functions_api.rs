@@ -13,7 +13,7 @@
 //! function (read-only API) and must not reveal whether a function exists to a
 //! caller without read rights.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -295,10 +295,24 @@ fn describe(state: &State, name: &str, f: &Function) -> Value {
 async fn get_or_policy(
     AxState(state): AxState<Arc<State>>,
     Path((project, location, name)): Path<(String, String, String)>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Response {
+    // `options.requestedPolicyVersion`: 0, 1 or 3 (Google refuses others).
+    let version = match query
+        .get("options.requestedPolicyVersion")
+        .map(String::as_str)
+    {
+        None | Some("0") | Some("1") => 1,
+        Some("3") => 3,
+        Some(other) => {
+            return reply(Err(ApiError::invalid(format!(
+                "Invalid requested policy version {other}; valid values are 0, 1 and 3."
+            ))));
+        }
+    };
     reply(get_or_policy_inner(
-        &state, &project, &location, &name, &headers,
+        &state, &project, &location, &name, &headers, version,
     ))
 }
 
@@ -308,6 +322,7 @@ fn get_or_policy_inner(
     region: &str,
     name: &str,
     headers: &HeaderMap,
+    version: u8,
 ) -> Result<Value, ApiError> {
     let caller = caller(state, headers)?;
     let (function, verb) = match name.split_once(':') {
@@ -343,43 +358,63 @@ fn get_or_policy_inner(
             }
             let f = find(state, &inner, project, region, function)
                 .ok_or_else(|| ApiError::no_function(project, region, function))?;
-            Ok(policy(f))
+            Ok(policy(f, version))
         }
         Some(_) => Err(ApiError::not_found("Not Found")),
     }
 }
 
-/// The function's IAM policy: its invoker list as `roles/cloudfunctions.invoker`.
-fn policy(f: &Function) -> Value {
-    let members: BTreeSet<String> = f
-        .invokers
-        .iter()
-        .map(|i| {
-            if PUBLIC.contains(&i.as_str()) {
-                i.clone()
-            } else if i.ends_with(".gserviceaccount.com") {
-                format!("serviceAccount:{i}")
-            } else {
-                format!("user:{i}")
-            }
-        })
-        .collect();
-    if members.is_empty() {
+/// An invoker as an IAM member (`serviceAccount:...`, `user:...`, `allUsers`).
+fn member(i: &str) -> String {
+    if PUBLIC.contains(&i) {
+        i.to_owned()
+    } else if i.ends_with(".gserviceaccount.com") {
+        format!("serviceAccount:{i}")
+    } else {
+        format!("user:{i}")
+    }
+}
+
+/// The function's IAM policy: its invoker list as `roles/cloudfunctions.invoker`,
+/// and its conditional invoker bindings as `version` asks: with their
+/// conditions (version 3), or, as Google answers a version-1 request for a
+/// policy with conditions, under the role `ROLE_withcond_<hash>` without them.
+fn policy(f: &Function, version: u8) -> Value {
+    let members: BTreeSet<String> = f.invokers.iter().map(|i| member(i)).collect();
+    if members.is_empty() && f.conditional_invokers.is_empty() {
         // Google's empty policy.
         return json!({"version": 1, "etag": "ACAB"});
+    }
+    let mut bindings = Vec::new();
+    if !members.is_empty() {
+        bindings.push(json!({"role": INVOKER_ROLE, "members": members}));
+    }
+    for (who, title, expression) in &f.conditional_invokers {
+        let hash = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            format!("{title}\n{expression}").as_bytes(),
+        );
+        bindings.push(if version >= 3 {
+            json!({"role": INVOKER_ROLE, "members": [member(who)],
+                   "condition": {"title": title, "expression": expression}})
+        } else {
+            json!({"role": format!("{INVOKER_ROLE}_withcond_{}", hex::encode(&hash.as_ref()[..10])),
+                   "members": [member(who)]})
+        });
     }
     let etag_source = format!(
         "{}:{}",
         f.version,
-        members.iter().cloned().collect::<Vec<_>>().join(",")
+        serde_json::to_string(&bindings).unwrap_or_default()
     );
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, etag_source.as_bytes());
     let etag = base64::engine::general_purpose::STANDARD.encode(&digest.as_ref()[..8]);
-    json!({
-        "version": 1,
-        "etag": etag,
-        "bindings": [{"role": INVOKER_ROLE, "members": members}],
-    })
+    let version = if version >= 3 && !f.conditional_invokers.is_empty() {
+        3
+    } else {
+        1
+    };
+    json!({"version": version, "etag": etag, "bindings": bindings})
 }
 
 #[derive(Deserialize)]
@@ -428,8 +463,12 @@ fn test_permissions_inner(
         }
     }
     let inner = state.lock();
-    let f = find(state, &inner, project, region, function)
-        .ok_or_else(|| ApiError::no_function(project, region, function))?;
+    let Some(f) = find(state, &inner, project, region, function) else {
+        // The method's own description (cloudfunctions.v1 discovery document):
+        // "If the function does not exist, this will return an empty set of
+        // permissions, not a NOT_FOUND error."
+        return Ok(json!({}));
+    };
     let holds = |permission: &str| -> bool {
         match permission.trim_start_matches("cloudfunctions.functions.") {
             "invoke" => f
@@ -500,7 +539,9 @@ fn list_inner(
         .functions
         .iter()
         .filter(|(_, f)| {
-            project_of(state, f) == project && (location == "-" || f.meta.region == location)
+            project_of(state, f) == project
+                && (location == "-" || f.meta.region == location)
+                && !(location == "-" && inner.unreachable_regions.contains(&f.meta.region))
         })
         .map(|(name, f)| {
             let v = describe(state, name, f);
@@ -520,6 +561,16 @@ fn list_inner(
     }
     if offset + size < all.len() {
         out["nextPageToken"] = Value::String(encode_page_token(offset + size));
+    }
+    if location == "-" && !inner.unreachable_regions.is_empty() {
+        // `ListFunctionsResponse.unreachable`: what a `-` listing left out.
+        out["unreachable"] = json!(
+            inner
+                .unreachable_regions
+                .iter()
+                .map(|r| format!("projects/{project}/locations/{r}"))
+                .collect::<Vec<_>>()
+        );
     }
     Ok(out)
 }
@@ -704,8 +755,16 @@ mod tests {
         let (status, v) = test_iam(&sb, FN, &token, json!(["storage.buckets.get"])).await;
         assert_eq!(status, 400);
         assert_eq!(v["error"]["status"], "INVALID_ARGUMENT");
-        let (status, _) = test_iam(&sb, "nope", &token, json!([])).await;
-        assert_eq!(status, 404);
+        // Google: "If the function does not exist, this will return an empty
+        // set of permissions, not a NOT_FOUND error."
+        let (status, v) = test_iam(
+            &sb,
+            "nope",
+            &token,
+            json!(["cloudfunctions.functions.invoke"]),
+        )
+        .await;
+        assert_eq!((status, v), (200, json!({})));
     }
 
     #[tokio::test]
@@ -738,6 +797,46 @@ mod tests {
         sb.set_invokers(FN, &[]);
         let (_, v) = get_json(&url, Some(&token)).await;
         assert_eq!(v, json!({"version": 1, "etag": "ACAB"}));
+    }
+
+    /// A conditional binding as Google shows it: with its condition only in a
+    /// version-3 policy; a version-1 answer renames the role `_withcond_<hash>`.
+    #[tokio::test]
+    async fn conditional_bindings_follow_the_requested_policy_version() {
+        let (sb, token) = setup().await;
+        sb.grant_iam_policy_viewer(FN, SA);
+        sb.add_conditional_invoker(
+            FN,
+            "allUsers",
+            "t",
+            "request.time < timestamp('2027-01-01T00:00:00Z')",
+        );
+        let url = format!("{}:getIamPolicy", fn_url(&sb, FN));
+        let (_, v1) = get_json(&url, Some(&token)).await;
+        assert_eq!(v1["version"], 1);
+        let conditional = &v1["bindings"][1];
+        assert!(
+            conditional["role"]
+                .as_str()
+                .unwrap()
+                .starts_with("roles/cloudfunctions.invoker_withcond_"),
+            "{v1}"
+        );
+        assert!(conditional.get("condition").is_none());
+        let (_, v3) = get_json(
+            &format!("{url}?options.requestedPolicyVersion=3"),
+            Some(&token),
+        )
+        .await;
+        assert_eq!(v3["version"], 3);
+        assert_eq!(v3["bindings"][1]["role"], "roles/cloudfunctions.invoker");
+        assert_eq!(v3["bindings"][1]["condition"]["title"], "t");
+        let (status, _) = get_json(
+            &format!("{url}?options.requestedPolicyVersion=2"),
+            Some(&token),
+        )
+        .await;
+        assert_eq!(status, 400);
     }
 
     #[tokio::test]

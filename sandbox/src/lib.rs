@@ -351,6 +351,13 @@ impl Sandbox {
         inner.metadata_account = email.map(str::to_owned);
     }
 
+    /// Answer token and identity requests without the `Metadata-Flavor:
+    /// Google` header (a GKE metadata server release once did; clients that
+    /// insisted on it broke). Probes and other paths keep it.
+    pub fn metadata_drops_flavor_on_tokens(&self, drop: bool) {
+        self.state.lock().metadata_drops_flavor = drop;
+    }
+
     /// Grant `member_email` Service Account Token Creator on `target_email`.
     pub fn grant_token_creator(&self, target_email: &str, member_email: &str) {
         self.state
@@ -384,6 +391,27 @@ impl Sandbox {
         if let Some(f) = self.state.lock().functions.get_mut(name) {
             f.invokers = invokers.iter().map(|s| (*s).to_owned()).collect();
         }
+    }
+
+    /// Add an IAM-conditional `roles/cloudfunctions.invoker` binding for
+    /// `member` (`allUsers`, an email) on a function. It shows in the IAM
+    /// policy as Google shows it: with its condition in a version-3 policy,
+    /// as role `roles/cloudfunctions.invoker_withcond_<hash>` without the
+    /// condition otherwise. It grants no invoke here.
+    pub fn add_conditional_invoker(&self, name: &str, member: &str, title: &str, expression: &str) {
+        if let Some(f) = self.state.lock().functions.get_mut(name) {
+            f.conditional_invokers.push((
+                member.to_owned(),
+                title.to_owned(),
+                expression.to_owned(),
+            ));
+        }
+    }
+
+    /// Make an all-regions listing (`locations/-`) leave out `regions` and
+    /// name them in `unreachable`, as Google does when a location is down.
+    pub fn set_unreachable_regions(&self, regions: &[&str]) {
+        self.state.lock().unreachable_regions = regions.iter().map(|r| (*r).to_owned()).collect();
     }
 
     /// Replace a function's fault knobs.
@@ -551,6 +579,11 @@ pub(crate) struct Inner {
     pub(crate) accounts: HashMap<String, Account>,
     pub(crate) access_tokens: HashMap<String, AccessGrant>,
     pub(crate) metadata_account: Option<String>,
+    /// Token and identity answers without `Metadata-Flavor: Google`, as a
+    /// GKE metadata server release once sent them.
+    pub(crate) metadata_drops_flavor: bool,
+    /// Regions an all-regions (`-`) listing cannot reach.
+    pub(crate) unreachable_regions: Vec<String>,
     pub(crate) functions: HashMap<String, Function>,
     /// Cloud Functions API read grants (viewer, IAM-policy viewer).
     pub(crate) cf_grants: HashSet<functions_api::Grant>,

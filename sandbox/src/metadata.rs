@@ -36,8 +36,11 @@ async fn handle(
             .into_owned()
             .collect();
     let mut resp = answer(&state, &method, &uri, &headers, &query);
-    resp.headers_mut()
-        .insert("metadata-flavor", HeaderValue::from_static("Google"));
+    let token_path = uri.path().ends_with("/token") || uri.path().ends_with("/identity");
+    if !(token_path && state.lock().metadata_drops_flavor) {
+        resp.headers_mut()
+            .insert("metadata-flavor", HeaderValue::from_static("Google"));
+    }
     resp.headers_mut().insert(
         header::SERVER,
         HeaderValue::from_static("Metadata Server for VM"),

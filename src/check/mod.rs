@@ -348,6 +348,7 @@ async fn check_with_token(
         }
     }
 
+    let readable = !v.findings.iter().any(|f| f.code == "no_viewer");
     let exists = check_invoke_permission(
         &mut v,
         integration,
@@ -356,6 +357,7 @@ async fn check_with_token(
         &name,
         &who,
         account.as_deref(),
+        readable,
     )
     .await;
     if !exists {
@@ -509,7 +511,10 @@ fn check_ingress(v: &mut Verdict, f: &CloudFunction) {
     }
 }
 
-/// Returns false when the function turned out not to exist.
+/// Returns false when the function turned out not to exist. `readable`: the
+/// function could be read, so it exists; otherwise an empty answer is
+/// ambiguous (Google answers a missing function with an empty set too).
+#[allow(clippy::too_many_arguments)]
 async fn check_invoke_permission(
     v: &mut Verdict,
     integration: &Integration,
@@ -518,6 +523,7 @@ async fn check_invoke_permission(
     name: &FunctionName,
     who: &str,
     account: Option<&str>,
+    readable: bool,
 ) -> bool {
     match api
         .test_iam_permissions(token, name, &[INVOKE_PERMISSION])
@@ -531,15 +537,24 @@ async fn check_invoke_permission(
             let member = account
                 .map(member)
                 .unwrap_or_else(|| "serviceAccount:ACCOUNT_EMAIL".to_owned());
-            v.error(
-                "no_invoke_permission",
-                format!(
-                    "{who} may not invoke the function: it lacks {INVOKE_PERMISSION} ({INVOKER_ROLE}); grant it: gcloud functions add-iam-policy-binding {} --member={member} --role={INVOKER_ROLE}",
-                    name.gcloud_args()
-                ),
+            let grant = format!(
+                "gcloud functions add-iam-policy-binding {} --member={member} --role={INVOKER_ROLE}",
+                name.gcloud_args()
             );
+            let message = if readable {
+                format!(
+                    "{who} may not invoke the function: it lacks {INVOKE_PERMISSION} ({INVOKER_ROLE}); grant it: {grant}"
+                )
+            } else {
+                format!(
+                    "{who} holds no {INVOKE_PERMISSION} on {name}, or no such function exists: testIamPermissions answers an empty set for both, and without read access grantbridge cannot tell which. Check the name (`grantbridge functions list --connection {}` needs the viewer role too; `gcloud functions list --project={}`), then grant {INVOKER_ROLE}: {grant}",
+                    integration.connection, name.project
+                )
+            };
+            v.error("no_invoke_permission", message);
         }
-        // testIamPermissions needs no role, so it can reveal what `get` could not.
+        // Google answers a missing function with an empty set, not 404; a 404
+        // here means the project or region does not exist.
         Err(e) if e.kind() == Some(ApiErrorKind::NotFound) => {
             not_found(v, integration, name);
             return false;
@@ -574,18 +589,29 @@ async fn check_policy(
 ) {
     match api.get_iam_policy(token, name).await {
         Ok(policy) => {
-            for (m, role) in policy.public_invokers() {
+            for invoker in policy.public_invokers() {
+                let (m, role) = (invoker.member, invoker.role);
                 let who = if m == "allUsers" {
                     "anyone can call it without a token"
                 } else {
                     "anyone with a Google account can call it"
                 };
-                v.warning(
-                    "public_invoker",
-                    format!(
-                        "PUBLIC FUNCTION: {m} holds {role}; {who}, so anyone on the internet can grant access. Remove it now: gcloud functions remove-iam-policy-binding {} --member={m} --role={role}",
+                let remove = match invoker.condition {
+                    // A conditional binding: remove it from the policy itself.
+                    Some(c) => format!(
+                        " under the condition \"{}\" ({}); {who} whenever it holds, so anyone on the internet can grant access. Remove the binding now: gcloud functions get-iam-policy {args} --format=json > policy.json, delete it, gcloud functions set-iam-policy {args} policy.json",
+                        c.title,
+                        c.expression,
+                        args = name.gcloud_args()
+                    ),
+                    None => format!(
+                        "; {who}, so anyone on the internet can grant access. Remove it now: gcloud functions remove-iam-policy-binding {} --member={m} --role={role}",
                         name.gcloud_args()
                     ),
+                };
+                v.warning(
+                    "public_invoker",
+                    format!("PUBLIC FUNCTION: {m} holds {role}{remove}"),
                 );
             }
         }

@@ -54,14 +54,23 @@ pub(super) async fn list(
     let api = crate::check::api(&services.config)?;
     let token = crate::check::access_token(&services, &args.connection).await?;
     let mut functions = Vec::new();
+    let mut unreachable = Vec::new();
     for project in &projects {
         let found = api
             .list_functions(&token, project, &region)
             .await
             .map_err(|e| e.for_account(creds.email()))?;
-        functions.extend(found);
+        functions.extend(found.functions);
+        unreachable.extend(found.unreachable);
     }
     print!("{}", crate::check::render_functions(&functions));
+    if !unreachable.is_empty() {
+        // Google's `unreachable`: the list is incomplete, say where.
+        eprintln!(
+            "WARNING: Google could not reach {}: their functions are not listed above; try again, or pass --region",
+            unreachable.join(", ")
+        );
+    }
     let region = if region == "-" { "any region" } else { &region };
     eprintln!(
         "{} function(s) in project(s) {} ({region})",

@@ -230,7 +230,7 @@ impl Credentials {
         }
     }
 
-    /// The impersonation source's access token, reused while it has 5 minutes left.
+    /// The impersonation source's access token, reused while [`still_good`].
     async fn source_access_token(&self) -> Result<AccessToken, CredentialsError> {
         let Kind::Impersonated {
             source,
@@ -241,10 +241,7 @@ impl Credentials {
             unreachable!("only impersonated credentials have a source")
         };
         let mut slot = source_token.lock().await;
-        if let Some(t) = slot
-            .as_ref()
-            .filter(|t| t.remaining(self.clock.now()) > Duration::from_secs(300))
-        {
+        if let Some(t) = slot.as_ref().filter(|t| still_good(t, self.clock.now())) {
             return Ok(t.clone());
         }
         let fresh = Box::pin(source.access_token_once()).await?;
@@ -262,5 +259,33 @@ impl IdTokenSource for Credentials {
     }
     fn principal(&self) -> String {
         Credentials::principal(self)
+    }
+}
+
+/// How long before its expiry a source access token is replaced: google-auth's
+/// `REFRESH_THRESHOLD`, 3 min 45 s, chosen because the metadata server caches
+/// a token until 4 minutes before it expires (asking earlier returns the same
+/// token again, one request per mint).
+const SOURCE_REFRESH_THRESHOLD: Duration = Duration::from_secs(3 * 60 + 45);
+
+/// Whether a cached source access token may still be used at `now`.
+fn still_good(token: &AccessToken, now: std::time::SystemTime) -> bool {
+    token.remaining(now) > SOURCE_REFRESH_THRESHOLD
+}
+
+#[cfg(test)]
+mod source_token_tests {
+    use super::*;
+
+    /// Between 5 and 4 minutes before expiry the metadata server still hands
+    /// out the same token: it is reused, not fetched again for every mint.
+    #[test]
+    fn a_source_token_is_reused_until_three_minutes_45_before_expiry() {
+        let now = std::time::SystemTime::now();
+        let left = |secs| AccessToken::new("t".into(), now + Duration::from_secs(secs));
+        assert!(still_good(&left(4 * 60 + 30), now));
+        assert!(still_good(&left(3 * 60 + 46), now));
+        assert!(!still_good(&left(3 * 60 + 45), now));
+        assert!(!still_good(&left(60), now));
     }
 }

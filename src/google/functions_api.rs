@@ -237,6 +237,45 @@ pub struct Binding {
     pub role: String,
     #[serde(default)]
     pub members: Vec<String>,
+    /// An IAM condition: the binding grants only when it holds. Google sends
+    /// it only in a version-3 policy (`options.requestedPolicyVersion=3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
+}
+
+/// An IAM condition (a CEL `expression`, with a `title`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Condition {
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub expression: String,
+}
+
+/// A member holding a role that can invoke, and the condition it holds it on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PublicInvoker<'a> {
+    pub member: &'a str,
+    pub role: &'a str,
+    pub condition: Option<&'a Condition>,
+}
+
+impl PartialOrd for Condition {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Condition {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.title, &self.expression).cmp(&(&other.title, &other.expression))
+    }
+}
+
+/// The base role of a binding: a version-1 answer names a conditional
+/// binding `ROLE_withcond_<hash>` (its condition left out).
+fn base_role(role: &str) -> &str {
+    role.split_once("_withcond_").map_or(role, |(base, _)| base)
 }
 
 /// Members that mean "anyone".
@@ -247,29 +286,35 @@ impl IamPolicy {
     pub fn members_of(&self, role: &str) -> Vec<&str> {
         self.bindings
             .iter()
-            .filter(|b| b.role == role)
+            .filter(|b| base_role(&b.role) == role)
             .flat_map(|b| b.members.iter().map(String::as_str))
             .collect()
     }
 
     /// `allUsers` / `allAuthenticatedUsers` holding a role that can invoke the
     /// function (the invoker role, or the broad roles that contain `invoke`).
-    pub fn public_invokers(&self) -> Vec<(&str, &str)> {
+    /// A conditional binding is one too (with its condition, when the policy
+    /// is version 3; a version-1 answer's `_withcond_` role counts as well).
+    pub fn public_invokers(&self) -> Vec<PublicInvoker<'_>> {
         const INVOKING_ROLES: [&str; 4] = [
             INVOKER_ROLE,
             "roles/cloudfunctions.admin",
             "roles/owner",
             "roles/editor",
         ];
-        let mut out: Vec<(&str, &str)> = self
+        let mut out: Vec<PublicInvoker<'_>> = self
             .bindings
             .iter()
-            .filter(|b| INVOKING_ROLES.contains(&b.role.as_str()))
+            .filter(|b| INVOKING_ROLES.contains(&base_role(&b.role)))
             .flat_map(|b| {
                 b.members
                     .iter()
                     .filter(|m| PUBLIC_MEMBERS.contains(&m.as_str()))
-                    .map(move |m| (m.as_str(), b.role.as_str()))
+                    .map(move |m| PublicInvoker {
+                        member: m.as_str(),
+                        role: base_role(&b.role),
+                        condition: b.condition.as_ref(),
+                    })
             })
             .collect();
         out.sort_unstable();
@@ -479,6 +524,17 @@ struct RawList {
     functions: Vec<RawFunction>,
     #[serde(default)]
     next_page_token: Option<String>,
+    /// Locations that could not be reached; the answer has none of their functions.
+    #[serde(default)]
+    unreachable: Vec<String>,
+}
+
+/// What `list` found: the functions, and the locations Google could not
+/// reach (`ListFunctionsResponse.unreachable`), whose functions are missing.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub functions: Vec<CloudFunction>,
+    pub unreachable: Vec<String>,
 }
 
 /// Reads `body` every way an answer of this API is read (for fuzzing):
@@ -716,10 +772,10 @@ impl CloudFunctionsApi {
         token: &AccessToken,
         project: &str,
         region: &str,
-    ) -> Result<Vec<CloudFunction>, FunctionsApiError> {
+    ) -> Result<Listing, FunctionsApiError> {
         let parent = format!("projects/{project}/locations/{region}");
         let base = self.url(&["projects", project, "locations", region, "functions"]);
-        let mut out = Vec::new();
+        let mut out = Listing::default();
         let mut page_token: Option<String> = None;
         for _ in 0..MAX_PAGES {
             let mut url = base.clone();
@@ -736,14 +792,20 @@ impl CloudFunctionsApi {
                 })
                 .await?;
             let page: RawList = Self::parse("list", &url, &body)?;
+            for location in page.unreachable {
+                if !out.unreachable.contains(&location) {
+                    out.unreachable.push(location);
+                }
+            }
             for raw in page.functions {
-                out.push(CloudFunction::try_from(raw).map_err(|reason| {
-                    FunctionsApiError::BadResponse {
-                        method: "list",
-                        url: url.to_string(),
-                        reason,
-                    }
-                })?);
+                out.functions
+                    .push(CloudFunction::try_from(raw).map_err(|reason| {
+                        FunctionsApiError::BadResponse {
+                            method: "list",
+                            url: url.to_string(),
+                            reason,
+                        }
+                    })?);
             }
             match page.next_page_token.filter(|t| !t.is_empty()) {
                 Some(t) if Some(&t) == page_token.as_ref() => {
@@ -798,7 +860,11 @@ impl CloudFunctionsApi {
         token: &AccessToken,
         name: &FunctionName,
     ) -> Result<IamPolicy, FunctionsApiError> {
-        let url = self.function_url(name, Some("getIamPolicy"));
+        let mut url = self.function_url(name, Some("getIamPolicy"));
+        // Version 3, or Google hides conditional bindings' conditions (and
+        // renames their roles `ROLE_withcond_<hash>`).
+        url.query_pairs_mut()
+            .append_pair("options.requestedPolicyVersion", "3");
         let body = self
             .call("getIamPolicy", &name.to_string(), || {
                 self.http.get(url.clone()).bearer_auth(token.expose())
@@ -911,11 +977,20 @@ mod tests {
             ]
         }))
         .unwrap();
+        let pairs = |p: &IamPolicy| -> Vec<(String, String)> {
+            p.public_invokers()
+                .iter()
+                .map(|i| (i.member.to_owned(), i.role.to_owned()))
+                .collect()
+        };
         assert_eq!(
-            policy.public_invokers(),
-            vec![
-                ("allAuthenticatedUsers", "roles/cloudfunctions.admin"),
-                ("allUsers", INVOKER_ROLE)
+            pairs(&policy),
+            [
+                (
+                    "allAuthenticatedUsers".to_owned(),
+                    "roles/cloudfunctions.admin".to_owned()
+                ),
+                ("allUsers".to_owned(), INVOKER_ROLE.to_owned())
             ]
         );
         assert_eq!(
@@ -923,6 +998,31 @@ mod tests {
             vec!["serviceAccount:a@p.iam.gserviceaccount.com", "allUsers"]
         );
         assert!(IamPolicy::default().public_invokers().is_empty());
+    }
+
+    /// A conditional public binding is still public: with its condition in a
+    /// version-3 policy, and under the `_withcond_` name Google gives its role
+    /// in a version-1 answer.
+    #[test]
+    fn conditional_public_invokers_are_found_in_either_policy_version() {
+        let v3: IamPolicy = serde_json::from_value(serde_json::json!({
+            "version": 3, "etag": "BwX=",
+            "bindings": [{"role": "roles/cloudfunctions.invoker", "members": ["allUsers"],
+                          "condition": {"title": "office hours", "expression": "request.time.getHours('Europe/Berlin') < 18"}}]
+        }))
+        .unwrap();
+        let found = v3.public_invokers();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].role, INVOKER_ROLE);
+        assert_eq!(found[0].condition.unwrap().title, "office hours");
+        let v1: IamPolicy = serde_json::from_value(serde_json::json!({
+            "version": 1,
+            "bindings": [{"role": "roles/cloudfunctions.invoker_withcond_2f6a9d1c0e", "members": ["allUsers"]}]
+        }))
+        .unwrap();
+        let found = v1.public_invokers();
+        assert_eq!((found[0].member, found[0].role), ("allUsers", INVOKER_ROLE));
+        assert!(found[0].condition.is_none());
     }
 
     #[test]

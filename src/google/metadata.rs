@@ -63,18 +63,12 @@ impl MetadataServer {
         let answer = crate::http::exchange(request, MAX_RESPONSE)
             .await
             .map_err(|e| CredentialsError::exchange(&shown, e, &not_here))?;
-        let flavor_ok = answer
-            .headers
-            .get("metadata-flavor")
-            .is_some_and(|v| v == "Google");
+        // The answer's own `Metadata-Flavor` header is not required: google-auth
+        // checks it only when probing for a metadata server, never on data
+        // answers, and a GKE release once dropped it from token answers
+        // (clients that insisted on it broke). The answer is still parsed as
+        // a token, so an impostor's page is refused.
         let (status, body) = (answer.status, answer.body);
-        if status == 200 && !flavor_ok {
-            return Err(CredentialsError::BadResponse {
-                url: shown,
-                reason: "the answer lacks `Metadata-Flavor: Google`; this is not a metadata server"
-                    .into(),
-            });
-        }
         if status != 200 {
             let advice = match status {
                 404 => "No service account is attached to this VM or pod. On GKE, check that the Kubernetes ServiceAccount is annotated with iam.gke.io/gcp-service-account and bound with roles/iam.workloadIdentityUser".to_owned(),

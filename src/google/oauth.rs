@@ -18,6 +18,11 @@ pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 /// Google accepts assertions valid for at most an hour.
 const ASSERTION_LIFETIME: i64 = 3600;
+/// The assertion's `iat` is this far in the past: a token endpoint refuses an
+/// assertion issued in its future, and every host's clock is a little off.
+/// Google's libraries do the same (golang.org/x/oauth2/jws backdates by 10 s;
+/// google-cloud-rust's `CLOCK_SKEW_FUDGE` is 10 s, with `exp` = `iat` + 1 h).
+const CLOCK_SKEW_FUDGE: i64 = 10;
 /// Token endpoint answers are small; anything larger is not Google.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
 
@@ -41,13 +46,13 @@ struct AssertionClaims<'a> {
 }
 
 /// Builds the signed assertion: header `kid` = `private_key_id`, `iss` = `sub` =
-/// `client_email`, `aud` = `token_uri`, lifetime one hour.
+/// `client_email`, `aud` = `token_uri`, issued 10 s ago, lifetime one hour.
 pub(crate) fn assertion(
     key: &ServiceAccountKey,
     grant: &Grant<'_>,
     clock: &Clock,
 ) -> Result<String, CredentialsError> {
-    let iat = clock.unix_secs();
+    let iat = clock.unix_secs() - CLOCK_SKEW_FUDGE;
     let (target_audience, scope) = match grant {
         Grant::IdToken { audience } => (Some(*audience), None),
         Grant::AccessToken { scope } => (None, Some(*scope)),
@@ -141,7 +146,10 @@ pub(crate) fn read_answer(
                     error: err.error.chars().take(100).collect(),
                     description: err.error_description.chars().take(300).collect(),
                     advice,
-                    retryable: retryable || status >= 500,
+                    // google-auth's `_can_retry`: these statuses are
+                    // retried whatever the body says (429 with a JSON
+                    // `rate_limit_exceeded` included).
+                    retryable: retryable || super::error::retryable_status(status),
                 }
             }
             Err(_) => CredentialsError::Http {
@@ -228,5 +236,65 @@ mod tests {
             claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
             3600
         );
+    }
+
+    /// google-auth retries 408, 429, 500, 503 and 504 whatever the body (a
+    /// JSON error included), and the transient OAuth codes at any status.
+    #[test]
+    fn retryable_statuses_are_retried_whatever_the_body() {
+        let read = |status: u16, body: &str| {
+            read_answer(
+                "https://oauth2.googleapis.com/token",
+                "gb@acme-prod.iam.gserviceaccount.com",
+                status,
+                body.as_bytes(),
+                &Grant::IdToken {
+                    audience: "https://f",
+                },
+                &Clock::system(),
+            )
+            .err()
+            .expect("an error answer is an error")
+            .is_retryable()
+        };
+        let json = r#"{"error":"rate_limit_exceeded","error_description":"Rate Limit Exceeded"}"#;
+        for status in [408, 429, 500, 502, 503, 504] {
+            assert!(read(status, json), "{status} with a JSON error");
+            assert!(read(status, "<html>busy</html>"), "{status} with HTML");
+        }
+        assert!(read(400, r#"{"error":"temporarily_unavailable"}"#));
+        assert!(!read(
+            400,
+            r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#
+        ));
+        assert!(!read(403, json));
+    }
+
+    /// A host clock a few seconds ahead of Google's must not get "Invalid JWT":
+    /// `iat` is backdated by 10 s, as Google's own libraries do.
+    #[test]
+    fn the_assertion_is_issued_ten_seconds_in_the_past() {
+        let key = ServiceAccountKey::from_json(
+            &key_json(&test_pem(), "https://oauth2.googleapis.com/token"),
+            "k",
+            false,
+        )
+        .unwrap();
+        let clock = Clock::system();
+        let before = clock.unix_secs();
+        let jwt = assertion(&key, &Grant::AccessToken { scope: "s" }, &clock).unwrap();
+        let after = clock.unix_secs();
+        let payload = jwt.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap();
+        let iat = claims["iat"].as_i64().unwrap();
+        assert!(
+            (before - 10..=after - 10).contains(&iat),
+            "iat {iat}, now {before}"
+        );
+        assert_eq!(claims["exp"].as_i64().unwrap(), iat + 3600);
     }
 }

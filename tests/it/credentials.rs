@@ -132,6 +132,21 @@ async fn the_metadata_server_mints_for_the_attached_account() {
     );
 }
 
+/// A metadata server whose token answers lack `Metadata-Flavor: Google` (a
+/// GKE release once sent them so) still mints: like google-auth, grantbridge
+/// checks the header only when probing, never on data answers.
+#[tokio::test]
+async fn a_token_answer_without_the_metadata_flavor_header_is_accepted() {
+    let env = spawn_env().await;
+    env.sandbox.attach_metadata_account(Some(SA));
+    env.sandbox.metadata_drops_flavor_on_tokens(true);
+    let google = env.services(&metadata_config(&env));
+    let token = google.tokens.get("gke", AUD).await.unwrap();
+    assert!(env.sandbox.verify_id_token(token.expose(), AUD).is_ok());
+    let access = google.credentials["gke"].access_token().await.unwrap();
+    assert!(!access.expose().is_empty());
+}
+
 #[tokio::test]
 async fn a_vm_without_a_service_account_gets_a_workload_identity_hint() {
     let env = spawn_env().await;

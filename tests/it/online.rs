@@ -237,6 +237,32 @@ async fn a_missing_invoke_permission_is_an_error_naming_the_account_and_role() {
     );
 }
 
+/// A public invoker binding under an IAM condition is public too. grantbridge
+/// asks for a version-3 policy (`options.requestedPolicyVersion=3`), so it
+/// sees the condition and says it; a version-1 answer would rename the role
+/// `roles/cloudfunctions.invoker_withcond_<hash>` and drop the condition.
+#[tokio::test]
+async fn a_conditionally_public_function_is_a_warning_naming_the_condition() {
+    let env = spawn_env().await;
+    deploy_readable(&env, "grant-db");
+    env.sandbox.set_invokers("grant-db", &[SA]);
+    env.sandbox.add_conditional_invoker(
+        "grant-db",
+        "allUsers",
+        "until launch",
+        "request.time < timestamp('2027-01-01T00:00:00Z')",
+    );
+    let v = check_one(&env, &online_config(&env, &[("orders-db", "grant-db")])).await;
+    assert_eq!(v.status, Health::Degraded, "{v:#?}");
+    let m = message(&v, "public_invoker");
+    assert!(
+        m.starts_with("PUBLIC FUNCTION: allUsers holds roles/cloudfunctions.invoker under the condition \"until launch\""),
+        "{m}"
+    );
+    assert!(m.contains("request.time < timestamp("), "{m}");
+    assert!(m.contains("gcloud functions set-iam-policy"), "{m}");
+}
+
 #[tokio::test]
 async fn a_public_function_is_a_loud_warning() {
     let env = spawn_env().await;
@@ -358,7 +384,9 @@ async fn list_functions_follows_pages_and_regions() {
     );
 
     env.sandbox.grant_viewer(&format!("projects/{PROJECT}"), SA);
-    let all = api.list_functions(&token, PROJECT, "-").await.unwrap();
+    let listing = api.list_functions(&token, PROJECT, "-").await.unwrap();
+    assert!(listing.unreachable.is_empty());
+    let all = listing.functions;
     assert_eq!(all.len(), 230, "three pages of 100 followed");
     let names: Vec<&str> = all.iter().map(|f| f.name.function.as_str()).collect();
     assert_eq!(&names[..4], ["fn-000", "fn-001", "fn-002", "fn-003"]);
@@ -366,7 +394,8 @@ async fn list_functions_follows_pages_and_regions() {
     let us = api
         .list_functions(&token, PROJECT, "us-central1")
         .await
-        .unwrap();
+        .unwrap()
+        .functions;
     assert_eq!(us.len(), 227);
     assert!(
         api.list_functions(&token, "other-project", "-")
@@ -532,6 +561,44 @@ async fn check_online_exits_non_zero_on_any_error() {
     );
 }
 
+/// `ListFunctionsResponse.unreachable`: the regions an all-regions listing
+/// could not reach are named, so an incomplete list is not taken as complete.
+#[tokio::test]
+async fn functions_list_names_the_regions_google_could_not_reach() {
+    let env = spawn_env().await;
+    env.sandbox
+        .deploy_function("fn-a", FunctionImpl::Sample, &[]);
+    env.sandbox
+        .deploy_function("fn-b", FunctionImpl::Sample, &[]);
+    env.sandbox.set_function_meta(
+        "fn-b",
+        FunctionMeta {
+            region: "asia-east1".into(),
+            ..FunctionMeta::default()
+        },
+    );
+    env.sandbox.set_unreachable_regions(&["asia-east1"]);
+    env.sandbox.grant_viewer(&format!("projects/{PROJECT}"), SA);
+    let config = env.write_config(&online_config(&env, &[]));
+    let out = run(
+        &env,
+        &config,
+        &["functions", "list", "--connection", "prod"],
+    )
+    .await;
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        stdout.contains("fn-a") && !stdout.contains("fn-b"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "WARNING: Google could not reach projects/{PROJECT}/locations/asia-east1"
+        )),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn functions_list_prints_a_table_of_the_connections_project() {
     let env = spawn_env().await;
@@ -649,13 +716,25 @@ async fn functions_list_prints_a_table_of_the_connections_project() {
 }
 
 #[tokio::test]
-async fn without_the_viewer_role_a_missing_function_is_still_found_missing() {
+async fn without_the_viewer_role_a_missing_function_is_not_mistaken_for_a_missing_grant() {
     let env = spawn_env().await;
-    // No read grant at all, and no such function: testIamPermissions (which
-    // needs no role) tells what `get` could not.
+    // No read grant at all, and no such function: testIamPermissions answers
+    // an empty set for a missing function, as for a missing grant (Google's
+    // own description of the method), so the advice names both.
     let v = check_one(&env, &default_url_config(&env, "hr", "grant-hr")).await;
-    assert_eq!(codes(&v), ["no_viewer", "not_found"]);
+    assert_eq!(
+        codes(&v),
+        ["no_viewer", "no_invoke_permission", "policy_unknown"]
+    );
     assert_eq!(v.status, Health::Error);
+    let m = message(&v, "no_invoke_permission");
+    assert!(m.contains("or no such function exists"), "{m}");
+    assert!(m.contains("roles/cloudfunctions.invoker"), "{m}");
+    // With read access, a missing grant is said as such.
+    deploy_readable(&env, "grant-hr");
+    env.sandbox.set_invokers("grant-hr", &[]);
+    let v = check_one(&env, &default_url_config(&env, "hr", "grant-hr")).await;
+    assert!(!message(&v, "no_invoke_permission").contains("or no such function"));
 }
 
 /// `grantbridge api` calls the (sandbox's) Cloud Functions API with the
