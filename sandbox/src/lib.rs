@@ -408,6 +408,25 @@ impl Sandbox {
         }
     }
 
+    /// A person's login, as `gcloud auth application-default login` writes it
+    /// (`authorized_user`: client id and secret, refresh token), for `email`.
+    /// The token endpoint exchanges its refresh token for the user's access
+    /// tokens; grant the user roles on service accounts like any member.
+    pub fn create_user_login(&self, email: &str) -> UserLogin {
+        let login = UserLogin {
+            email: email.to_owned(),
+            client_id: format!("{}.apps.googleusercontent.com", keys::random_token(12)),
+            client_secret: format!("GOCSPX-{}", keys::random_token(20)),
+            refresh_token: format!("1//{}", keys::random_token(60)),
+        };
+        let mut inner = self.state.lock();
+        inner.account_mut(email);
+        inner
+            .user_logins
+            .insert(login.refresh_token.clone(), login.clone());
+        login
+    }
+
     /// Make an all-regions listing (`locations/-`) leave out `regions` and
     /// name them in `unreachable`, as Google does when a location is down.
     pub fn set_unreachable_regions(&self, regions: &[&str]) {
@@ -557,6 +576,31 @@ impl Urls {
     }
 }
 
+/// A person's OAuth login (see [`Sandbox::create_user_login`]).
+#[derive(Debug, Clone)]
+pub struct UserLogin {
+    pub email: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub refresh_token: String,
+}
+
+impl UserLogin {
+    /// The `authorized_user` JSON `gcloud auth application-default login`
+    /// writes, with `token_uri` pointing at this sandbox.
+    pub fn authorized_user_json(&self, token_uri: &str) -> serde_json::Value {
+        serde_json::json!({
+            "type": "authorized_user",
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "refresh_token": self.refresh_token,
+            "account": self.email,
+            "token_uri": token_uri,
+            "universe_domain": "googleapis.com",
+        })
+    }
+}
+
 /// Everything the listeners share.
 pub(crate) struct State {
     pub(crate) project_id: String,
@@ -584,6 +628,8 @@ pub(crate) struct Inner {
     pub(crate) metadata_drops_flavor: bool,
     /// Regions an all-regions (`-`) listing cannot reach.
     pub(crate) unreachable_regions: Vec<String>,
+    /// People's logins by refresh token (`authorized_user` files).
+    pub(crate) user_logins: HashMap<String, UserLogin>,
     pub(crate) functions: HashMap<String, Function>,
     /// Cloud Functions API read grants (viewer, IAM-policy viewer).
     pub(crate) cf_grants: HashSet<functions_api::Grant>,

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use super::{IdTokenFormat, State, TOKEN_LIFETIME_SECS};
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+const REFRESH_TOKEN: &str = "refresh_token";
 /// Audiences Google accepts in an assertion (besides this sandbox's own token URL).
 const ACCEPTED_AUDIENCES: [&str; 3] = [
     "https://oauth2.googleapis.com/token",
@@ -103,10 +104,56 @@ async fn token(AxState(state): AxState<Arc<State>>, body: Body) -> Response {
 /// the form, the assertion's signature (Google looks the account up by
 /// `iss`, then the key by `kid`), its claims, then the token asked for.
 fn grant(state: &State, form: &[u8]) -> Result<Value, OAuthError> {
+    let grant_type = url::form_urlencoded::parse(form)
+        .find(|(k, _)| k == "grant_type")
+        .map(|(_, v)| v.into_owned());
+    if grant_type.as_deref() == Some(REFRESH_TOKEN) {
+        return refresh(state, form);
+    }
     let assertion = jwt_bearer_assertion(form)?;
     let (iss, claims) = verified_claims(state, &assertion)?;
     check_claims(state, &iss, &claims)?;
     issue(state, &iss, &claims)
+}
+
+/// The `refresh_token` grant of a person's login (`authorized_user`), as
+/// google-auth's `refresh_grant` sends it: `client_id`, `client_secret`,
+/// `refresh_token`. Answers an access token of the user.
+fn refresh(state: &State, form: &[u8]) -> Result<Value, OAuthError> {
+    let field = |name: &str| {
+        url::form_urlencoded::parse(form)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let (client_id, client_secret, refresh_token) = (
+        field("client_id"),
+        field("client_secret"),
+        field("refresh_token"),
+    );
+    if refresh_token.is_empty() {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "Missing required parameter: refresh_token",
+        ));
+    }
+    let login = state.lock().user_logins.get(&refresh_token).cloned();
+    let Some(login) = login else {
+        return Err(OAuthError::grant("Token has been expired or revoked."));
+    };
+    if login.client_id != client_id || login.client_secret != client_secret {
+        return Err(OAuthError::new(
+            "invalid_client",
+            "The OAuth client was not found.",
+        ));
+    }
+    let (token, _) = state.mint_access_token(&login.email, TOKEN_LIFETIME_SECS);
+    Ok(json!({
+        "access_token": token,
+        "expires_in": TOKEN_LIFETIME_SECS - 1,
+        "scope": "https://www.googleapis.com/auth/cloud-platform openid https://www.googleapis.com/auth/userinfo.email",
+        "token_type": "Bearer",
+    }))
 }
 
 /// The `assertion` of a `jwt-bearer` grant.

@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use super::error::CredentialsError;
 use super::iam::IamCredentials;
-use super::key::ServiceAccountKey;
+use super::key::{ServiceAccountKey, UserLogin};
 use super::metadata::MetadataServer;
 use super::oauth::{self, CLOUD_PLATFORM_SCOPE, Grant, Minted};
 use super::token::{AccessToken, IdToken};
@@ -45,6 +45,8 @@ pub struct Credentials {
 enum Kind {
     Key(Arc<ServiceAccountKey>),
     Metadata(MetadataServer),
+    /// A person's login: only ever an impersonation's source.
+    User(Arc<UserLogin>),
     Impersonated {
         target: String,
         delegates: Vec<String>,
@@ -71,6 +73,16 @@ impl Credentials {
     ) -> Self {
         Self {
             kind: Kind::Key(key),
+            http,
+            clock,
+            backoff: Backoff::default(),
+        }
+    }
+
+    /// A person's login (`authorized_user`), as an impersonation's source.
+    pub fn user_login(login: Arc<UserLogin>, http: reqwest::Client, clock: Clock) -> Self {
+        Self {
+            kind: Kind::User(login),
             http,
             clock,
             backoff: Backoff::default(),
@@ -120,6 +132,7 @@ impl Credentials {
                 k.client_email, k.private_key_id
             ),
             Kind::Metadata(m) => format!("the metadata server's service account (at {})", m.host()),
+            Kind::User(login) => login.principal(),
             Kind::Impersonated { target, source, .. } => {
                 format!(
                     "service account {target} (impersonated by {})",
@@ -134,6 +147,7 @@ impl Credentials {
         match &self.kind {
             Kind::Key(k) => Some(&k.client_email),
             Kind::Impersonated { target, .. } => Some(target),
+            Kind::User(login) => login.account.as_deref(),
             Kind::Metadata(_) => None,
         }
     }
@@ -178,6 +192,10 @@ impl Credentials {
                 }
             }
             Kind::Metadata(m) => m.id_token(audience).await,
+            Kind::User(login) => Err(CredentialsError::Setup(format!(
+                "{} cannot mint an ID token for {audience}: a person's login is only a source to impersonate a service account from",
+                login.principal()
+            ))),
             Kind::Impersonated {
                 target,
                 delegates,
@@ -210,6 +228,7 @@ impl Credentials {
                 }
             }
             Kind::Metadata(m) => m.access_token(&self.clock).await,
+            Kind::User(login) => oauth::refresh(&self.http, login, &self.clock).await,
             Kind::Impersonated {
                 target,
                 delegates,

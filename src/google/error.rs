@@ -146,6 +146,10 @@ pub(crate) fn oauth_advice(error: &str, description: &str) -> (&'static str, boo
             "Google reported a transient failure; grantbridge retries",
             true,
         ),
+        "invalid_grant" if d.contains("expired or revoked") => (
+            "The login's refresh token was revoked or has expired (a password change, `gcloud auth application-default revoke`, or the session-length policy): run `gcloud auth application-default login --impersonate-service-account=SA` again",
+            false,
+        ),
         "invalid_grant" if d.contains("signature") => (
             "The key in the key file is not a current key of this service account: it was deleted or rotated, or the file was edited. Create a new key (gcloud iam service-accounts keys create) and update key_file",
             false,

@@ -53,7 +53,7 @@ pub enum KeyFileError {
     )]
     Missing { path: String, field: &'static str },
     #[error(
-        "{path} holds a user's login (`authorized_user`, from `gcloud auth application-default login`), which cannot mint an ID token for an arbitrary audience such as a function URL. Use a service-account key or the metadata server, or impersonate a service account from one of them: set `credentials = \"impersonate\"`, `target_service_account` and `source` (\"metadata\" or \"service_account_key\" with `key_file`)"
+        "{path} holds a user's login (`authorized_user`, from `gcloud auth application-default login`), which cannot mint an ID token for an arbitrary audience such as a function URL. Use a service-account key or the metadata server, or impersonate a service account: `gcloud auth application-default login --impersonate-service-account=SA` writes an `impersonated_service_account` file (this login as its source) that `credentials = \"adc\"` uses, or set `credentials = \"impersonate\"`, `target_service_account` and `source` (\"metadata\" or \"service_account_key\" with `key_file`)"
     )]
     AuthorizedUser { path: String },
     #[error(
@@ -86,6 +86,42 @@ pub enum CredentialsFile {
         /// derived from it.
         impersonation_url: Option<Url>,
     },
+    /// `authorized_user`: a person's login. Accepted only as the source of an
+    /// impersonation (it cannot mint an ID token for an arbitrary audience).
+    AuthorizedUser(UserLogin),
+}
+
+/// A person's OAuth login (`gcloud auth application-default login`): its
+/// refresh token is exchanged for the person's access tokens.
+pub struct UserLogin {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub refresh_token: SecretString,
+    /// Google's token endpoint unless the file names another (google-auth
+    /// always uses Google's; honouring the field lets tests use the sandbox).
+    pub token_uri: Url,
+    /// The person's email, when the file names it (`account`).
+    pub account: Option<String>,
+}
+
+impl UserLogin {
+    /// Who its tokens speak for, for messages.
+    pub fn principal(&self) -> String {
+        match &self.account {
+            Some(a) => format!("the login of {a}"),
+            None => format!("the login of OAuth client {}", self.client_id),
+        }
+    }
+}
+
+impl std::fmt::Debug for UserLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserLogin")
+            .field("client_id", &self.client_id)
+            .field("account", &self.account)
+            .field("token_uri", &self.token_uri.as_str())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Deserialize)]
@@ -102,6 +138,11 @@ struct RawKey {
     #[serde(default)]
     delegates: Vec<String>,
     source_credentials: Option<serde_json::Value>,
+    // authorized_user
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+    refresh_token: Option<SecretString>,
+    account: Option<String>,
 }
 
 impl ServiceAccountKey {
@@ -110,6 +151,9 @@ impl ServiceAccountKey {
     pub fn from_file(path: &Path, allow_insecure_loopback: bool) -> Result<Self, KeyFileError> {
         match CredentialsFile::from_file(path, allow_insecure_loopback)? {
             CredentialsFile::ServiceAccount(key) => Ok(key),
+            CredentialsFile::AuthorizedUser(_) => Err(KeyFileError::AuthorizedUser {
+                path: path.display().to_string(),
+            }),
             CredentialsFile::Impersonated { .. } => Err(KeyFileError::Unsupported {
                 path: path.display().to_string(),
                 kind: "impersonated_service_account (use it through `credentials = \"adc\"`)"
@@ -126,6 +170,9 @@ impl ServiceAccountKey {
     ) -> Result<Self, KeyFileError> {
         match CredentialsFile::from_json(json, origin, allow_insecure_loopback)? {
             CredentialsFile::ServiceAccount(key) => Ok(key),
+            CredentialsFile::AuthorizedUser(_) => Err(KeyFileError::AuthorizedUser {
+                path: origin.into(),
+            }),
             CredentialsFile::Impersonated { .. } => Err(KeyFileError::Unsupported {
                 path: origin.into(),
                 kind: "impersonated_service_account".into(),
@@ -160,6 +207,19 @@ impl CredentialsFile {
         origin: &str,
         allow_insecure_loopback: bool,
     ) -> Result<Self, KeyFileError> {
+        Self::parse(json, origin, allow_insecure_loopback, false)
+    }
+
+    /// `as_source`: the file is an impersonation's `source_credentials`, where
+    /// a person's login is accepted (google-auth's
+    /// `from_impersonated_service_account_info` takes `authorized_user` and
+    /// `service_account` there).
+    fn parse(
+        json: &str,
+        origin: &str,
+        allow_insecure_loopback: bool,
+        as_source: bool,
+    ) -> Result<Self, KeyFileError> {
         let path = || origin.to_owned();
         // serde_json errors quote positions, never values, so no key material leaks.
         let raw: RawKey = serde_json::from_str(json).map_err(|e| KeyFileError::NotJson {
@@ -168,6 +228,9 @@ impl CredentialsFile {
         })?;
         match raw.kind.as_deref() {
             Some("service_account") => {}
+            Some("authorized_user") if as_source => {
+                return Self::authorized_user(raw, origin, allow_insecure_loopback);
+            }
             Some("authorized_user") => return Err(KeyFileError::AuthorizedUser { path: path() }),
             Some("impersonated_service_account") => {
                 return Self::impersonated(raw, origin, allow_insecure_loopback);
@@ -249,17 +312,52 @@ impl CredentialsFile {
             path: path(),
             field: "source_credentials",
         })?;
-        let source = Self::from_json(
+        let source = Self::parse(
             &source.to_string(),
             &format!("{origin} (source_credentials)"),
             allow_insecure_loopback,
+            true,
         )?;
+        if matches!(source, Self::Impersonated { .. }) {
+            return Err(KeyFileError::Unsupported {
+                path: format!("{origin} (source_credentials)"),
+                kind: "impersonated_service_account inside impersonated_service_account".into(),
+            });
+        }
         Ok(Self::Impersonated {
             target,
             delegates: raw.delegates,
             source: Box::new(source),
             impersonation_url: Some(url),
         })
+    }
+}
+
+impl CredentialsFile {
+    fn authorized_user(
+        raw: RawKey,
+        origin: &str,
+        allow_insecure_loopback: bool,
+    ) -> Result<Self, KeyFileError> {
+        let path = || origin.to_owned();
+        let missing = |field| KeyFileError::Missing {
+            path: path(),
+            field,
+        };
+        let token_uri = raw.token_uri.as_deref().unwrap_or(GOOGLE_TOKEN_URI);
+        let token_uri = checked_url(token_uri, allow_insecure_loopback).map_err(|source| {
+            KeyFileError::TokenUri {
+                path: path(),
+                source,
+            }
+        })?;
+        Ok(Self::AuthorizedUser(UserLogin {
+            client_id: raw.client_id.ok_or_else(|| missing("client_id"))?,
+            client_secret: raw.client_secret.ok_or_else(|| missing("client_secret"))?,
+            refresh_token: raw.refresh_token.ok_or_else(|| missing("refresh_token"))?,
+            token_uri,
+            account: raw.account.filter(|a| !a.is_empty()),
+        }))
     }
 }
 

@@ -145,6 +145,11 @@ impl CredentialsContext<'_> {
                 self.http.clone(),
                 self.clock.clone(),
             )),
+            CredentialsFile::AuthorizedUser(login) => Ok(Credentials::user_login(
+                std::sync::Arc::new(login),
+                self.http.clone(),
+                self.clock.clone(),
+            )),
             CredentialsFile::Impersonated {
                 target,
                 delegates,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::error::{CredentialsError, oauth_advice, snippet};
-use super::key::ServiceAccountKey;
+use super::key::{ServiceAccountKey, UserLogin};
 use super::token::{AccessToken, IdToken};
 use crate::clock::Clock;
 
@@ -124,6 +124,50 @@ pub(crate) async fn exchange(
         key.client_email, key.private_key_id
     );
     read_answer(url, &account, answer.status, &answer.body, &grant, clock)
+}
+
+/// Exchanges a person's refresh token at the login's `token_uri` for an
+/// access token, as google-auth's `refresh_grant` does (`grant_type`,
+/// `client_id`, `client_secret`, `refresh_token`).
+pub(crate) async fn refresh(
+    http: &reqwest::Client,
+    login: &UserLogin,
+    clock: &Clock,
+) -> Result<AccessToken, CredentialsError> {
+    use secrecy::ExposeSecret;
+    let url = login.token_uri.as_str();
+    let request = http
+        .post(login.token_uri.clone())
+        .timeout(Duration::from_secs(30))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", login.client_id.as_str()),
+            ("client_secret", login.client_secret.expose_secret()),
+            ("refresh_token", login.refresh_token.expose_secret()),
+        ]);
+    let answer = crate::http::exchange(request, MAX_TOKEN_RESPONSE)
+        .await
+        .map_err(|e| {
+            CredentialsError::exchange(
+                url,
+                e,
+                "check network access (and HTTPS_PROXY) to the token endpoint",
+            )
+        })?;
+    let grant = Grant::AccessToken {
+        scope: CLOUD_PLATFORM_SCOPE,
+    };
+    match read_answer(
+        url,
+        &login.principal(),
+        answer.status,
+        &answer.body,
+        &grant,
+        clock,
+    )? {
+        Minted::Access(t) => Ok(t),
+        Minted::Id(_) => unreachable!("an access-token read answers an access token"),
+    }
 }
 
 /// What the token endpoint's answer (`status`, `body`) to `grant` means: the

@@ -314,6 +314,109 @@ async fn an_impersonated_service_account_adc_file_works() {
     );
 }
 
+/// `gcloud auth application-default login --impersonate-service-account=SA`:
+/// an `impersonated_service_account` file whose source is the person's login
+/// (`authorized_user`). The refresh token buys the person's access token
+/// (google-auth's refresh grant), which IAM Credentials `generateIdToken`
+/// turns into the target's ID token. A revoked login says what to run.
+#[tokio::test]
+async fn an_impersonated_adc_file_with_a_users_login_as_source_works() {
+    const USER: &str = "alice@example.com";
+    let env = spawn_env().await;
+    env.sandbox.create_service_account(TARGET);
+    let login = env.sandbox.create_user_login(USER);
+    env.sandbox.grant_token_creator(TARGET, USER);
+    let adc = serde_json::json!({
+        "type": "impersonated_service_account",
+        "service_account_impersonation_url": format!("{}/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken", env.sandbox.iam_credentials_url()),
+        "delegates": [],
+        "source_credentials": login.authorized_user_json(&env.sandbox.token_url()),
+    });
+    let adc_path = env.dir.path().join("adc-user.json");
+    std::fs::write(&adc_path, adc.to_string()).unwrap();
+    let menv = MapEnv::new().with("GOOGLE_APPLICATION_CREDENTIALS", adc_path.to_str().unwrap());
+    let google = env.services_with(&adc_config(), &menv, Clock::system());
+    assert!(
+        google.credentials["adc"].principal().contains(USER),
+        "{}",
+        google.credentials["adc"].principal()
+    );
+    let token = google.tokens.get("adc", AUD).await.unwrap();
+    assert_eq!(
+        env.sandbox
+            .verify_id_token(token.expose(), AUD)
+            .unwrap()
+            .email
+            .as_deref(),
+        Some(TARGET)
+    );
+    assert_eq!(
+        env.sandbox.access_tokens_minted(USER),
+        1,
+        "one refresh grant"
+    );
+
+    // google-auth, from the same file, gets the same identity from the sandbox.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop/google_auth_impersonated.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(&adc_path)
+        .arg(env.sandbox.token_url())
+        .arg(env.sandbox.iam_credentials_url())
+        .arg(AUD)
+        .arg(env.sandbox.pem_certs_url())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "google-auth failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["source"], "google.oauth2.credentials", "{seen}");
+    assert_eq!(seen["claims"]["email"], TARGET, "{seen}");
+    assert_eq!(seen["claims"]["aud"], AUD, "{seen}");
+
+    // A revoked login: the refresh token is refused, and the error says why.
+    let revoked = serde_json::json!({
+        "type": "impersonated_service_account",
+        "service_account_impersonation_url": format!("{}/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken", env.sandbox.iam_credentials_url()),
+        "source_credentials": {
+            "type": "authorized_user", "client_id": login.client_id, "client_secret": login.client_secret,
+            "refresh_token": "1//revoked", "token_uri": env.sandbox.token_url(),
+        },
+    });
+    std::fs::write(&adc_path, revoked.to_string()).unwrap();
+    let google = env.services_with(&adc_config(), &menv, Clock::system());
+    let err = google.tokens.get("adc", AUD).await.unwrap_err().to_string();
+    assert!(
+        err.contains("invalid_grant") && err.contains("gcloud auth application-default login"),
+        "{err}"
+    );
+    // And a login on its own is still refused: it mints no ID token for an audience.
+    std::fs::write(
+        &adc_path,
+        login
+            .authorized_user_json(&env.sandbox.token_url())
+            .to_string(),
+    )
+    .unwrap();
+    let config =
+        grantbridge::config::Config::load(&env.write_config(&adc_config()), &menv).unwrap();
+    let err = grantbridge::services::Services::build(
+        config,
+        &menv,
+        Clock::system(),
+        std::sync::Arc::new(grantbridge::metrics::Metrics::new()),
+    )
+    .err()
+    .expect("a bare login is refused")
+    .to_string();
+    assert!(err.contains("--impersonate-service-account"), "{err}");
+}
+
 #[tokio::test]
 async fn googles_transient_token_errors_are_retried() {
     use axum::{Router, http::StatusCode, response::IntoResponse, routing::post};
