@@ -10,6 +10,7 @@ mod daemon;
 mod disk;
 mod docs;
 mod examples;
+mod fidelity;
 mod helpers;
 mod interop;
 mod invoke;
