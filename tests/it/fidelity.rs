@@ -108,3 +108,86 @@ async fn the_sandboxs_answers_conform_to_googles_discovery_documents() {
         "{report}"
     );
 }
+
+/// Google's own Cloud Functions client (google-cloud-functions, REST
+/// transport) lists, gets and reads the IAM of the sandbox's functions, and
+/// agrees with what grantbridge reads from the same API.
+#[tokio::test]
+async fn the_official_cloud_functions_client_reads_the_sandbox() {
+    let env = spawn_env().await;
+    for name in ["fn-a", "fn-b", "fn-c"] {
+        env.deploy(name);
+    }
+    env.sandbox.grant_viewer("projects/sandbox-project", SA);
+    env.sandbox.grant_iam_policy_viewer("fn-b", SA);
+    let services = env.services(&env.config(&[]));
+    let token = services.credentials["prod"].access_token().await.unwrap();
+    let host = env
+        .sandbox
+        .cloudfunctions_api_url()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop/cloud_functions_client.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args([host.as_str(), token.expose(), "sandbox-project", "fn-b"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "google-cloud-functions failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<&str> = seen["listed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        listed.len(),
+        3,
+        "three functions across pages of two: {seen}"
+    );
+    assert_eq!(seen["got"]["status"], "ACTIVE", "{seen}");
+    assert_eq!(
+        seen["got"]["url"],
+        env.sandbox.function_url("fn-b"),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["invokers"],
+        json!([format!("serviceAccount:{SA}")]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["held"],
+        json!(["cloudfunctions.functions.invoke"]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["missing_held"],
+        json!([]),
+        "a missing function: an empty set"
+    );
+
+    // grantbridge's own reader sees the same function.
+    let api = grantbridge::google::CloudFunctionsApi::new(
+        grantbridge::http::client().unwrap(),
+        url::Url::parse(&env.sandbox.cloudfunctions_api_url()).unwrap(),
+    );
+    let name = grantbridge::google::functions_api::FunctionName::new(
+        "sandbox-project",
+        "us-central1",
+        "fn-b",
+    );
+    let ours = api.get_function(&token, &name).await.unwrap();
+    assert_eq!(
+        ours.https_trigger.unwrap().url,
+        seen["got"]["url"].as_str().unwrap()
+    );
+}
