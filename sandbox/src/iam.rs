@@ -51,18 +51,24 @@ struct IdTokenRequest {
     audience: String,
     #[serde(default)]
     include_email: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     delegates: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct AccessTokenRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     scope: Vec<String>,
     #[serde(default)]
     lifetime: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     delegates: Vec<String>,
+}
+
+/// A repeated field sent as `null` is empty, as Google's JSON mapping of
+/// protobuf reads it (google-auth sends `"delegates": null`).
+fn null_is_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
 }
 
 enum Method {

@@ -427,6 +427,50 @@ impl Sandbox {
         login
     }
 
+    /// `http://127.0.0.1:P/v1/token`, the Security Token Service (like
+    /// `https://sts.googleapis.com/v1/token`).
+    pub fn sts_url(&self) -> String {
+        format!("http://{}/v1/token", self.state.urls.oauth)
+    }
+
+    /// Creates a workload identity pool provider and returns its name, the
+    /// `audience` of a credential configuration:
+    /// `//iam.googleapis.com/projects/NUMBER/locations/global/workloadIdentityPools/POOL/providers/PROVIDER`.
+    pub fn create_workload_identity_provider(&self, pool: &str, provider: &str) -> String {
+        let name = format!(
+            "//iam.googleapis.com/projects/{}/locations/global/workloadIdentityPools/{pool}/providers/{provider}",
+            self.state.project_number
+        );
+        self.state.lock().workload_providers.insert(name.clone());
+        name
+    }
+
+    /// A subject token (an external OIDC token, say) for `subject`, which STS
+    /// accepts for `provider` only.
+    pub fn issue_subject_token(&self, provider: &str, subject: &str) -> String {
+        let token = format!("eyJ{}", keys::random_token(80));
+        self.state
+            .lock()
+            .subject_tokens
+            .insert(token.clone(), (provider.to_owned(), subject.to_owned()));
+        token
+    }
+
+    /// The IAM principal of `subject` of `provider`'s pool
+    /// (`principal://iam.googleapis.com/.../subject/SUBJECT`): grant it
+    /// `roles/iam.workloadIdentityUser` on a service account with
+    /// [`Sandbox::grant_workload_identity_user`].
+    pub fn federated_principal(&self, provider: &str, subject: &str) -> String {
+        oauth::federated_principal(provider, subject)
+    }
+
+    /// Lets a federated principal impersonate `service_account` (Google's
+    /// `roles/iam.workloadIdentityUser`; here the same grant as Token Creator).
+    pub fn grant_workload_identity_user(&self, service_account: &str, principal: &str) {
+        self.state.lock().account_mut(principal);
+        self.grant_token_creator(service_account, principal);
+    }
+
     /// Make an all-regions listing (`locations/-`) leave out `regions` and
     /// name them in `unreachable`, as Google does when a location is down.
     pub fn set_unreachable_regions(&self, regions: &[&str]) {
@@ -630,6 +674,10 @@ pub(crate) struct Inner {
     pub(crate) unreachable_regions: Vec<String>,
     /// People's logins by refresh token (`authorized_user` files).
     pub(crate) user_logins: HashMap<String, UserLogin>,
+    /// Workload identity providers (their `//iam.googleapis.com/...` names).
+    pub(crate) workload_providers: HashSet<String>,
+    /// Subject tokens the sandbox issued: token → (provider, subject).
+    pub(crate) subject_tokens: HashMap<String, (String, String)>,
     pub(crate) functions: HashMap<String, Function>,
     /// Cloud Functions API read grants (viewer, IAM-policy viewer).
     pub(crate) cf_grants: HashSet<functions_api::Grant>,

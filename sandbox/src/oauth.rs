@@ -41,6 +41,8 @@ const ACCOUNT_NOT_FOUND: &str = "Invalid grant: account not found";
 pub(crate) fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/token", post(token))
+        // STS (sts.googleapis.com/v1/token): workload identity federation.
+        .route("/v1/token", post(sts_token))
         .route("/oauth2/v4/token", post(token))
         .route("/oauth2/v3/certs", get(jwks))
         .route("/oauth2/v1/certs", get(pem_certs))
@@ -77,6 +79,96 @@ impl IntoResponse for OAuthError {
         )
             .into_response()
     }
+}
+
+/// STS's token exchange (RFC 8693, as google-auth's `sts.Client` sends it):
+/// a subject token the sandbox issued for a workload identity provider
+/// (`audience`) becomes a federated access token of its principal.
+async fn sts_token(AxState(state): AxState<Arc<State>>, body: Body) -> Response {
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+        return OAuthError::new("invalid_request", "Request body too large.").into_response();
+    };
+    match sts_exchange(&state, &bytes) {
+        Ok(reply) => (StatusCode::OK, Json(reply)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+const SUBJECT_TOKEN_TYPES: [&str; 4] = [
+    "urn:ietf:params:oauth:token-type:jwt",
+    "urn:ietf:params:oauth:token-type:id_token",
+    "urn:ietf:params:oauth:token-type:saml2",
+    "urn:ietf:params:aws:token-type:aws4_request",
+];
+
+fn sts_exchange(state: &State, form: &[u8]) -> Result<Value, OAuthError> {
+    let field = |name: &str| {
+        url::form_urlencoded::parse(form)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    if field("grant_type") != TOKEN_EXCHANGE {
+        return Err(OAuthError::new(
+            "unsupported_grant_type",
+            format!("Invalid value for \"grant_type\": {}", field("grant_type")),
+        ));
+    }
+    if field("requested_token_type") != ACCESS_TOKEN_TYPE {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "Invalid value for \"requested_token_type\".",
+        ));
+    }
+    let subject_token_type = field("subject_token_type");
+    if !SUBJECT_TOKEN_TYPES.contains(&subject_token_type.as_str()) {
+        return Err(OAuthError::new(
+            "invalid_request",
+            "Invalid value for \"subject_token_type\".",
+        ));
+    }
+    let audience = field("audience");
+    let inner = state.lock();
+    if !inner.workload_providers.contains(&audience) {
+        return Err(OAuthError::new(
+            "invalid_target",
+            "The target service indicated by the \"audience\" parameters is invalid. This might either be because the pool or provider is disabled or deleted or because it doesn't exist.",
+        ));
+    }
+    let Some((provider, subject)) = inner.subject_tokens.get(&field("subject_token")).cloned()
+    else {
+        return Err(OAuthError::grant(
+            "The subject token could not be verified.",
+        ));
+    };
+    drop(inner);
+    if provider != audience {
+        return Err(OAuthError::grant(
+            "The audience in ID Token does not match the expected audience.",
+        ));
+    }
+    let principal = federated_principal(&audience, &subject);
+    state.lock().account_mut(&principal);
+    let (token, _) = state.mint_access_token(&principal, TOKEN_LIFETIME_SECS);
+    Ok(json!({
+        "access_token": token,
+        "issued_token_type": ACCESS_TOKEN_TYPE,
+        "token_type": "Bearer",
+        "expires_in": TOKEN_LIFETIME_SECS - 1,
+    }))
+}
+
+/// `principal://iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/subject/SUB`
+/// for a subject of the provider `//iam.googleapis.com/.../workloadIdentityPools/POOL/providers/P`.
+pub(crate) fn federated_principal(provider: &str, subject: &str) -> String {
+    let pool = provider
+        .trim_start_matches("//")
+        .split("/providers/")
+        .next()
+        .unwrap_or(provider);
+    format!("principal://{pool}/subject/{subject}")
 }
 
 async fn token(AxState(state): AxState<Arc<State>>, body: Body) -> Response {

@@ -1014,10 +1014,26 @@ impl Validator {
         path: Option<PathBuf>,
         http: &HttpSettings,
     ) -> Option<CredentialsSpec> {
+        self.credentials_file(key, path, http, false)
+    }
+
+    /// `key_file` as a service-account key, or with `external` as a workload
+    /// identity federation credential configuration.
+    fn credentials_file(
+        &mut self,
+        key: &str,
+        path: Option<PathBuf>,
+        http: &HttpSettings,
+        external: bool,
+    ) -> Option<CredentialsSpec> {
         let Some(path) = path else {
             self.problem(
                 format!("{key}.key_file"),
-                "missing; expected the path of a service-account key JSON file",
+                if external {
+                    "missing; expected the path of the credential configuration (gcloud iam workload-identity-pools create-cred-config)"
+                } else {
+                    "missing; expected the path of a service-account key JSON file"
+                },
             );
             return None;
         };
@@ -1037,6 +1053,27 @@ impl Validator {
             return None;
         }
         self.files.push(path.clone());
+        if external {
+            return match crate::google::CredentialsFile::from_file(
+                &path,
+                http.allow_insecure_loopback,
+            ) {
+                Ok(crate::google::CredentialsFile::ExternalAccount(account)) => {
+                    Some(CredentialsSpec::ExternalAccount {
+                        config_file: path,
+                        account: Arc::from(account),
+                    })
+                }
+                Ok(_) => {
+                    self.problem(key_file, format!("{} is not an `external_account` credential configuration (gcloud iam workload-identity-pools create-cred-config writes one)", path.display()));
+                    None
+                }
+                Err(e) => {
+                    self.problem(key_file, e.to_string());
+                    None
+                }
+            };
+        }
         match ServiceAccountKey::from_file(&path, http.allow_insecure_loopback) {
             Ok(k) => Some({
                 self.warn_if_shared(&format!("{key}.key_file"), &path);
@@ -1090,6 +1127,7 @@ impl Validator {
                 self.no_key_file(key, kind, &rc.key_file);
                 Some(CredentialsSpec::Adc)
             }
+            "external_account" => self.credentials_file(key, rc.key_file, http, true),
             "impersonate" => {
                 let target = match rc.target_service_account {
                     Some(t) => match gcp::check_service_account_email(&t) {
@@ -1147,7 +1185,7 @@ impl Validator {
                 })
             }
             other => {
-                self.problem(format!("{key}.credentials"), format!("`{other}` is not a credentials type; expected \"service_account_key\", \"metadata\", \"impersonate\" or \"adc\""));
+                self.problem(format!("{key}.credentials"), format!("`{other}` is not a credentials type; expected \"service_account_key\", \"metadata\", \"impersonate\", \"adc\" or \"external_account\""));
                 None
             }
         }

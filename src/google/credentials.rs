@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use super::error::CredentialsError;
 use super::iam::IamCredentials;
-use super::key::{ServiceAccountKey, UserLogin};
+use super::key::{ExternalAccount, ServiceAccountKey, UserLogin};
 use super::metadata::MetadataServer;
 use super::oauth::{self, CLOUD_PLATFORM_SCOPE, Grant, Minted};
 use super::token::{AccessToken, IdToken};
@@ -47,6 +47,9 @@ enum Kind {
     Metadata(MetadataServer),
     /// A person's login: only ever an impersonation's source.
     User(Arc<UserLogin>),
+    /// A federated identity (workload identity federation): only ever an
+    /// impersonation's source.
+    External(Arc<ExternalAccount>),
     Impersonated {
         target: String,
         delegates: Vec<String>,
@@ -87,6 +90,24 @@ impl Credentials {
             clock,
             backoff: Backoff::default(),
         }
+    }
+
+    /// Workload identity federation: the federated identity of `account`
+    /// (STS) impersonating its service account, which mints the ID tokens.
+    pub fn external_account(
+        account: Arc<ExternalAccount>,
+        http: reqwest::Client,
+        clock: Clock,
+    ) -> Self {
+        let iam = IamCredentials::new(http.clone(), account.iam_base.clone());
+        let target = account.service_account.clone();
+        let source = Self {
+            kind: Kind::External(account),
+            http,
+            clock,
+            backoff: Backoff::default(),
+        };
+        Self::impersonated(target, Vec::new(), source, iam)
     }
 
     pub fn metadata(server: MetadataServer, http: reqwest::Client, clock: Clock) -> Self {
@@ -133,6 +154,7 @@ impl Credentials {
             ),
             Kind::Metadata(m) => format!("the metadata server's service account (at {})", m.host()),
             Kind::User(login) => login.principal(),
+            Kind::External(account) => format!("the federated identity of {}", account.audience),
             Kind::Impersonated { target, source, .. } => {
                 format!(
                     "service account {target} (impersonated by {})",
@@ -148,6 +170,7 @@ impl Credentials {
             Kind::Key(k) => Some(&k.client_email),
             Kind::Impersonated { target, .. } => Some(target),
             Kind::User(login) => login.account.as_deref(),
+            Kind::External(_) => None,
             Kind::Metadata(_) => None,
         }
     }
@@ -192,6 +215,10 @@ impl Credentials {
                 }
             }
             Kind::Metadata(m) => m.id_token(audience).await,
+            Kind::External(account) => Err(CredentialsError::Setup(format!(
+                "the federated identity of {} cannot mint an ID token for {audience} itself: it impersonates a service account",
+                account.audience
+            ))),
             Kind::User(login) => Err(CredentialsError::Setup(format!(
                 "{} cannot mint an ID token for {audience}: a person's login is only a source to impersonate a service account from",
                 login.principal()
@@ -229,6 +256,10 @@ impl Credentials {
             }
             Kind::Metadata(m) => m.access_token(&self.clock).await,
             Kind::User(login) => oauth::refresh(&self.http, login, &self.clock).await,
+            Kind::External(account) => {
+                let subject = super::sts::subject_token(&self.http, account).await?;
+                super::sts::exchange(&self.http, account, &subject, &self.clock).await
+            }
             Kind::Impersonated {
                 target,
                 delegates,

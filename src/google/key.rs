@@ -4,7 +4,7 @@
 //!
 //! It must never put key material in an error, a log line or `Debug` output.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -89,6 +89,68 @@ pub enum CredentialsFile {
     /// `authorized_user`: a person's login. Accepted only as the source of an
     /// impersonation (it cannot mint an ID token for an arbitrary audience).
     AuthorizedUser(UserLogin),
+    /// `external_account`: workload identity federation (the file
+    /// `gcloud iam workload-identity-pools create-cred-config` writes).
+    ExternalAccount(Box<ExternalAccount>),
+}
+
+/// A workload identity federation credential configuration: a subject token
+/// from outside Google, exchanged at STS for a federated access token, which
+/// impersonates the service account that mints the ID tokens.
+#[derive(Debug, Clone)]
+pub struct ExternalAccount {
+    /// The workload identity provider:
+    /// `//iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/providers/PROVIDER`.
+    pub audience: String,
+    /// e.g. `urn:ietf:params:oauth:token-type:jwt`.
+    pub subject_token_type: String,
+    /// STS, `https://sts.googleapis.com/v1/token`.
+    pub token_url: Url,
+    /// The IAM Credentials base the impersonation URL names.
+    pub iam_base: Url,
+    /// The service account the federated identity impersonates.
+    pub service_account: String,
+    pub source: SubjectTokenSource,
+}
+
+/// Where the subject token comes from.
+#[derive(Debug, Clone)]
+pub enum SubjectTokenSource {
+    /// A file (a Kubernetes projected service-account token, any OIDC token).
+    File { path: PathBuf, format: TokenFormat },
+    /// A URL answering the token, with headers (e.g. Azure's IMDS).
+    Url {
+        url: Url,
+        headers: Vec<(String, String)>,
+        format: TokenFormat,
+    },
+}
+
+/// How the subject token is written in the file or answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenFormat {
+    Text,
+    /// A JSON object; the token is this field.
+    Json {
+        field: String,
+    },
+}
+
+impl TokenFormat {
+    /// The subject token in `raw`.
+    pub fn read(&self, raw: &str) -> Result<String, String> {
+        let token = match self {
+            Self::Text => raw.trim().to_owned(),
+            Self::Json { field } => serde_json::from_str::<serde_json::Value>(raw)
+                .ok()
+                .and_then(|v| v.get(field)?.as_str().map(str::to_owned))
+                .ok_or_else(|| format!("not a JSON object with a string `{field}`"))?,
+        };
+        if token.is_empty() {
+            return Err("the subject token is empty".into());
+        }
+        Ok(token)
+    }
 }
 
 /// A person's OAuth login (`gcloud auth application-default login`): its
@@ -138,6 +200,11 @@ struct RawKey {
     #[serde(default)]
     delegates: Vec<String>,
     source_credentials: Option<serde_json::Value>,
+    // external_account
+    audience: Option<String>,
+    subject_token_type: Option<String>,
+    token_url: Option<String>,
+    credential_source: Option<serde_json::Value>,
     // authorized_user
     client_id: Option<String>,
     client_secret: Option<SecretString>,
@@ -153,6 +220,10 @@ impl ServiceAccountKey {
             CredentialsFile::ServiceAccount(key) => Ok(key),
             CredentialsFile::AuthorizedUser(_) => Err(KeyFileError::AuthorizedUser {
                 path: path.display().to_string(),
+            }),
+            CredentialsFile::ExternalAccount(_) => Err(KeyFileError::Unsupported {
+                path: path.display().to_string(),
+                kind: "external_account (use it with `credentials = \"external_account\"` or through `credentials = \"adc\"`)".into(),
             }),
             CredentialsFile::Impersonated { .. } => Err(KeyFileError::Unsupported {
                 path: path.display().to_string(),
@@ -172,6 +243,10 @@ impl ServiceAccountKey {
             CredentialsFile::ServiceAccount(key) => Ok(key),
             CredentialsFile::AuthorizedUser(_) => Err(KeyFileError::AuthorizedUser {
                 path: origin.into(),
+            }),
+            CredentialsFile::ExternalAccount(_) => Err(KeyFileError::Unsupported {
+                path: origin.into(),
+                kind: "external_account".into(),
             }),
             CredentialsFile::Impersonated { .. } => Err(KeyFileError::Unsupported {
                 path: origin.into(),
@@ -234,6 +309,9 @@ impl CredentialsFile {
             Some("authorized_user") => return Err(KeyFileError::AuthorizedUser { path: path() }),
             Some("impersonated_service_account") => {
                 return Self::impersonated(raw, origin, allow_insecure_loopback);
+            }
+            Some("external_account") => {
+                return Self::external_account(raw, origin, allow_insecure_loopback);
             }
             Some(other) => {
                 return Err(KeyFileError::Unsupported {
@@ -318,7 +396,7 @@ impl CredentialsFile {
             allow_insecure_loopback,
             true,
         )?;
-        if matches!(source, Self::Impersonated { .. }) {
+        if matches!(source, Self::Impersonated { .. } | Self::ExternalAccount(_)) {
             return Err(KeyFileError::Unsupported {
                 path: format!("{origin} (source_credentials)"),
                 kind: "impersonated_service_account inside impersonated_service_account".into(),
@@ -334,6 +412,53 @@ impl CredentialsFile {
 }
 
 impl CredentialsFile {
+    fn external_account(
+        raw: RawKey,
+        origin: &str,
+        allow_insecure_loopback: bool,
+    ) -> Result<Self, KeyFileError> {
+        let path = || origin.to_owned();
+        let missing = |field| KeyFileError::Missing {
+            path: path(),
+            field,
+        };
+        let url = |text: &str| {
+            checked_url(text, allow_insecure_loopback).map_err(|source| KeyFileError::TokenUri {
+                path: path(),
+                source,
+            })
+        };
+        let token_url = url(raw.token_url.as_deref().unwrap_or(GOOGLE_STS_URL))?;
+        // ID tokens need a service account: a federated token alone mints none.
+        let impersonation = raw.service_account_impersonation_url.ok_or(KeyFileError::Unsupported {
+            path: path(),
+            kind: "external_account without service_account_impersonation_url (a federated identity mints no ID token; create the config with --service-account)".into(),
+        })?;
+        let impersonation = url(&impersonation)?;
+        let service_account = impersonation
+            .path_segments()
+            .and_then(|mut s| s.next_back())
+            .and_then(|last| last.split_once(':'))
+            .map(|(email, _)| email.to_owned())
+            .filter(|e| e.contains('@'))
+            .ok_or_else(|| missing("service_account_impersonation_url (…/serviceAccounts/EMAIL:generateAccessToken)"))?;
+        let iam_base = url(&impersonation[..url::Position::BeforePath])?;
+        let source = raw
+            .credential_source
+            .ok_or_else(|| missing("credential_source"))?;
+        let source = subject_token_source(&source, origin, allow_insecure_loopback)?;
+        Ok(Self::ExternalAccount(Box::new(ExternalAccount {
+            audience: raw.audience.ok_or_else(|| missing("audience"))?,
+            subject_token_type: raw
+                .subject_token_type
+                .ok_or_else(|| missing("subject_token_type"))?,
+            token_url,
+            iam_base,
+            service_account,
+            source,
+        })))
+    }
+
     fn authorized_user(
         raw: RawKey,
         origin: &str,
@@ -359,6 +484,100 @@ impl CredentialsFile {
             account: raw.account.filter(|a| !a.is_empty()),
         }))
     }
+}
+
+/// STS's token exchange endpoint, where `token_url` is not given.
+pub const GOOGLE_STS_URL: &str = "https://sts.googleapis.com/v1/token";
+
+/// `credential_source`: a file or a URL. AWS (`environment_id: aws1`) and
+/// executables are refused with what to use instead.
+fn subject_token_source(
+    source: &serde_json::Value,
+    origin: &str,
+    allow_insecure_loopback: bool,
+) -> Result<SubjectTokenSource, KeyFileError> {
+    let unsupported = |kind: &str| KeyFileError::Unsupported {
+        path: origin.to_owned(),
+        kind: kind.to_owned(),
+    };
+    if source.get("environment_id").is_some() {
+        return Err(unsupported(
+            "external_account with an AWS credential source (SigV4-signed subject tokens are not supported; on AWS, write an OIDC token to a file, e.g. an EKS projected service-account token, and use a file source)",
+        ));
+    }
+    if source.get("executable").is_some() || source.get("certificate").is_some() {
+        return Err(unsupported(
+            "external_account with an executable or certificate credential source (use a file or URL source)",
+        ));
+    }
+    let format = match source.get("format") {
+        None => TokenFormat::Text,
+        Some(f) => match f.get("type").and_then(serde_json::Value::as_str) {
+            None | Some("text") => TokenFormat::Text,
+            Some("json") => TokenFormat::Json {
+                field: f
+                    .get("subject_token_field_name")
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|n| !n.is_empty())
+                    .ok_or(KeyFileError::Missing {
+                        path: origin.to_owned(),
+                        field: "credential_source.format.subject_token_field_name",
+                    })?
+                    .to_owned(),
+            },
+            Some(other) => {
+                return Err(unsupported(&format!(
+                    "credential_source.format.type `{}`",
+                    other.chars().take(32).collect::<String>()
+                )));
+            }
+        },
+    };
+    if let Some(file) = source.get("file").and_then(serde_json::Value::as_str) {
+        return Ok(SubjectTokenSource::File {
+            path: PathBuf::from(file),
+            format,
+        });
+    }
+    if let Some(url) = source.get("url").and_then(serde_json::Value::as_str) {
+        let url = crate::http::checked_url(url, allow_insecure_loopback)
+            .or_else(|e| link_local(url).ok_or(e))
+            .map_err(|source| KeyFileError::TokenUri {
+                path: origin.to_owned(),
+                source,
+            })?;
+        let headers = source
+            .get("headers")
+            .and_then(serde_json::Value::as_object)
+            .map(|h| {
+                h.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Ok(SubjectTokenSource::Url {
+            url,
+            headers,
+            format,
+        });
+    }
+    Err(KeyFileError::Missing {
+        path: origin.to_owned(),
+        field: "credential_source.file or credential_source.url",
+    })
+}
+
+/// A plain-HTTP URL to a link-local instance metadata service (Azure IMDS at
+/// 169.254.169.254), which like Google's metadata server speaks no TLS.
+fn link_local(text: &str) -> Option<Url> {
+    let url = Url::parse(text).ok()?;
+    let ip: std::net::IpAddr = url.host_str()?.trim_matches(['[', ']']).parse().ok()?;
+    let link_local = match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    (url.scheme() == "http" && link_local && url.username().is_empty() && url.password().is_none())
+        .then_some(url)
 }
 
 /// A short reason for a JSON error that never quotes the input.

@@ -15,6 +15,7 @@ mod iam;
 pub mod key;
 mod metadata;
 mod oauth;
+mod sts;
 mod token;
 
 pub use adc::{Adc, well_known_file};
@@ -46,6 +47,7 @@ pub(crate) fn fuzz_token_answers(status: u16, body: &[u8], clock: &crate::clock:
     let _ = metadata::read_access_token(url, body, clock.now());
     let _ = iam::read_id_token(url, body);
     let _ = iam::read_access_token(url, body);
+    let _ = sts::read_answer(url, "//iam.googleapis.com/p", status, body, clock.now());
 }
 
 use std::path::PathBuf;
@@ -78,6 +80,12 @@ pub enum CredentialsSpec {
     },
     /// Application Default Credentials, resolved when the app starts.
     Adc,
+    /// Workload identity federation: a credential configuration file
+    /// (`external_account`), already parsed.
+    ExternalAccount {
+        config_file: PathBuf,
+        account: Arc<key::ExternalAccount>,
+    },
 }
 
 /// What building credentials needs from the outside.
@@ -131,6 +139,11 @@ impl CredentialsContext<'_> {
                     iam,
                 ))
             }
+            CredentialsSpec::ExternalAccount { account, .. } => Ok(Credentials::external_account(
+                account.clone(),
+                self.http.clone(),
+                self.clock.clone(),
+            )),
             CredentialsSpec::Adc => match adc::resolve(self.env, self.allow_insecure_loopback)? {
                 Adc::Metadata { searched } => self.metadata(None, searched),
                 Adc::File { file, .. } => self.build_from_file(file),
@@ -142,6 +155,11 @@ impl CredentialsContext<'_> {
         match file {
             CredentialsFile::ServiceAccount(key) => Ok(Credentials::service_account_key(
                 std::sync::Arc::new(key),
+                self.http.clone(),
+                self.clock.clone(),
+            )),
+            CredentialsFile::ExternalAccount(account) => Ok(Credentials::external_account(
+                std::sync::Arc::from(account),
                 self.http.clone(),
                 self.clock.clone(),
             )),

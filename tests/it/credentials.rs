@@ -417,6 +417,163 @@ async fn an_impersonated_adc_file_with_a_users_login_as_source_works() {
     assert!(err.contains("--impersonate-service-account"), "{err}");
 }
 
+/// Workload identity federation (an `external_account` credential
+/// configuration, as `gcloud iam workload-identity-pools create-cred-config`
+/// writes it): the subject token from a file (a Kubernetes projected token)
+/// or from a URL answering JSON (Azure's IMDS), exchanged at STS, then the
+/// federated identity impersonates the service account that mints the ID
+/// token. Used as `credentials = "external_account"` and through ADC;
+/// google-auth's identity_pool credentials take the same file to the same
+/// sandbox. Each failing step says which it was.
+#[tokio::test]
+async fn workload_identity_federation_mints_as_the_service_account() {
+    const SUBJECT: &str = "system:serviceaccount:grantbridge:grantbridge";
+    let env = spawn_env().await;
+    let provider = env
+        .sandbox
+        .create_workload_identity_provider("on-prem", "cluster-a");
+    let principal = env.sandbox.federated_principal(&provider, SUBJECT);
+    env.sandbox.create_service_account(TARGET);
+    env.sandbox.grant_workload_identity_user(TARGET, &principal);
+    let token_file = env.dir.path().join("projected-token");
+    std::fs::write(
+        &token_file,
+        env.sandbox.issue_subject_token(&provider, SUBJECT),
+    )
+    .unwrap();
+    let config = |source: serde_json::Value| {
+        serde_json::json!({
+            "type": "external_account",
+            "audience": provider,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": env.sandbox.sts_url(),
+            "service_account_impersonation_url": format!("{}/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken", env.sandbox.iam_credentials_url()),
+            "credential_source": source,
+        })
+    };
+    let wif = env.dir.path().join("wif.json");
+    std::fs::write(
+        &wif,
+        config(serde_json::json!({"file": token_file, "format": {"type": "text"}})).to_string(),
+    )
+    .unwrap();
+    let connection = DaemonConfig::new("t")
+        .set("connections.wif.credentials", "external_account")
+        .set("connections.wif.key_file", wif.display().to_string());
+    let google = env.services(&connection);
+    let token = google.tokens.get("wif", AUD).await.unwrap();
+    let claims = env.sandbox.verify_id_token(token.expose(), AUD).unwrap();
+    assert_eq!(claims.email.as_deref(), Some(TARGET));
+    assert!(google.credentials["wif"].principal().contains(&provider));
+
+    // google-auth takes the same file to the same sandbox.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/interop/google_auth_external_account.py");
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(&wif)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "google-auth failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["token_prefix"], "ya29.", "{seen}");
+    assert_eq!(seen["service_account"], TARGET, "{seen}");
+
+    // Through ADC, with a URL source answering JSON behind a header (Azure IMDS style).
+    use axum::{Router, http::HeaderMap, routing::get};
+    let subject = env.sandbox.issue_subject_token(&provider, SUBJECT);
+    let app = Router::new().route(
+        "/metadata/identity/oauth2/token",
+        get(move |headers: HeaderMap| {
+            let subject = subject.clone();
+            async move {
+                if headers.get("metadata").and_then(|v| v.to_str().ok()) != Some("true") {
+                    return (
+                        axum::http::StatusCode::BAD_REQUEST,
+                        "Required metadata header not specified",
+                    )
+                        .into_response();
+                }
+                axum::Json(serde_json::json!({"access_token": subject, "token_type": "Bearer"}))
+                    .into_response()
+            }
+        }),
+    );
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let imds = format!(
+        "http://{}/metadata/identity/oauth2/token?resource=api://grantbridge",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let wif_url = env.dir.path().join("wif-url.json");
+    std::fs::write(
+        &wif_url,
+        config(serde_json::json!({
+            "url": imds, "headers": {"Metadata": "true"},
+            "format": {"type": "json", "subject_token_field_name": "access_token"}
+        }))
+        .to_string(),
+    )
+    .unwrap();
+    let menv = MapEnv::new().with("GOOGLE_APPLICATION_CREDENTIALS", wif_url.to_str().unwrap());
+    let google = env.services_with(&adc_config(), &menv, Clock::system());
+    let token = google.tokens.get("adc", AUD).await.unwrap();
+    assert_eq!(
+        env.sandbox
+            .verify_id_token(token.expose(), AUD)
+            .unwrap()
+            .email
+            .as_deref(),
+        Some(TARGET)
+    );
+
+    // A token of another provider: STS refuses, and the error says what to check.
+    let other = env
+        .sandbox
+        .create_workload_identity_provider("on-prem", "cluster-b");
+    std::fs::write(
+        &token_file,
+        env.sandbox.issue_subject_token(&other, SUBJECT),
+    )
+    .unwrap();
+    let google = env.services(&connection);
+    let err = google.tokens.get("wif", AUD).await.unwrap_err().to_string();
+    assert!(
+        err.contains("invalid_grant") && err.contains("attribute mapping"),
+        "{err}"
+    );
+    // No token file: the step that failed is named.
+    std::fs::remove_file(&token_file).unwrap();
+    let err = google
+        .tokens
+        .get("wif", "https://other.example/")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("reading the subject token file"), "{err}");
+    // Without a service account to impersonate, the configuration is refused at load.
+    std::fs::write(
+        &wif,
+        serde_json::json!({
+            "type": "external_account", "audience": provider,
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "credential_source": {"file": token_file},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let err = grantbridge::config::Config::load(&env.write_config(&connection), &MapEnv::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("service_account_impersonation_url"), "{err}");
+}
+
 #[tokio::test]
 async fn googles_transient_token_errors_are_retried() {
     use axum::{Router, http::StatusCode, response::IntoResponse, routing::post};
