@@ -702,4 +702,97 @@ pub(crate) mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    /// The credential configurations `create-cred-config` writes: file and
+    /// URL sources parse; AWS and executables, and a configuration without a
+    /// service account, are refused saying why.
+    #[test]
+    fn external_account_configurations_parse_or_say_why_not() {
+        let config = |source: serde_json::Value, impersonation: bool| {
+            let mut c = serde_json::json!({
+                "type": "external_account",
+                "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k",
+                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                "token_url": "https://sts.googleapis.com/v1/token",
+                "credential_source": source,
+            });
+            if impersonation {
+                c["service_account_impersonation_url"] = serde_json::json!(
+                    "https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/gb@acme.iam.gserviceaccount.com:generateAccessToken"
+                );
+            }
+            CredentialsFile::from_json(&c.to_string(), "wif.json", false)
+        };
+        match config(
+            serde_json::json!({"file": "/var/run/secrets/tokens/t"}),
+            true,
+        )
+        .unwrap()
+        {
+            CredentialsFile::ExternalAccount(a) => {
+                assert_eq!(a.service_account, "gb@acme.iam.gserviceaccount.com");
+                assert_eq!(
+                    a.iam_base.as_str(),
+                    "https://iamcredentials.googleapis.com/"
+                );
+                assert!(
+                    matches!(a.source, SubjectTokenSource::File { ref format, .. } if *format == TokenFormat::Text)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let azure = serde_json::json!({"url": "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=api://x",
+            "headers": {"Metadata": "True"}, "format": {"type": "json", "subject_token_field_name": "access_token"}});
+        match config(azure, true).unwrap() {
+            CredentialsFile::ExternalAccount(a) => match &a.source {
+                SubjectTokenSource::Url {
+                    headers, format, ..
+                } => {
+                    assert_eq!(headers, &[("Metadata".to_owned(), "True".to_owned())]);
+                    assert_eq!(format.read(r#"{"access_token":"tok"}"#).unwrap(), "tok");
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        // Plain HTTP is refused anywhere but link-local metadata addresses.
+        assert!(
+            config(
+                serde_json::json!({"url": "http://idp.example.com/token"}),
+                true
+            )
+            .is_err()
+        );
+        let aws = config(
+            serde_json::json!({"environment_id": "aws1", "region_url": "http://169.254.169.254/latest/meta-data/placement/availability-zone"}),
+            true,
+        );
+        assert!(aws.unwrap_err().to_string().contains("AWS"));
+        let exe = config(
+            serde_json::json!({"executable": {"command": "/bin/token"}}),
+            true,
+        );
+        assert!(exe.unwrap_err().to_string().contains("executable"));
+        let no_sa = config(serde_json::json!({"file": "/t"}), false);
+        assert!(
+            no_sa
+                .unwrap_err()
+                .to_string()
+                .contains("service_account_impersonation_url")
+        );
+        let no_field = config(
+            serde_json::json!({"file": "/t", "format": {"type": "json"}}),
+            true,
+        );
+        assert!(
+            no_field
+                .unwrap_err()
+                .to_string()
+                .contains("subject_token_field_name")
+        );
+        assert!(
+            TokenFormat::Text.read("  \n").is_err(),
+            "an empty token is refused"
+        );
+    }
 }
