@@ -375,14 +375,7 @@ impl CredentialsFile {
                 source,
             }
         })?;
-        // .../v1/projects/-/serviceAccounts/EMAIL:generateAccessToken
-        let target = url
-            .path_segments()
-            .and_then(|mut s| s.next_back())
-            .and_then(|last| last.split_once(':'))
-            .map(|(email, _)| email.to_owned())
-            .filter(|e| e.contains('@'))
-            .ok_or(KeyFileError::Missing {
+        let target = impersonated_email(&url).ok_or(KeyFileError::Missing {
                 path: path(),
                 field: "service_account_impersonation_url (…/serviceAccounts/EMAIL:generateAccessToken)",
             })?;
@@ -435,13 +428,11 @@ impl CredentialsFile {
             kind: "external_account without service_account_impersonation_url (a federated identity mints no ID token; create the config with --service-account)".into(),
         })?;
         let impersonation = url(&impersonation)?;
-        let service_account = impersonation
-            .path_segments()
-            .and_then(|mut s| s.next_back())
-            .and_then(|last| last.split_once(':'))
-            .map(|(email, _)| email.to_owned())
-            .filter(|e| e.contains('@'))
-            .ok_or_else(|| missing("service_account_impersonation_url (…/serviceAccounts/EMAIL:generateAccessToken)"))?;
+        let service_account = impersonated_email(&impersonation).ok_or_else(|| {
+            missing(
+                "service_account_impersonation_url (…/serviceAccounts/EMAIL:generateAccessToken)",
+            )
+        })?;
         let iam_base = url(&impersonation[..url::Position::BeforePath])?;
         let source = raw
             .credential_source
@@ -484,6 +475,15 @@ impl CredentialsFile {
             account: raw.account.filter(|a| !a.is_empty()),
         }))
     }
+}
+
+/// The service account of `.../v1/projects/-/serviceAccounts/EMAIL:generateAccessToken`.
+fn impersonated_email(url: &Url) -> Option<String> {
+    url.path_segments()
+        .and_then(|mut s| s.next_back())
+        .and_then(|last| last.split_once(':'))
+        .map(|(email, _)| email.to_owned())
+        .filter(|e| e.contains('@'))
 }
 
 /// STS's token exchange endpoint, where `token_url` is not given.

@@ -103,27 +103,42 @@ pub(crate) async fn exchange(
 ) -> Result<Minted, CredentialsError> {
     let url = key.token_uri.as_str();
     let assertion = assertion(key, &grant, clock)?;
-    let request = http
-        .post(key.token_uri.clone())
-        .timeout(Duration::from_secs(30))
-        .form(&[
+    let answer = post_form(
+        http,
+        &key.token_uri,
+        &[
             ("grant_type", JWT_BEARER),
             ("assertion", assertion.as_str()),
-        ]);
-    let answer = crate::http::exchange(request, MAX_TOKEN_RESPONSE)
-        .await
-        .map_err(|e| {
-            CredentialsError::exchange(
-                url,
-                e,
-                "check network access (and HTTPS_PROXY) to the token endpoint",
-            )
-        })?;
+        ],
+    )
+    .await?;
     let account = format!(
         "service account {} (key {})",
         key.client_email, key.private_key_id
     );
     read_answer(url, &account, answer.status, &answer.body, &grant, clock)
+}
+
+/// POSTs `form` to a token endpoint (OAuth or STS) and reads the answer,
+/// at most 64 KiB.
+pub(crate) async fn post_form(
+    http: &reqwest::Client,
+    url: &url::Url,
+    form: &[(&str, &str)],
+) -> Result<crate::http::Answer, CredentialsError> {
+    let request = http
+        .post(url.clone())
+        .timeout(Duration::from_secs(30))
+        .form(form);
+    crate::http::exchange(request, MAX_TOKEN_RESPONSE)
+        .await
+        .map_err(|e| {
+            CredentialsError::exchange(
+                url.as_str(),
+                e,
+                "check network access (and HTTPS_PROXY) to the token endpoint",
+            )
+        })
 }
 
 /// Exchanges a person's refresh token at the login's `token_uri` for an
@@ -136,24 +151,17 @@ pub(crate) async fn refresh(
 ) -> Result<AccessToken, CredentialsError> {
     use secrecy::ExposeSecret;
     let url = login.token_uri.as_str();
-    let request = http
-        .post(login.token_uri.clone())
-        .timeout(Duration::from_secs(30))
-        .form(&[
+    let answer = post_form(
+        http,
+        &login.token_uri,
+        &[
             ("grant_type", "refresh_token"),
             ("client_id", login.client_id.as_str()),
             ("client_secret", login.client_secret.expose_secret()),
             ("refresh_token", login.refresh_token.expose_secret()),
-        ]);
-    let answer = crate::http::exchange(request, MAX_TOKEN_RESPONSE)
-        .await
-        .map_err(|e| {
-            CredentialsError::exchange(
-                url,
-                e,
-                "check network access (and HTTPS_PROXY) to the token endpoint",
-            )
-        })?;
+        ],
+    )
+    .await?;
     let grant = Grant::AccessToken {
         scope: CLOUD_PLATFORM_SCOPE,
     };

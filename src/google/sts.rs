@@ -84,26 +84,19 @@ pub(crate) async fn exchange(
     clock: &Clock,
 ) -> Result<AccessToken, CredentialsError> {
     let url = account.token_url.as_str();
-    let request = http
-        .post(account.token_url.clone())
-        .timeout(Duration::from_secs(30))
-        .form(&[
+    let answer = super::oauth::post_form(
+        http,
+        &account.token_url,
+        &[
             ("grant_type", TOKEN_EXCHANGE_GRANT),
             ("audience", account.audience.as_str()),
             ("scope", CLOUD_PLATFORM_SCOPE),
             ("requested_token_type", ACCESS_TOKEN_TYPE),
             ("subject_token", subject_token),
             ("subject_token_type", account.subject_token_type.as_str()),
-        ]);
-    let answer = crate::http::exchange(request, MAX_ANSWER)
-        .await
-        .map_err(|e| {
-            CredentialsError::exchange(
-                url,
-                e,
-                "check network access (and HTTPS_PROXY) to sts.googleapis.com",
-            )
-        })?;
+        ],
+    )
+    .await?;
     read_answer(
         url,
         &account.audience,
