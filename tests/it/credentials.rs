@@ -357,24 +357,17 @@ async fn an_impersonated_adc_file_with_a_users_login_as_source_works() {
     );
 
     // google-auth, from the same file, gets the same identity from the sandbox.
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/interop/google_auth_impersonated.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .arg(&adc_path)
-        .arg(env.sandbox.token_url())
-        .arg(env.sandbox.iam_credentials_url())
-        .arg(AUD)
-        .arg(env.sandbox.pem_certs_url())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "google-auth failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = crate::helpers::python_json(
+        "tests/interop/google_auth_impersonated.py",
+        &[
+            &adc_path,
+            &env.sandbox.token_url(),
+            &env.sandbox.iam_credentials_url(),
+            &AUD,
+            &env.sandbox.pem_certs_url(),
+        ],
+    )
+    .await;
     assert_eq!(seen["source"], "google.oauth2.credentials", "{seen}");
     assert_eq!(seen["claims"]["email"], TARGET, "{seen}");
     assert_eq!(seen["claims"]["aud"], AUD, "{seen}");
@@ -467,20 +460,8 @@ async fn workload_identity_federation_mints_as_the_service_account() {
     assert!(google.credentials["wif"].principal().contains(&provider));
 
     // google-auth takes the same file to the same sandbox.
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/interop/google_auth_external_account.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .arg(&wif)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "google-auth failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen =
+        crate::helpers::python_json("tests/interop/google_auth_external_account.py", &[&wif]).await;
     assert_eq!(seen["token_prefix"], "ya29.", "{seen}");
     assert_eq!(seen["service_account"], TARGET, "{seen}");
 

@@ -128,20 +128,11 @@ async fn the_official_cloud_functions_client_reads_the_sandbox() {
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/interop/cloud_functions_client.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .args([host.as_str(), token.expose(), "sandbox-project", "fn-b"])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "google-cloud-functions failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = crate::helpers::python_json(
+        "tests/interop/cloud_functions_client.py",
+        &[&host, &token.expose(), &"sandbox-project", &"fn-b"],
+    )
+    .await;
     let listed: Vec<&str> = seen["listed"]
         .as_array()
         .unwrap()

@@ -425,3 +425,22 @@ pub async fn wait_for_log(path: &std::path::Path, needle: &str, count: usize) ->
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Runs one of the repository's Python scripts (`tests/interop/NAME.py`, say)
+/// with `args` and returns the JSON object it prints; a failing script fails
+/// the test with its stderr.
+pub async fn python_json(script: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let out = tokio::process::Command::new("python3")
+        .arg(&path)
+        .args(args.iter().map(|a| a.as_ref()))
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the script prints one JSON object")
+}
