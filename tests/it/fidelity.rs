@@ -4,9 +4,9 @@
 //! (tests/conformance/discovery.py): no field Google does not define, only
 //! enum values Google defines, Google's types.
 //!
-//! Covered so far: IAM Credentials (generateIdToken, generateAccessToken)
-//! and the Cloud Functions v1 IAM methods (testIamPermissions, getIamPolicy in
-//! both policy versions). The v1 `get` and `list` answers are not yet: the
+//! Covered so far: IAM Credentials (generateIdToken, generateAccessToken),
+//! STS (token) and the Cloud Functions v1 IAM methods (testIamPermissions,
+//! getIamPolicy in both policy versions). The v1 `get` and `list` answers are not yet: the
 //! sandbox still reports `environment`, which the v1 `CloudFunction` does not
 //! define (2nd gen needs the v2 API).
 
@@ -75,6 +75,28 @@ async fn the_sandboxs_answers_conform_to_googles_discovery_documents() {
         ("cloudfunctions.v1", format!("{cf}.getIamPolicy"),
          call(bearer(http.get(function("grant-empty", "getIamPolicy")))).await),
     ];
+    // STS: a subject token of a workload identity provider, exchanged.
+    let provider = env
+        .sandbox
+        .create_workload_identity_provider("pool", "provider");
+    let subject = env.sandbox.issue_subject_token(&provider, "workload-1");
+    let sts = call(http.post(env.sandbox.sts_url()).form(&[
+        (
+            "grant_type",
+            "urn:ietf:params:oauth:grant-type:token-exchange",
+        ),
+        ("audience", provider.as_str()),
+        ("scope", "https://www.googleapis.com/auth/cloud-platform"),
+        (
+            "requested_token_type",
+            "urn:ietf:params:oauth:token-type:access_token",
+        ),
+        ("subject_token", subject.as_str()),
+        ("subject_token_type", "urn:ietf:params:oauth:token-type:jwt"),
+    ]))
+    .await;
+    let mut answers = answers;
+    answers.push(("sts.v1", "sts.token".to_owned(), sts));
     let cases: Vec<Value> = answers
         .into_iter()
         .map(|(doc, method, body)| json!({"doc": doc, "method": method, "body": body}))
