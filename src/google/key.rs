@@ -411,10 +411,7 @@ impl CredentialsFile {
         allow_insecure_loopback: bool,
     ) -> Result<Self, KeyFileError> {
         let path = || origin.to_owned();
-        let missing = |field| KeyFileError::Missing {
-            path: path(),
-            field,
-        };
+        let missing = |field| missing(origin, field);
         let url = |text: &str| {
             checked_url(text, allow_insecure_loopback).map_err(|source| KeyFileError::TokenUri {
                 path: path(),
@@ -456,10 +453,7 @@ impl CredentialsFile {
         allow_insecure_loopback: bool,
     ) -> Result<Self, KeyFileError> {
         let path = || origin.to_owned();
-        let missing = |field| KeyFileError::Missing {
-            path: path(),
-            field,
-        };
+        let missing = |field| missing(origin, field);
         let token_uri = raw.token_uri.as_deref().unwrap_or(GOOGLE_TOKEN_URI);
         let token_uri = checked_url(token_uri, allow_insecure_loopback).map_err(|source| {
             KeyFileError::TokenUri {
@@ -474,6 +468,14 @@ impl CredentialsFile {
             token_uri,
             account: raw.account.filter(|a| !a.is_empty()),
         }))
+    }
+}
+
+/// `origin` lacks `field`.
+fn missing(origin: &str, field: &'static str) -> KeyFileError {
+    KeyFileError::Missing {
+        path: origin.to_owned(),
+        field,
     }
 }
 

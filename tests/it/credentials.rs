@@ -286,6 +286,17 @@ async fn impersonation_through_a_delegation_chain() {
     assert_eq!(token.email.as_deref(), Some(TARGET));
 }
 
+/// The `impersonated_service_account` file gcloud writes, impersonating
+/// `TARGET` from `source` through the sandbox's IAM Credentials.
+fn impersonated_adc(env: &TestEnv, source: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "type": "impersonated_service_account",
+        "service_account_impersonation_url": format!("{}/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken", env.sandbox.iam_credentials_url()),
+        "delegates": [],
+        "source_credentials": source,
+    })
+}
+
 #[tokio::test]
 async fn an_impersonated_service_account_adc_file_works() {
     let env = spawn_env().await;
@@ -293,12 +304,7 @@ async fn an_impersonated_service_account_adc_file_works() {
     env.sandbox.grant_token_creator(TARGET, SA);
     let source: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&env.key_file).unwrap()).unwrap();
-    let adc = serde_json::json!({
-        "type": "impersonated_service_account",
-        "service_account_impersonation_url": format!("{}/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken", env.sandbox.iam_credentials_url()),
-        "delegates": [],
-        "source_credentials": source,
-    });
+    let adc = impersonated_adc(&env, source);
     let adc_path = env.dir.path().join("adc.json");
     std::fs::write(&adc_path, adc.to_string()).unwrap();
     let menv = MapEnv::new().with("GOOGLE_APPLICATION_CREDENTIALS", adc_path.to_str().unwrap());
@@ -326,12 +332,7 @@ async fn an_impersonated_adc_file_with_a_users_login_as_source_works() {
     env.sandbox.create_service_account(TARGET);
     let login = env.sandbox.create_user_login(USER);
     env.sandbox.grant_token_creator(TARGET, USER);
-    let adc = serde_json::json!({
-        "type": "impersonated_service_account",
-        "service_account_impersonation_url": format!("{}/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken", env.sandbox.iam_credentials_url()),
-        "delegates": [],
-        "source_credentials": login.authorized_user_json(&env.sandbox.token_url()),
-    });
+    let adc = impersonated_adc(&env, login.authorized_user_json(&env.sandbox.token_url()));
     let adc_path = env.dir.path().join("adc-user.json");
     std::fs::write(&adc_path, adc.to_string()).unwrap();
     let menv = MapEnv::new().with("GOOGLE_APPLICATION_CREDENTIALS", adc_path.to_str().unwrap());
@@ -373,14 +374,13 @@ async fn an_impersonated_adc_file_with_a_users_login_as_source_works() {
     assert_eq!(seen["claims"]["aud"], AUD, "{seen}");
 
     // A revoked login: the refresh token is refused, and the error says why.
-    let revoked = serde_json::json!({
-        "type": "impersonated_service_account",
-        "service_account_impersonation_url": format!("{}/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken", env.sandbox.iam_credentials_url()),
-        "source_credentials": {
+    let revoked = impersonated_adc(
+        &env,
+        serde_json::json!({
             "type": "authorized_user", "client_id": login.client_id, "client_secret": login.client_secret,
             "refresh_token": "1//revoked", "token_uri": env.sandbox.token_url(),
-        },
-    });
+        }),
+    );
     std::fs::write(&adc_path, revoked.to_string()).unwrap();
     let google = env.services_with(&adc_config(), &menv, Clock::system());
     let err = google.tokens.get("adc", AUD).await.unwrap_err().to_string();
