@@ -339,12 +339,7 @@ impl CredentialsFile {
             field: "private_key",
         })?;
         let token_uri = raw.token_uri.as_deref().unwrap_or(GOOGLE_TOKEN_URI);
-        let token_uri = checked_url(token_uri, allow_insecure_loopback).map_err(|source| {
-            KeyFileError::TokenUri {
-                path: path(),
-                source,
-            }
-        })?;
+        let token_uri = file_url(origin, token_uri, allow_insecure_loopback)?;
         let signing_key =
             jsonwebtoken::EncodingKey::from_rsa_pem(private_key.expose_secret().as_bytes())
                 .map_err(|_| KeyFileError::BadPrivateKey { path: path() })?;
@@ -369,12 +364,7 @@ impl CredentialsFile {
                 path: path(),
                 field: "service_account_impersonation_url",
             })?;
-        let url = checked_url(&url_text, allow_insecure_loopback).map_err(|source| {
-            KeyFileError::TokenUri {
-                path: path(),
-                source,
-            }
-        })?;
+        let url = file_url(origin, &url_text, allow_insecure_loopback)?;
         let target = impersonated_email(&url).ok_or(KeyFileError::Missing {
                 path: path(),
                 field: "service_account_impersonation_url (…/serviceAccounts/EMAIL:generateAccessToken)",
@@ -412,12 +402,7 @@ impl CredentialsFile {
     ) -> Result<Self, KeyFileError> {
         let path = || origin.to_owned();
         let missing = |field| missing(origin, field);
-        let url = |text: &str| {
-            checked_url(text, allow_insecure_loopback).map_err(|source| KeyFileError::TokenUri {
-                path: path(),
-                source,
-            })
-        };
+        let url = |text: &str| file_url(origin, text, allow_insecure_loopback);
         let token_url = url(raw.token_url.as_deref().unwrap_or(GOOGLE_STS_URL))?;
         // ID tokens need a service account: a federated token alone mints none.
         let impersonation = raw.service_account_impersonation_url.ok_or(KeyFileError::Unsupported {
@@ -452,15 +437,9 @@ impl CredentialsFile {
         origin: &str,
         allow_insecure_loopback: bool,
     ) -> Result<Self, KeyFileError> {
-        let path = || origin.to_owned();
         let missing = |field| missing(origin, field);
         let token_uri = raw.token_uri.as_deref().unwrap_or(GOOGLE_TOKEN_URI);
-        let token_uri = checked_url(token_uri, allow_insecure_loopback).map_err(|source| {
-            KeyFileError::TokenUri {
-                path: path(),
-                source,
-            }
-        })?;
+        let token_uri = file_url(origin, token_uri, allow_insecure_loopback)?;
         Ok(Self::AuthorizedUser(UserLogin {
             client_id: raw.client_id.ok_or_else(|| missing("client_id"))?,
             client_secret: raw.client_secret.ok_or_else(|| missing("client_secret"))?,
@@ -469,6 +448,14 @@ impl CredentialsFile {
             account: raw.account.filter(|a| !a.is_empty()),
         }))
     }
+}
+
+/// A URL a credentials file names, under the TLS rule.
+fn file_url(origin: &str, text: &str, allow_insecure_loopback: bool) -> Result<Url, KeyFileError> {
+    checked_url(text, allow_insecure_loopback).map_err(|source| KeyFileError::TokenUri {
+        path: origin.to_owned(),
+        source,
+    })
 }
 
 /// `origin` lacks `field`.

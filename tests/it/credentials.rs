@@ -286,6 +286,20 @@ async fn impersonation_through_a_delegation_chain() {
     assert_eq!(token.email.as_deref(), Some(TARGET));
 }
 
+/// An `adc` connection with `menv` mints ID tokens as `email`.
+async fn adc_mints_as(env: &TestEnv, menv: &MapEnv, email: &str) {
+    let google = env.services_with(&adc_config(), menv, Clock::system());
+    let token = google.tokens.get("adc", AUD).await.unwrap();
+    assert_eq!(
+        env.sandbox
+            .verify_id_token(token.expose(), AUD)
+            .unwrap()
+            .email
+            .as_deref(),
+        Some(email)
+    );
+}
+
 /// The `impersonated_service_account` file gcloud writes, impersonating
 /// `TARGET` from `source` through the sandbox's IAM Credentials.
 fn impersonated_adc(env: &TestEnv, source: serde_json::Value) -> serde_json::Value {
@@ -308,16 +322,7 @@ async fn an_impersonated_service_account_adc_file_works() {
     let adc_path = env.dir.path().join("adc.json");
     std::fs::write(&adc_path, adc.to_string()).unwrap();
     let menv = MapEnv::new().with("GOOGLE_APPLICATION_CREDENTIALS", adc_path.to_str().unwrap());
-    let google = env.services_with(&adc_config(), &menv, Clock::system());
-    let token = google.tokens.get("adc", AUD).await.unwrap();
-    assert_eq!(
-        env.sandbox
-            .verify_id_token(token.expose(), AUD)
-            .unwrap()
-            .email
-            .as_deref(),
-        Some(TARGET)
-    );
+    adc_mints_as(&env, &menv, TARGET).await;
 }
 
 /// `gcloud auth application-default login --impersonate-service-account=SA`:
@@ -503,16 +508,7 @@ async fn workload_identity_federation_mints_as_the_service_account() {
     )
     .unwrap();
     let menv = MapEnv::new().with("GOOGLE_APPLICATION_CREDENTIALS", wif_url.to_str().unwrap());
-    let google = env.services_with(&adc_config(), &menv, Clock::system());
-    let token = google.tokens.get("adc", AUD).await.unwrap();
-    assert_eq!(
-        env.sandbox
-            .verify_id_token(token.expose(), AUD)
-            .unwrap()
-            .email
-            .as_deref(),
-        Some(TARGET)
-    );
+    adc_mints_as(&env, &menv, TARGET).await;
 
     // A token of another provider: STS refuses, and the error says what to check.
     let other = env
