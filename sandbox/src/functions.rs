@@ -99,6 +99,9 @@ pub(crate) struct Function {
     pub(crate) version: u64,
     /// `updateTime` (Unix seconds, sandbox clock).
     pub(crate) updated_at: i64,
+    /// A 2nd gen function: the URL of its Cloud Run service (`*.run.app`),
+    /// the audience its ID tokens must carry at either of its URLs.
+    pub(crate) run_url: Option<String>,
 }
 
 impl Function {
@@ -114,6 +117,7 @@ impl Function {
             meta: super::FunctionMeta::default(),
             version: 1,
             updated_at: 0,
+            run_url: None,
         }
     }
 }
@@ -304,9 +308,8 @@ fn header_string(
         .map(str::to_owned)
 }
 
-/// The Cloud Functions front end: find the function, authenticate the
-/// caller as Google does, record the invocation, then answer with a fault,
-/// the sample function or the proxied upstream.
+/// The Cloud Functions front end (`REGION-PROJECT.cloudfunctions.net/NAME`):
+/// the first path segment names the function.
 async fn front_end(
     AxState(state): AxState<Arc<State>>,
     method: Method,
@@ -316,21 +319,93 @@ async fn front_end(
 ) -> Response {
     let path = uri.path().to_owned();
     let (name, rest) = split_function_path(&path);
-    let Some((invokers, latency)) = ({
+    let host =
+        header_string(&headers, header::HOST).unwrap_or_else(|| state.urls.functions.to_string());
+    let own_url = Some(format!("http://{host}/{name}"));
+    let call = Call {
+        name,
+        path,
+        rest,
+        own_url,
+        method,
+        uri,
+        headers,
+    };
+    serve_call(&state, call, body).await
+}
+
+/// A 2nd gen function's Cloud Run service (`https://SERVICE-HASH.a.run.app`):
+/// one listener per service, every path goes to it.
+pub(crate) fn run_router(state: Arc<State>, name: String) -> Router {
+    Router::new()
+        .fallback(
+            |AxState((state, name)): AxState<(Arc<State>, String)>,
+             method: Method,
+             uri: Uri,
+             headers: HeaderMap,
+             body: Body| async move {
+                let path = uri.path().to_owned();
+                let call = Call {
+                    name,
+                    rest: path.clone(),
+                    path,
+                    own_url: None,
+                    method,
+                    uri,
+                    headers,
+                };
+                serve_call(&state, call, body).await
+            },
+        )
+        .with_state((state, name))
+}
+
+/// One call reaching a front end.
+struct Call {
+    name: String,
+    /// The request path, as error pages quote it.
+    path: String,
+    /// The path below the function.
+    rest: String,
+    /// The cloudfunctions.net URL the call came in on; `None`: its run.app URL.
+    own_url: Option<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+/// Find the function, authenticate the caller as Google does (the audience
+/// of a 1st gen function is its own URL; of a 2nd gen function, at either
+/// URL, its Cloud Run service URL), record the invocation, then answer with
+/// a fault, the sample function or the proxied upstream.
+async fn serve_call(state: &Arc<State>, call: Call, body: Body) -> Response {
+    let Call {
+        name,
+        path,
+        rest,
+        own_url,
+        method,
+        uri,
+        headers,
+    } = call;
+    let found = {
         let inner = state.lock();
         inner
             .functions
             .get(&name)
-            .map(|f| (f.invokers.clone(), f.faults.latency))
-    }) else {
+            .map(|f| (f.invokers.clone(), f.faults.latency, f.run_url.clone()))
+    };
+    let audience = match (&found, own_url) {
+        (Some((_, _, Some(run))), _) => run.clone(),
+        (Some((_, _, None)), Some(own)) => own,
         // A 1st gen URL with no function behind it gets the same 403 as a
         // caller without the invoker role: existence is not revealed.
+        _ => return forbidden(&path),
+    };
+    let Some((invokers, latency, _)) = found else {
         return forbidden(&path);
     };
-    let host =
-        header_string(&headers, header::HOST).unwrap_or_else(|| state.urls.functions.to_string());
-    let audience = format!("http://{host}/{name}");
-    let caller = match authenticate(&state, &headers, &audience, &path, &invokers) {
+    let caller = match authenticate(state, &headers, &audience, &path, &invokers) {
         Auth::Allowed(c) => c,
         Auth::Denied(resp) => return resp,
     };
@@ -370,14 +445,14 @@ async fn front_end(
         headers: &headers,
         bytes,
     };
-    let mut resp = match execute(&state, &name, request, &mut invocation).await {
+    let mut resp = match execute(state, &name, request, &mut invocation).await {
         Some(Ok(resp)) => resp,
         // Recorded already (a hang that ended with the sandbox).
         Some(Err(resp)) => return resp,
         None => return forbidden(&path),
     };
     invocation.status = resp.status().as_u16();
-    record(&state, invocation);
+    record(state, invocation);
     if let Ok(v) = HeaderValue::from_str(&keys::random_token(12)) {
         resp.headers_mut().insert("function-execution-id", v);
     }
@@ -789,6 +864,40 @@ mod tests {
             sb.invocations(FN).is_empty(),
             "nothing reached the function"
         );
+    }
+
+    /// A 2nd gen function answers at its cloudfunctions.net URL and at its
+    /// Cloud Run URL; at both, the audience is the Cloud Run URL.
+    #[tokio::test]
+    async fn a_second_gen_function_answers_at_both_urls_for_its_run_audience() {
+        let sb = sandbox().await;
+        sb.create_service_account(SA);
+        let run = sb
+            .deploy_gen2_function("grant-crm", FunctionImpl::Sample, &[SA])
+            .await
+            .expect("deploy");
+        assert_eq!(sb.run_url("grant-crm").as_deref(), Some(run.as_str()));
+        let cf = sb.function_url("grant-crm");
+        let run_token = sb.mint_id_token(SA, &run).expect("mint");
+        let cf_token = sb.mint_id_token(SA, &cf).expect("mint");
+        assert_eq!(invoke(&run, Some(&run_token), grant()).await.status(), 200);
+        assert_eq!(
+            invoke(&format!("{run}/sub/path"), Some(&run_token), grant())
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(invoke(&cf, Some(&run_token), grant()).await.status(), 200);
+        assert_eq!(invoke(&cf, Some(&cf_token), grant()).await.status(), 401);
+        assert_eq!(invoke(&run, None, grant()).await.status(), 403);
+        let paths: Vec<String> = sb
+            .invocations("grant-crm")
+            .into_iter()
+            .map(|i| i.path)
+            .collect();
+        assert_eq!(paths, ["/", "/sub/path", "/"]);
+        sb.set_invokers("grant-crm", &[]);
+        assert_eq!(invoke(&run, Some(&run_token), grant()).await.status(), 403);
     }
 
     #[tokio::test]

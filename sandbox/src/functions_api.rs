@@ -1,8 +1,15 @@
-//! The Cloud Functions API v1 (`cloudfunctions.googleapis.com`) for the
-//! functions deployed on the sandbox front end: `get`, `list` (pages, `-` for
-//! every region), `testIamPermissions` and `getIamPolicy`, with each function's
+//! The Cloud Functions API (`cloudfunctions.googleapis.com`) v1 and v2 and
+//! the Cloud Run Admin API v2 (`run.googleapis.com`) for the functions
+//! deployed on the sandbox front end: `get`, `list` (pages, `-` for every
+//! region), `testIamPermissions` and `getIamPolicy`, with each function's
 //! metadata ([`FunctionMeta`]: project, region, status, timeout, ingress, ...)
 //! and its invoker list as the IAM policy.
+//!
+//! As at Google, v1 shows 1st gen functions only and describes them as the v1
+//! `CloudFunction`; v2 shows both generations as the v2 `Function`
+//! (`environment`, `state`, `serviceConfig`); a 2nd gen function's invokers
+//! are `roles/run.invoker` on its Cloud Run service, read through the Run
+//! Admin API (`projects/P/locations/R/services/NAME`).
 //!
 //! Callers authenticate with an access token this sandbox issued. As at Google,
 //! `get`/`list` need `roles/cloudfunctions.viewer` (on the function or the
@@ -38,6 +45,16 @@ const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1000;
 const UNAUTHENTICATED: &str = "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.";
 const INVOKER_ROLE: &str = "roles/cloudfunctions.invoker";
+const RUN_INVOKER_ROLE: &str = "roles/run.invoker";
+/// The `run.*` permissions the sandbox's services answer `testIamPermissions` for.
+const KNOWN_RUN_PERMISSIONS: [&str; 6] = [
+    "routes.invoke",
+    "services.get",
+    "services.getIamPolicy",
+    "services.setIamPolicy",
+    "services.update",
+    "services.delete",
+];
 const PUBLIC: [&str; 2] = ["allUsers", "allAuthenticatedUsers"];
 /// The `cloudfunctions.functions.*` permissions `testIamPermissions` accepts.
 const KNOWN_PERMISSIONS: [&str; 11] = [
@@ -56,7 +73,9 @@ const KNOWN_PERMISSIONS: [&str; 11] = [
 
 /// What the Cloud Functions API reports about a deployed function. Defaults:
 /// the sandbox project, `us-central1`, `ACTIVE`, 60s, `ALLOW_ALL`, `python312`,
-/// `GEN_1`, an HTTPS trigger, the project's App Engine default service account.
+/// an HTTPS trigger, the project's App Engine default service account. The
+/// generation follows from how it was deployed
+/// ([`Sandbox::deploy_gen2_function`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionMeta {
     /// `None`: the sandbox's project.
@@ -68,8 +87,6 @@ pub struct FunctionMeta {
     /// `ALLOW_ALL`, `ALLOW_INTERNAL_ONLY`, `ALLOW_INTERNAL_AND_GCLB`.
     pub ingress: String,
     pub runtime: String,
-    /// `environment`: `GEN_1` or `GEN_2`.
-    pub generation: String,
     /// The runtime service account; `None`: `PROJECT@appspot.gserviceaccount.com`.
     pub service_account: Option<String>,
     /// `false`: an event-driven function (Pub/Sub trigger), no `httpsTrigger`.
@@ -87,7 +104,6 @@ impl Default for FunctionMeta {
             timeout: Duration::from_secs(60),
             ingress: "ALLOW_ALL".to_owned(),
             runtime: "python312".to_owned(),
-            generation: "GEN_1".to_owned(),
             service_account: None,
             https_trigger: true,
             entry_point: "handler".to_owned(),
@@ -110,12 +126,54 @@ enum ReadRole {
     Viewer,
     /// `cloudfunctions.functions.getIamPolicy` (a custom role, or roles/iam.securityReviewer).
     PolicyViewer,
+    /// `roles/run.viewer`: `run.services.get`, `run.services.getIamPolicy`.
+    RunViewer,
+}
+
+/// Which API a request came in on: what it shows and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// Cloud Functions v1: 1st gen functions only.
+    V1,
+    /// Cloud Functions v2: both generations.
+    V2,
+    /// Cloud Run Admin v2: the services of 2nd gen functions.
+    Run,
+}
+
+impl Api {
+    fn shows(self, f: &Function) -> bool {
+        match self {
+            Self::V1 => f.run_url.is_none(),
+            Self::V2 => true,
+            Self::Run => f.run_url.is_some(),
+        }
+    }
+    fn collection(self) -> &'static str {
+        match self {
+            Self::Run => "services",
+            Self::V1 | Self::V2 => "functions",
+        }
+    }
+    fn invoker_role(self) -> &'static str {
+        match self {
+            Self::Run => RUN_INVOKER_ROLE,
+            Self::V1 | Self::V2 => INVOKER_ROLE,
+        }
+    }
 }
 
 impl Sandbox {
     /// `http://127.0.0.1:P`, the Cloud Functions API (like `https://cloudfunctions.googleapis.com`).
     pub fn cloudfunctions_api_url(&self) -> String {
         format!("http://{}", self.state.urls.functions_api)
+    }
+
+    /// `http://127.0.0.1:P`, the Cloud Run Admin API (like
+    /// `https://run.googleapis.com`): the Cloud Functions API's listener,
+    /// whose `/v2/.../services/` paths it answers.
+    pub fn cloud_run_api_url(&self) -> String {
+        self.cloudfunctions_api_url()
     }
 
     /// Replace what the API reports about a deployed function (bumps `versionId`).
@@ -150,7 +208,14 @@ impl Sandbox {
         self.grant(function_or_project, member_email, ReadRole::PolicyViewer);
     }
 
-    /// Remove both read grants of `member_email` on a function or project.
+    /// Grant `member_email` `roles/run.viewer` (`run.services.get`,
+    /// `run.services.getIamPolicy`) on a 2nd gen function's service (the
+    /// function's name) or a project (`projects/PROJECT`).
+    pub fn grant_run_viewer(&self, function_or_project: &str, member_email: &str) {
+        self.grant(function_or_project, member_email, ReadRole::RunViewer);
+    }
+
+    /// Remove every read grant of `member_email` on a function or project.
     pub fn revoke_read_grants(&self, function_or_project: &str, member_email: &str) {
         self.state
             .lock()
@@ -167,18 +232,47 @@ impl Sandbox {
     }
 }
 
+/// Cloud Functions v1 and v2 and, on the same listener (the paths do not
+/// overlap), the Cloud Run Admin API v2.
 pub(crate) fn router(state: Arc<State>) -> Router {
+    macro_rules! on {
+        ($handler:ident, $api:expr) => {
+            |s: AxState<Arc<State>>,
+             p: Path<Vec<String>>,
+             q: Query<HashMap<String, String>>,
+             h: HeaderMap,
+             b: Body| { $handler($api, s, p, q, h, b) }
+        };
+    }
     Router::new()
         .route(
             "/v1/projects/{project}/locations/{location}/functions",
-            get(list),
+            get(on!(list, Api::V1)),
         )
         .route(
             "/v1/projects/{project}/locations/{location}/functions/{name}",
-            get(get_or_policy).post(test_permissions),
+            get(on!(get_or_policy, Api::V1)).post(on!(test_permissions, Api::V1)),
+        )
+        .route(
+            "/v2/projects/{project}/locations/{location}/functions",
+            get(on!(list, Api::V2)),
+        )
+        .route(
+            "/v2/projects/{project}/locations/{location}/functions/{name}",
+            get(on!(get_or_policy, Api::V2)).post(on!(test_permissions, Api::V2)),
+        )
+        .route(
+            "/v2/projects/{project}/locations/{location}/services/{name}",
+            get(on!(get_or_policy, Api::Run)).post(on!(test_permissions, Api::Run)),
         )
         .fallback(|| async { ApiError::not_found("Not Found").into_response() })
         .with_state(state)
+}
+
+/// `(project, location, name?)` from the path.
+fn path3(p: &[String]) -> (&str, &str, &str) {
+    let at = |i: usize| p.get(i).map(String::as_str).unwrap_or_default();
+    (at(0), at(1), at(2))
 }
 
 impl ApiError {
@@ -191,10 +285,15 @@ impl ApiError {
             ),
         )
     }
-    fn no_function(project: &str, region: &str, name: &str) -> Self {
-        Self::not_found(format!(
-            "Function {name} in region {region} in project {project} does not exist"
-        ))
+    fn no_function(api: Api, project: &str, region: &str, name: &str) -> Self {
+        match api {
+            Api::Run => Self::not_found(format!(
+                "Resource 'projects/{project}/locations/{region}/services/{name}' was not found"
+            )),
+            Api::V1 | Api::V2 => Self::not_found(format!(
+                "Function {name} in region {region} in project {project} does not exist"
+            )),
+        }
     }
 }
 
@@ -234,10 +333,11 @@ fn has_role(
     })
 }
 
-/// The deployed function `name` if it lives in `project`/`region`.
+/// The deployed function `name` if it lives in `project`/`region` and `api` shows it.
 fn find<'a>(
     state: &State,
     inner: &'a Inner,
+    api: Api,
     project: &str,
     region: &str,
     name: &str,
@@ -245,7 +345,7 @@ fn find<'a>(
     inner
         .functions
         .get(name)
-        .filter(|f| project_of(state, f) == project && f.meta.region == region)
+        .filter(|f| project_of(state, f) == project && f.meta.region == region && api.shows(f))
 }
 
 fn google_duration(d: Duration) -> String {
@@ -257,7 +357,13 @@ fn google_duration(d: Duration) -> String {
     }
 }
 
-/// The v1 `CloudFunction` JSON for a deployed function.
+fn service_account(project: &str, m: &FunctionMeta) -> String {
+    m.service_account
+        .clone()
+        .unwrap_or_else(|| format!("{project}@appspot.gserviceaccount.com"))
+}
+
+/// The v1 `CloudFunction` JSON for a deployed (1st gen) function.
 fn describe(state: &State, name: &str, f: &Function) -> Value {
     let project = project_of(state, f);
     let m = &f.meta;
@@ -268,11 +374,10 @@ fn describe(state: &State, name: &str, f: &Function) -> Value {
         "runtime": m.runtime,
         "timeout": google_duration(m.timeout),
         "availableMemoryMb": m.available_memory_mb,
-        "serviceAccountEmail": m.service_account.clone().unwrap_or_else(|| format!("{project}@appspot.gserviceaccount.com")),
+        "serviceAccountEmail": service_account(project, m),
         "updateTime": State::rfc3339(f.updated_at),
         "versionId": f.version.to_string(),
         "ingressSettings": m.ingress,
-        "environment": m.generation,
         "maxInstances": 3000,
     });
     if m.https_trigger {
@@ -291,33 +396,106 @@ fn describe(state: &State, name: &str, f: &Function) -> Value {
     v
 }
 
-/// `GET .../functions/NAME` and `GET .../functions/NAME:getIamPolicy`.
-async fn get_or_policy(
-    AxState(state): AxState<Arc<State>>,
-    Path((project, location, name)): Path<(String, String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
-    // `options.requestedPolicyVersion`: 0, 1 or 3 (Google refuses others).
-    let version = match query
+/// The v2 `Function` JSON for a deployed function of either generation: a
+/// 2nd gen function names its Cloud Run service and that service's URL in
+/// `serviceConfig`; both have the cloudfunctions.net `url`.
+fn describe_v2(state: &State, name: &str, f: &Function) -> Value {
+    let project = project_of(state, f);
+    let m = &f.meta;
+    let region = &m.region;
+    let gen2 = f.run_url.is_some();
+    let function_url = format!("http://{}/{name}", state.urls.functions);
+    let v2_state = match m.status.as_str() {
+        "ACTIVE" => "ACTIVE",
+        "OFFLINE" => "FAILED",
+        "DEPLOY_IN_PROGRESS" => "DEPLOYING",
+        "DELETE_IN_PROGRESS" => "DELETING",
+        _ => "UNKNOWN",
+    };
+    let mut service = json!({
+        "timeoutSeconds": m.timeout.as_secs(),
+        "availableMemory": format!("{}M", m.available_memory_mb),
+        "ingressSettings": m.ingress,
+        "serviceAccountEmail": service_account(project, m),
+        "maxInstanceCount": if gen2 { 100 } else { 3000 },
+        "allTrafficOnLatestRevision": true,
+        "securityLevel": "SECURE_ALWAYS",
+    });
+    if let Some(run) = &f.run_url {
+        service["service"] = json!(format!(
+            "projects/{project}/locations/{region}/services/{name}"
+        ));
+        service["uri"] = json!(run);
+        service["revision"] = json!(format!("{name}-{:05}-sbx", f.version));
+        service["availableCpu"] = json!("0.1666");
+        service["maxInstanceRequestConcurrency"] = json!(1);
+    } else if m.https_trigger {
+        service["uri"] = json!(function_url);
+    }
+    let mut v = json!({
+        "name": format!("projects/{project}/locations/{region}/functions/{name}"),
+        "environment": if gen2 { "GEN_2" } else { "GEN_1" },
+        "state": v2_state,
+        "updateTime": State::rfc3339(f.updated_at),
+        "buildConfig": {
+            "runtime": m.runtime,
+            "entryPoint": m.entry_point,
+            "dockerRegistry": "ARTIFACT_REGISTRY",
+        },
+        "serviceConfig": service,
+    });
+    if gen2 || m.https_trigger {
+        v["url"] = json!(function_url);
+    }
+    if !m.https_trigger {
+        v["eventTrigger"] = json!({
+            "eventType": if gen2 { "google.cloud.pubsub.topic.v1.messagePublished" } else { "google.pubsub.topic.publish" },
+            "pubsubTopic": format!("projects/{project}/topics/{name}"),
+            "retryPolicy": "RETRY_POLICY_DO_NOT_RETRY",
+        });
+    }
+    if v2_state == "FAILED" {
+        v["stateMessages"] = json!([{
+            "severity": "ERROR",
+            "type": "DeploymentFailure",
+            "message": "Function failed on loading user code.",
+        }]);
+    }
+    v
+}
+
+/// `options.requestedPolicyVersion`: 0, 1 or 3 (Google refuses others).
+fn policy_version(query: &HashMap<String, String>) -> Result<u8, ApiError> {
+    match query
         .get("options.requestedPolicyVersion")
         .map(String::as_str)
     {
-        None | Some("0") | Some("1") => 1,
-        Some("3") => 3,
-        Some(other) => {
-            return reply(Err(ApiError::invalid(format!(
-                "Invalid requested policy version {other}; valid values are 0, 1 and 3."
-            ))));
-        }
-    };
-    reply(get_or_policy_inner(
-        &state, &project, &location, &name, &headers, version,
-    ))
+        None | Some("0") | Some("1") => Ok(1),
+        Some("3") => Ok(3),
+        Some(other) => Err(ApiError::invalid(format!(
+            "Invalid requested policy version {other}; valid values are 0, 1 and 3."
+        ))),
+    }
+}
+
+/// `GET .../NAME` and `GET .../NAME:getIamPolicy`.
+async fn get_or_policy(
+    api: Api,
+    AxState(state): AxState<Arc<State>>,
+    Path(path): Path<Vec<String>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    _body: Body,
+) -> Response {
+    let (project, location, name) = path3(&path);
+    reply(policy_version(&query).and_then(|version| {
+        get_or_policy_inner(&state, api, project, location, name, &headers, version)
+    }))
 }
 
 fn get_or_policy_inner(
     state: &State,
+    api: Api,
     project: &str,
     region: &str,
     name: &str,
@@ -329,39 +507,33 @@ fn get_or_policy_inner(
         Some((f, v)) => (f, Some(v)),
         None => (name, None),
     };
-    let resource = format!("projects/{project}/locations/{region}/functions/{function}");
+    let resource = format!(
+        "projects/{project}/locations/{region}/{}/{function}",
+        api.collection()
+    );
     let inner = state.lock();
-    match verb {
-        None => {
-            if !has_role(&inner, &caller, project, Some(function), ReadRole::Viewer) {
-                return Err(ApiError::denied_on(
-                    "cloudfunctions.functions.get",
-                    &resource,
-                ));
-            }
-            let f = find(state, &inner, project, region, function)
-                .ok_or_else(|| ApiError::no_function(project, region, function))?;
-            Ok(describe(state, function, f))
-        }
-        Some("getIamPolicy") => {
-            if !has_role(
-                &inner,
-                &caller,
-                project,
-                Some(function),
-                ReadRole::PolicyViewer,
-            ) {
-                return Err(ApiError::denied_on(
-                    "cloudfunctions.functions.getIamPolicy",
-                    &resource,
-                ));
-            }
-            let f = find(state, &inner, project, region, function)
-                .ok_or_else(|| ApiError::no_function(project, region, function))?;
-            Ok(policy(f, version))
-        }
-        Some(_) => Err(ApiError::not_found("Not Found")),
+    let (permission, role) = match (api, verb) {
+        (Api::Run, None) => return Err(ApiError::not_found("Not Found")),
+        (Api::Run, Some("getIamPolicy")) => ("run.services.getIamPolicy", ReadRole::RunViewer),
+        (_, None) => ("cloudfunctions.functions.get", ReadRole::Viewer),
+        (_, Some("getIamPolicy")) => (
+            "cloudfunctions.functions.getIamPolicy",
+            ReadRole::PolicyViewer,
+        ),
+        (_, Some(_)) => return Err(ApiError::not_found("Not Found")),
+    };
+    if !has_role(&inner, &caller, project, Some(function), role) {
+        return Err(ApiError::denied_on(permission, &resource));
     }
+    let f = find(state, &inner, api, project, region, function)
+        .ok_or_else(|| ApiError::no_function(api, project, region, function))?;
+    Ok(match (api, verb) {
+        (Api::V1, None) => describe(state, function, f),
+        (_, None) => describe_v2(state, function, f),
+        // A 2nd gen function's invokers are on its service, not the function.
+        (Api::V2, _) if f.run_url.is_some() => json!({"version": 1, "etag": "ACAB"}),
+        _ => policy(f, version, api.invoker_role()),
+    })
 }
 
 /// An invoker as an IAM member (`serviceAccount:...`, `user:...`, `allUsers`).
@@ -375,11 +547,11 @@ fn member(i: &str) -> String {
     }
 }
 
-/// The function's IAM policy: its invoker list as `roles/cloudfunctions.invoker`,
-/// and its conditional invoker bindings as `version` asks: with their
-/// conditions (version 3), or, as Google answers a version-1 request for a
-/// policy with conditions, under the role `ROLE_withcond_<hash>` without them.
-fn policy(f: &Function, version: u8) -> Value {
+/// The function's IAM policy: its invoker list as `role`, and its
+/// conditional invoker bindings as `version` asks: with their conditions
+/// (version 3), or, as Google answers a version-1 request for a policy with
+/// conditions, under the role `ROLE_withcond_<hash>` without them.
+fn policy(f: &Function, version: u8, role: &str) -> Value {
     let members: BTreeSet<String> = f.invokers.iter().map(|i| member(i)).collect();
     if members.is_empty() && f.conditional_invokers.is_empty() {
         // Google's empty policy.
@@ -387,7 +559,7 @@ fn policy(f: &Function, version: u8) -> Value {
     }
     let mut bindings = Vec::new();
     if !members.is_empty() {
-        bindings.push(json!({"role": INVOKER_ROLE, "members": members}));
+        bindings.push(json!({"role": role, "members": members}));
     }
     for (who, title, expression) in &f.conditional_invokers {
         let hash = aws_lc_rs::digest::digest(
@@ -395,10 +567,10 @@ fn policy(f: &Function, version: u8) -> Value {
             format!("{title}\n{expression}").as_bytes(),
         );
         bindings.push(if version >= 3 {
-            json!({"role": INVOKER_ROLE, "members": [member(who)],
+            json!({"role": role, "members": [member(who)],
                    "condition": {"title": title, "expression": expression}})
         } else {
-            json!({"role": format!("{INVOKER_ROLE}_withcond_{}", hex::encode(&hash.as_ref()[..10])),
+            json!({"role": format!("{role}_withcond_{}", hex::encode(&hash.as_ref()[..10])),
                    "members": [member(who)]})
         });
     }
@@ -423,23 +595,38 @@ struct TestRequest {
     permissions: Vec<String>,
 }
 
-/// `POST .../functions/NAME:testIamPermissions`.
+/// `POST .../NAME:testIamPermissions`.
 async fn test_permissions(
+    api: Api,
     AxState(state): AxState<Arc<State>>,
-    Path((project, location, name)): Path<(String, String, String)>,
+    Path(path): Path<Vec<String>>,
+    _query: Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let (project, location, name) = path3(&path);
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return ApiError::invalid("Request payload size exceeds the limit.").into_response();
     };
     reply(test_permissions_inner(
-        &state, &project, &location, &name, &headers, &body,
+        &state, api, project, location, name, &headers, &body,
     ))
+}
+
+fn known_permission(api: Api, p: &str) -> bool {
+    match api {
+        Api::Run => p
+            .strip_prefix("run.")
+            .is_some_and(|verb| KNOWN_RUN_PERMISSIONS.contains(&verb)),
+        Api::V1 | Api::V2 => p
+            .strip_prefix("cloudfunctions.functions.")
+            .is_some_and(|verb| KNOWN_PERMISSIONS.contains(&verb)),
+    }
 }
 
 fn test_permissions_inner(
     state: &State,
+    api: Api,
     project: &str,
     region: &str,
     name: &str,
@@ -452,37 +639,34 @@ fn test_permissions_inner(
     };
     let req: TestRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("Invalid JSON payload received. {e}")))?;
-    for p in &req.permissions {
-        let known = p
-            .strip_prefix("cloudfunctions.functions.")
-            .is_some_and(|verb| KNOWN_PERMISSIONS.contains(&verb));
-        if !known {
-            return Err(ApiError::invalid(format!(
-                "Permission {p} is not valid for this resource."
-            )));
-        }
+    if let Some(p) = req.permissions.iter().find(|p| !known_permission(api, p)) {
+        return Err(ApiError::invalid(format!(
+            "Permission {p} is not valid for this resource."
+        )));
     }
     let inner = state.lock();
-    let Some(f) = find(state, &inner, project, region, function) else {
+    let Some(f) = find(state, &inner, api, project, region, function) else {
         // The method's own description (cloudfunctions.v1 discovery document):
         // "If the function does not exist, this will return an empty set of
-        // permissions, not a NOT_FOUND error."
+        // permissions, not a NOT_FOUND error." (The Run Admin API does not
+        // say; the sandbox answers it the same way.)
         return Ok(json!({}));
     };
+    let invoker = f
+        .invokers
+        .iter()
+        .any(|i| PUBLIC.contains(&i.as_str()) || *i == caller);
     let holds = |permission: &str| -> bool {
-        match permission.trim_start_matches("cloudfunctions.functions.") {
-            "invoke" => f
-                .invokers
-                .iter()
-                .any(|i| PUBLIC.contains(&i.as_str()) || *i == caller),
-            "get" | "list" => has_role(&inner, &caller, project, Some(function), ReadRole::Viewer),
-            "getIamPolicy" => has_role(
-                &inner,
-                &caller,
-                project,
-                Some(function),
-                ReadRole::PolicyViewer,
-            ),
+        let role = |r| has_role(&inner, &caller, project, Some(function), r);
+        match permission {
+            "run.routes.invoke" => invoker,
+            "run.services.get" | "run.services.getIamPolicy" => role(ReadRole::RunViewer),
+            // A 2nd gen function is invoked through its service.
+            "cloudfunctions.functions.invoke" => invoker && f.run_url.is_none(),
+            "cloudfunctions.functions.get" | "cloudfunctions.functions.list" => {
+                role(ReadRole::Viewer)
+            }
+            "cloudfunctions.functions.getIamPolicy" => role(ReadRole::PolicyViewer),
             _ => false,
         }
     };
@@ -504,16 +688,24 @@ struct ListQuery {
 
 /// `GET .../locations/{region or -}/functions?pageSize&pageToken`.
 async fn list(
+    api: Api,
     AxState(state): AxState<Arc<State>>,
-    Path((project, location)): Path<(String, String)>,
-    Query(q): Query<ListQuery>,
+    Path(path): Path<Vec<String>>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    _body: Body,
 ) -> Response {
-    reply(list_inner(&state, &project, &location, q, &headers))
+    let (project, location, _) = path3(&path);
+    let q = ListQuery {
+        page_size: query.get("pageSize").and_then(|s| s.parse().ok()),
+        page_token: query.get("pageToken").cloned(),
+    };
+    reply(list_inner(&state, api, project, location, q, &headers))
 }
 
 fn list_inner(
     state: &State,
+    api: Api,
     project: &str,
     location: &str,
     q: ListQuery,
@@ -540,11 +732,15 @@ fn list_inner(
         .iter()
         .filter(|(_, f)| {
             project_of(state, f) == project
+                && api.shows(f)
                 && (location == "-" || f.meta.region == location)
                 && !(location == "-" && inner.unreachable_regions.contains(&f.meta.region))
         })
         .map(|(name, f)| {
-            let v = describe(state, name, f);
+            let v = match api {
+                Api::V1 => describe(state, name, f),
+                _ => describe_v2(state, name, f),
+            };
             (v["name"].as_str().unwrap_or_default().to_owned(), v)
         })
         .collect();
@@ -648,7 +844,7 @@ mod tests {
         assert_eq!(v["status"], "ACTIVE");
         assert_eq!(v["timeout"], "60s");
         assert_eq!(v["runtime"], "python312");
-        assert_eq!(v["environment"], "GEN_1");
+        assert!(v.get("environment").is_none(), "not a v1 field: {v}");
         assert_eq!(v["ingressSettings"], "ALLOW_ALL");
         assert_eq!(v["httpsTrigger"]["url"], sb.function_url(FN).as_str());
         assert_eq!(v["httpsTrigger"]["securityLevel"], "SECURE_ALWAYS");
@@ -664,7 +860,6 @@ mod tests {
             FunctionMeta {
                 status: "OFFLINE".into(),
                 timeout: Duration::from_millis(1500),
-                generation: "GEN_2".into(),
                 https_trigger: false,
                 ..FunctionMeta::default()
             },
@@ -672,7 +867,6 @@ mod tests {
         let (_, v) = get_json(&fn_url(&sb, FN), Some(&token)).await;
         assert_eq!(v["status"], "OFFLINE");
         assert_eq!(v["timeout"], "1.5s");
-        assert_eq!(v["environment"], "GEN_2");
         assert_eq!(v["versionId"], "2");
         assert!(v.get("httpsTrigger").is_none());
         assert_eq!(
@@ -910,6 +1104,133 @@ mod tests {
         )
         .await;
         assert_eq!(status, 400);
+    }
+
+    fn v2_url(sb: &Sandbox, collection: &str, name: &str) -> String {
+        format!(
+            "{}/v2/projects/sandbox-project/locations/us-central1/{collection}/{name}",
+            sb.cloudfunctions_api_url()
+        )
+    }
+
+    /// v1 shows 1st gen functions only; v2 shows both, with `environment`,
+    /// `state` and the Cloud Run service of a 2nd gen function.
+    #[tokio::test]
+    async fn v2_describes_both_generations_and_v1_hides_the_second() {
+        let (sb, token) = setup().await;
+        let run = sb
+            .deploy_gen2_function("grant-crm", FunctionImpl::Sample, &[SA])
+            .await
+            .unwrap();
+        sb.grant_viewer("projects/sandbox-project", SA);
+        let (status, v) = get_json(&v2_url(&sb, "functions", "grant-crm"), Some(&token)).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["environment"], "GEN_2");
+        assert_eq!(v["state"], "ACTIVE");
+        assert_eq!(v["url"], sb.function_url("grant-crm").as_str());
+        assert_eq!(v["serviceConfig"]["uri"], run.as_str());
+        assert_eq!(
+            v["serviceConfig"]["service"],
+            "projects/sandbox-project/locations/us-central1/services/grant-crm"
+        );
+        assert_eq!(v["serviceConfig"]["timeoutSeconds"], 60);
+        assert_eq!(v["buildConfig"]["runtime"], "python312");
+
+        let (_, v) = get_json(&v2_url(&sb, "functions", FN), Some(&token)).await;
+        assert_eq!(v["environment"], "GEN_1");
+        assert_eq!(v["serviceConfig"]["uri"], sb.function_url(FN).as_str());
+        assert!(v["serviceConfig"].get("service").is_none());
+
+        // v1 does not know the 2nd gen one.
+        let (status, _) = get_json(&fn_url(&sb, "grant-crm"), Some(&token)).await;
+        assert_eq!(status, 404);
+        let list = |version: &str| {
+            format!(
+                "{}/{version}/projects/sandbox-project/locations/-/functions",
+                sb.cloudfunctions_api_url()
+            )
+        };
+        let (_, v1) = get_json(&list("v1"), Some(&token)).await;
+        assert_eq!(v1["functions"].as_array().unwrap().len(), 1, "{v1}");
+        let (_, v2) = get_json(&list("v2"), Some(&token)).await;
+        assert_eq!(v2["functions"].as_array().unwrap().len(), 2, "{v2}");
+
+        sb.set_function_meta(
+            "grant-crm",
+            FunctionMeta {
+                status: "OFFLINE".into(),
+                ..FunctionMeta::default()
+            },
+        );
+        let (_, v) = get_json(&v2_url(&sb, "functions", "grant-crm"), Some(&token)).await;
+        assert_eq!(v["state"], "FAILED");
+        assert_eq!(v["stateMessages"][0]["severity"], "ERROR");
+    }
+
+    /// A 2nd gen function's invokers are `roles/run.invoker` on its service,
+    /// read and tested through the Run Admin API.
+    #[tokio::test]
+    async fn the_run_admin_api_answers_for_a_second_gen_functions_service() {
+        let (sb, token) = setup().await;
+        sb.deploy_gen2_function("grant-crm", FunctionImpl::Sample, &[SA, "allUsers"])
+            .await
+            .unwrap();
+        let service = v2_url(&sb, "services", "grant-crm");
+        let test = |name: &str, perms: Value| {
+            let url = format!("{}:testIamPermissions", v2_url(&sb, "services", name));
+            let token = token.clone();
+            async move {
+                let resp = client()
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&json!({ "permissions": perms }))
+                    .send()
+                    .await
+                    .unwrap();
+                (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+            }
+        };
+        let (status, v) = test(
+            "grant-crm",
+            json!(["run.routes.invoke", "run.services.getIamPolicy"]),
+        )
+        .await;
+        assert_eq!(
+            (status, v),
+            (200, json!({"permissions": ["run.routes.invoke"]}))
+        );
+        let (status, _) = test("grant-crm", json!(["cloudfunctions.functions.invoke"])).await;
+        assert_eq!(status, 400, "not a Cloud Run permission");
+        // A 1st gen function has no service.
+        assert_eq!(
+            test(FN, json!(["run.routes.invoke"])).await,
+            (200, json!({}))
+        );
+
+        let policy = format!("{service}:getIamPolicy");
+        let (status, v) = get_json(&policy, Some(&token)).await;
+        assert_eq!(status, 403);
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("run.services.getIamPolicy")
+        );
+        sb.grant_run_viewer("grant-crm", SA);
+        let (status, v) = get_json(&policy, Some(&token)).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(
+            v["bindings"],
+            json!([{"role": "roles/run.invoker", "members": ["allUsers", format!("serviceAccount:{SA}")]}])
+        );
+        // The function's own v2 policy holds no invokers.
+        sb.grant_iam_policy_viewer("grant-crm", SA);
+        let (_, v) = get_json(
+            &format!("{}:getIamPolicy", v2_url(&sb, "functions", "grant-crm")),
+            Some(&token),
+        )
+        .await;
+        assert!(v.get("bindings").is_none(), "{v}");
     }
 
     #[test]

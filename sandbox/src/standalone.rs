@@ -207,10 +207,12 @@ fn render_config(r: &Rendered<'_>) -> String {
             Integration::new("sandbox", r.project_id, name, url).set("region", "us-central1"),
         );
     }
-    // The sandbox's Cloud Functions API, for `grantbridge check --online`, and
+    // The sandbox's Cloud Functions and Cloud Run Admin APIs (one listener),
+    // for `grantbridge check --online`, and
     // its control plane, for `grantbridge run`.
     let config = config
         .set("google.cloudfunctions_api", r.cloudfunctions_api)
+        .set("google.run_api", r.cloudfunctions_api)
         .set("control_plane.url", r.control_plane)
         .set(
             "control_plane.token_file",

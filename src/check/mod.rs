@@ -1,9 +1,11 @@
-//! Online checks: for each integration, ask the Cloud Functions API (with the
-//! connection's own access token) whether the function grantbridge will call
-//! exists, is ACTIVE, is a 1st gen HTTPS function at the configured URL, has a
-//! timeout that fits the connector's, may be invoked by the connection's
-//! account, and is not public; and turn the answers into a [`Verdict`] per
-//! integration. `grantbridge check --online` prints them; the daemon can feed
+//! Online checks: for each integration, ask the Cloud Functions API v2 (with
+//! the connection's own access token) whether the function grantbridge will
+//! call exists, is ACTIVE, is an HTTP function of the declared generation at
+//! the configured URL and audience, has a timeout that fits the connector's,
+//! may be invoked by the connection's account (1st gen: on the function,
+//! through the v1 API; 2nd gen: on its Cloud Run service, through the Cloud
+//! Run Admin API), and is not public; and turn the answers into a [`Verdict`]
+//! per integration. `grantbridge check --online` prints them; the daemon can feed
 //! [`Verdict::reading`] into the integration health board, which heartbeats
 //! and `/readyz` read.
 //!
@@ -22,8 +24,9 @@ use crate::config::{Config, Integration};
 use crate::google::AccessToken;
 use crate::google::CredentialsSpec;
 use crate::google::functions_api::{
-    ApiErrorKind, CloudFunction, CloudFunctionsApi, FunctionName, FunctionStatus, Generation,
-    INVOKE_PERMISSION, INVOKER_ROLE, Ingress, member,
+    ApiErrorKind, CloudFunction, CloudFunctionsApi, FunctionName, FunctionState, FunctionsApiError,
+    Generation, INVOKE_PERMISSION, INVOKER_ROLE, IamPolicy, Ingress, RUN_INVOKE_PERMISSION,
+    RUN_INVOKER_ROLE, ServiceName, member,
 };
 use crate::health::{Health, Reading};
 use crate::services::Services;
@@ -156,11 +159,13 @@ fn chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// The Cloud Functions API client for a configuration (`[google] cloudfunctions_api`).
+/// The Cloud Functions (and Cloud Run Admin) API client for a configuration
+/// (`[google] cloudfunctions_api`, `run_api`).
 pub fn api(config: &Config) -> Result<CloudFunctionsApi, reqwest::Error> {
     Ok(CloudFunctionsApi::new(
         crate::http::client()?,
         config.google.cloudfunctions_api.clone(),
+        config.google.run_api.clone(),
     ))
 }
 
@@ -309,20 +314,29 @@ async fn check_with_token(
         &integration.function,
     );
 
+    // What is known of the generation before asking: as declared, else a
+    // run.app URL is a 2nd gen function's.
+    let mut generation = integration
+        .generation
+        .or_else(|| is_cloud_run(&integration.url).then_some(Generation::Gen2));
+    let mut service = None;
     match api.get_function(&token, &name).await {
         Ok(f) => {
-            if !check_function(&mut v, integration, &f) {
-                return v;
-            }
+            check_function(&mut v, integration, &f);
+            generation = Some(f.generation);
+            service = f.service.clone();
         }
         Err(e) => {
             let e = e.for_account(account.as_deref());
             match e.kind() {
-                Some(ApiErrorKind::NotFound) if !is_cloudfunctions_net(&integration.url) => {
+                Some(ApiErrorKind::NotFound)
+                    if integration.generation.is_none()
+                        && !is_cloudfunctions_net(&integration.url) =>
+                {
                     v.info(
                         "not_cloud_functions",
                         format!(
-                            "the Cloud Functions API knows no 1st gen function {name}, and {} is not a cloudfunctions.net URL: a Cloud Run service, 2nd gen function or other endpoint is checked only by minting an ID token for its audience (done above) and by calling it",
+                            "the Cloud Functions API knows no function {name} (of either generation), and {} is not a cloudfunctions.net URL: a Cloud Run service or other endpoint is checked only by minting an ID token for its audience (done above) and by calling it",
                             integration.url
                         ),
                     );
@@ -349,107 +363,224 @@ async fn check_with_token(
     }
 
     let readable = !v.findings.iter().any(|f| f.code == "no_viewer");
-    let exists = check_invoke_permission(
-        &mut v,
+    let ask = Ask {
         integration,
         api,
-        &token,
-        &name,
-        &who,
-        account.as_deref(),
+        token: &token,
+        who: &who,
+        account: account.as_deref(),
         readable,
-    )
-    .await;
-    if !exists {
+    };
+    let target = match generation {
+        // Cloud Functions creates a 2nd gen function's service under its name.
+        Some(Generation::Gen2) => {
+            Target::Service(service.unwrap_or_else(|| ServiceName::of_function(&name)))
+        }
+        _ => Target::Function(name),
+    };
+    if !ask.invoke_permission(&mut v, &target).await {
         return v;
     }
-    check_policy(&mut v, api, &token, &name, account.as_deref()).await;
+    let policy = match &target {
+        Target::Function(n) => api.get_iam_policy(&token, n).await,
+        Target::Service(s) => api.get_service_iam_policy(&token, s).await,
+    };
+    check_policy(&mut v, policy, &target, account.as_deref());
     v
 }
 
-/// Findings from the function's description. Returns false when the remaining
-/// checks do not apply (2nd gen).
-fn check_function(v: &mut Verdict, integration: &Integration, f: &CloudFunction) -> bool {
+/// Where a function's invoke permission is granted: on a 1st gen function
+/// itself, on a 2nd gen function's Cloud Run service.
+enum Target {
+    Function(FunctionName),
+    Service(ServiceName),
+}
+
+impl Target {
+    /// `gcloud functions ... F --project=P --region=R` or `gcloud run services ... S ...`.
+    fn gcloud(&self, verb: &str) -> String {
+        match self {
+            Self::Function(n) => format!("gcloud functions {verb} {}", n.gcloud_args()),
+            Self::Service(s) => format!("gcloud run services {verb} {}", s.gcloud_args()),
+        }
+    }
+    fn permission(&self) -> &'static str {
+        match self {
+            Self::Function(_) => INVOKE_PERMISSION,
+            Self::Service(_) => RUN_INVOKE_PERMISSION,
+        }
+    }
+    fn role(&self) -> &'static str {
+        match self {
+            Self::Function(_) => INVOKER_ROLE,
+            Self::Service(_) => RUN_INVOKER_ROLE,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Function(n) => write!(f, "the function {n}"),
+            Self::Service(s) => write!(f, "its Cloud Run service {s}"),
+        }
+    }
+}
+
+/// Findings from the function's description.
+fn check_function(v: &mut Verdict, integration: &Integration, f: &CloudFunction) {
     let args = f.name.gcloud_args();
     check_state(v, f, &args);
-    if f.generation == Generation::Gen2 {
-        check_gen2(v, integration, &args);
-        return false;
+    if let Some(declared) = integration.generation
+        && declared != f.generation
+    {
+        v.error(
+            "generation_mismatch",
+            format!(
+                "integrations.{}.generation is {} but {} is a {} function: set generation = {}{}",
+                integration.name,
+                declared.number(),
+                f.name.function,
+                if f.generation == Generation::Gen2 {
+                    "2nd gen"
+                } else {
+                    "1st gen"
+                },
+                f.generation.number(),
+                if f.generation == Generation::Gen2 {
+                    " and point url and audience at its Cloud Run URL"
+                } else {
+                    ""
+                }
+            ),
+        );
     }
-    check_trigger(v, integration, f);
+    match f.generation {
+        Generation::Gen1 => check_trigger(v, integration, f),
+        Generation::Gen2 => check_gen2(v, integration, f, &args),
+    }
     check_timeout(v, integration, f);
     check_ingress(v, f);
-    true
 }
 
 /// ACTIVE, deploying, or broken.
 fn check_state(v: &mut Verdict, f: &CloudFunction, args: &str) {
-    match &f.status {
-        FunctionStatus::Active => {}
-        FunctionStatus::DeployInProgress => v.warning(
+    match &f.state {
+        FunctionState::Active => {}
+        FunctionState::Deploying => v.warning(
             "deploying",
-            "a deployment is in progress (DEPLOY_IN_PROGRESS): check again when it finishes"
-                .to_owned(),
+            "a deployment is in progress (DEPLOYING): check again when it finishes".to_owned(),
         ),
         other => v.error(
             "not_active",
             format!(
-                "the function is {} (not ACTIVE): calls will fail; see why with gcloud functions describe {args} and redeploy it",
-                other.as_str()
+                "the function is {} (not ACTIVE){}: calls will fail; see why with gcloud functions describe {args} and redeploy it",
+                other.as_str(),
+                if f.state_messages.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", f.state_messages.join("; "))
+                }
             ),
         ),
     }
 }
 
-/// A 2nd gen function: only its Cloud Run URL works.
-fn check_gen2(v: &mut Verdict, integration: &Integration, args: &str) {
-    if is_cloud_run(&integration.url) {
-        v.info(
+/// An event-driven function cannot be called over HTTP.
+fn event_driven(v: &mut Verdict, f: &CloudFunction) -> bool {
+    let Some(event) = &f.event_type else {
+        return false;
+    };
+    v.error(
+        "no_https_trigger",
+        format!(
+            "the function has no HTTPS trigger (it is triggered by {event}): it cannot be called over HTTP; redeploy it with --trigger-http"
+        ),
+    );
+    true
+}
+
+/// A 2nd gen function answers at its Cloud Run URL and its cloudfunctions.net
+/// URL; at both, Cloud Run accepts ID tokens for the service URL (or a custom
+/// audience configured on the service).
+fn check_gen2(v: &mut Verdict, integration: &Integration, f: &CloudFunction, args: &str) {
+    if event_driven(v, f) {
+        return;
+    }
+    let Some(run) = f.service_uri.as_deref() else {
+        v.warning(
             "gen2",
+            format!("the v2 API reports no Cloud Run URL (serviceConfig.uri) for this 2nd gen function yet; see gcloud functions describe {args}"),
+        );
+        return;
+    };
+    let calls = integration.url.as_str();
+    let at_known_url = same_url(calls, run) || f.url.as_deref().is_some_and(|u| same_url(calls, u));
+    if !at_known_url {
+        v.error(
+            "url_mismatch",
             format!(
-                "2nd gen function called at its Cloud Run URL {}: its invoker role is roles/run.invoker on the Cloud Run service, which the Cloud Functions v1 API cannot check; checked by minting an ID token and by calling it",
-                integration.url
+                "this 2nd gen function answers at its Cloud Run URL {run}{} but grantbridge calls {calls}: set integrations.{}.url = \"{run}\" and generation = 2",
+                f.url
+                    .as_deref()
+                    .map(|u| format!(" and at {u}"))
+                    .unwrap_or_default(),
+                integration.name
             ),
         );
-    } else {
-        v.error(
-            "gen2",
+    } else if integration.audience != run {
+        v.warning(
+            "audience_mismatch",
             format!(
-                "this is a 2nd gen function, but integrations.{} is set up for 1st gen (URL {}): set `url` and `audience` to its Cloud Run URL (gcloud functions describe {args} --gen2 --format='value(serviceConfig.uri)') and grant the connection's account roles/run.invoker (gcloud functions add-invoker-policy-binding {args} --member=...), or redeploy it as 1st gen (--no-gen2)",
-                integration.name, integration.url
+                "the ID token audience is {} but Cloud Run accepts tokens for this 2nd gen function's service URL {run} (or a custom audience set on the service): set integrations.{}.audience = \"{run}\", unless {} is one of the service's custom audiences (gcloud run services describe {} --region={} --project={})",
+                integration.audience,
+                integration.name,
+                integration.audience,
+                f.service.as_ref().map(|s| s.service.as_str()).unwrap_or(&f.name.function),
+                f.name.region,
+                f.name.project
             ),
         );
     }
+    v.info(
+        "gen2",
+        format!(
+            "2nd gen function (Cloud Run functions) called at {calls} with audience {}{}",
+            integration.audience,
+            if integration.generation.is_none() {
+                format!("; declare integrations.{}.generation = 2 so the configuration is checked for it offline too", integration.name)
+            } else {
+                String::new()
+            }
+        ),
+    );
 }
 
 /// The HTTPS trigger is the URL grantbridge calls and the audience it mints for.
 fn check_trigger(v: &mut Verdict, integration: &Integration, f: &CloudFunction) {
-    match &f.https_trigger {
+    if event_driven(v, f) {
+        return;
+    }
+    match &f.url {
         None => v.error(
             "no_https_trigger",
-            format!(
-                "the function has no HTTPS trigger ({}): it cannot be called over HTTP; redeploy it with --trigger-http",
-                f.event_type
-                    .as_deref()
-                    .map(|t| format!("it is triggered by {t}"))
-                    .unwrap_or_else(|| "it is event-driven".to_owned())
-            ),
+            "the function has no HTTPS trigger URL: it cannot be called over HTTP; redeploy it with --trigger-http".to_owned(),
         ),
-        Some(t) => {
-            if !same_url(&t.url, integration.url.as_str()) {
+        Some(url) => {
+            if !same_url(url, integration.url.as_str()) {
                 v.error(
                     "url_mismatch",
                     format!(
-                        "the function's HTTPS trigger URL is {} but grantbridge calls {}: set integrations.{}.url = \"{}\" (or remove `url` to use the default 1st gen URL)",
-                        t.url, integration.url, integration.name, t.url
+                        "the function's HTTPS trigger URL is {url} but grantbridge calls {}: set integrations.{}.url = \"{url}\" (or remove `url` to use the default 1st gen URL)",
+                        integration.url, integration.name
                     ),
                 );
-            } else if !same_url(&t.url, &integration.audience) {
+            } else if !same_url(url, &integration.audience) {
                 v.error(
                     "audience_mismatch",
                     format!(
-                        "the ID token audience is {} but a 1st gen function only accepts its own URL {}: remove integrations.{}.audience",
-                        integration.audience, t.url, integration.name
+                        "the ID token audience is {} but a 1st gen function only accepts its own URL {url}: remove integrations.{}.audience",
+                        integration.audience, integration.name
                     ),
                 );
             }
@@ -511,63 +642,96 @@ fn check_ingress(v: &mut Verdict, f: &CloudFunction) {
     }
 }
 
-/// Returns false when the function turned out not to exist. `readable`: the
-/// function could be read, so it exists; otherwise an empty answer is
-/// ambiguous (Google answers a missing function with an empty set too).
-#[allow(clippy::too_many_arguments)]
-async fn check_invoke_permission(
-    v: &mut Verdict,
-    integration: &Integration,
-    api: &CloudFunctionsApi,
-    token: &AccessToken,
-    name: &FunctionName,
-    who: &str,
-    account: Option<&str>,
+/// What the permission checks need to ask Google.
+struct Ask<'a> {
+    integration: &'a Integration,
+    api: &'a CloudFunctionsApi,
+    token: &'a AccessToken,
+    who: &'a str,
+    account: Option<&'a str>,
+    /// The function could be read, so it exists; otherwise an empty answer is
+    /// ambiguous (Google answers a missing function with an empty set too).
     readable: bool,
-) -> bool {
-    match api
-        .test_iam_permissions(token, name, &[INVOKE_PERMISSION])
-        .await
-    {
-        Ok(held) if held.iter().any(|p| p == INVOKE_PERMISSION) => v.info(
-            "invoke_permission",
-            format!("{who} may invoke the function ({INVOKE_PERMISSION})"),
-        ),
-        Ok(_) => {
-            let member = account
-                .map(member)
-                .unwrap_or_else(|| "serviceAccount:ACCOUNT_EMAIL".to_owned());
-            let grant = format!(
-                "gcloud functions add-iam-policy-binding {} --member={member} --role={INVOKER_ROLE}",
-                name.gcloud_args()
-            );
-            let message = if readable {
-                format!(
-                    "{who} may not invoke the function: it lacks {INVOKE_PERMISSION} ({INVOKER_ROLE}); grant it: {grant}"
-                )
-            } else {
-                format!(
-                    "{who} holds no {INVOKE_PERMISSION} on {name}, or no such function exists: testIamPermissions answers an empty set for both, and without read access grantbridge cannot tell which. Check the name (`grantbridge functions list --connection {}` needs the viewer role too; `gcloud functions list --project={}`), then grant {INVOKER_ROLE}: {grant}",
-                    integration.connection, name.project
-                )
-            };
-            v.error("no_invoke_permission", message);
-        }
-        // Google answers a missing function with an empty set, not 404; a 404
-        // here means the project or region does not exist.
-        Err(e) if e.kind() == Some(ApiErrorKind::NotFound) => {
-            not_found(v, integration, name);
-            return false;
-        }
-        Err(e) => v.warning(
-            "invoke_permission_unknown",
-            format!(
-                "could not test the invoke permission: {}",
-                e.for_account(account)
+}
+
+impl Ask<'_> {
+    /// Tests the invoke permission where Google enforces it. Returns false
+    /// when the function (or its service) turned out not to exist.
+    async fn invoke_permission(&self, v: &mut Verdict, target: &Target) -> bool {
+        let permission = target.permission();
+        let held = match target {
+            Target::Function(n) => {
+                self.api
+                    .test_iam_permissions(self.token, n, &[permission])
+                    .await
+            }
+            Target::Service(s) => {
+                self.api
+                    .test_service_permissions(self.token, s, &[permission])
+                    .await
+            }
+        };
+        let (who, role) = (self.who, target.role());
+        match held {
+            Ok(held) if held.iter().any(|p| p == permission) => v.info(
+                "invoke_permission",
+                format!("{who} may invoke the function ({permission} on {target})"),
             ),
-        ),
+            Ok(_) => {
+                let member = self
+                    .account
+                    .map(member)
+                    .unwrap_or_else(|| "serviceAccount:ACCOUNT_EMAIL".to_owned());
+                let grant = match target {
+                    Target::Function(n) => format!(
+                        "gcloud functions add-iam-policy-binding {} --member={member} --role={role}",
+                        n.gcloud_args()
+                    ),
+                    // The 2nd gen command grants roles/run.invoker on the service.
+                    Target::Service(_) => format!(
+                        "gcloud functions add-invoker-policy-binding {} --member={member} (or {} --member={member} --role={role})",
+                        FunctionName::new(
+                            &self.integration.project_id,
+                            &self.integration.region,
+                            &self.integration.function
+                        )
+                        .gcloud_args(),
+                        target.gcloud("add-iam-policy-binding")
+                    ),
+                };
+                let message = if self.readable {
+                    format!(
+                        "{who} may not invoke the function: it lacks {permission} ({role}) on {target}; grant it: {grant}"
+                    )
+                } else {
+                    format!(
+                        "{who} holds no {permission} on {target}, or no such function exists: testIamPermissions answers an empty set for both, and without read access grantbridge cannot tell which. Check the name (`grantbridge functions list --connection {}` needs the viewer role too; `gcloud functions list --project={}`), then grant {role}: {grant}",
+                        self.integration.connection, self.integration.project_id
+                    )
+                };
+                v.error("no_invoke_permission", message);
+            }
+            // Google answers a missing function with an empty set, not 404; a 404
+            // here means the project, region or service does not exist.
+            Err(e) if e.kind() == Some(ApiErrorKind::NotFound) => {
+                match target {
+                    Target::Function(n) => not_found(v, self.integration, n),
+                    Target::Service(_) => {
+                        v.error("not_found", format!("{}", e.for_account(self.account)))
+                    }
+                }
+                return false;
+            }
+            Err(e) => v.warning(
+                "invoke_permission_unknown",
+                format!(
+                    "could not test the invoke permission: {}",
+                    e.for_account(self.account)
+                ),
+            ),
+        }
+        true
     }
-    true
 }
 
 fn not_found(v: &mut Verdict, integration: &Integration, name: &FunctionName) {
@@ -580,14 +744,15 @@ fn not_found(v: &mut Verdict, integration: &Integration, name: &FunctionName) {
     );
 }
 
-async fn check_policy(
+/// Public invokers (`allUsers`, `allAuthenticatedUsers`) in the policy of
+/// the function or service, as loud warnings with the command that removes them.
+fn check_policy(
     v: &mut Verdict,
-    api: &CloudFunctionsApi,
-    token: &AccessToken,
-    name: &FunctionName,
+    policy: Result<IamPolicy, FunctionsApiError>,
+    target: &Target,
     account: Option<&str>,
 ) {
-    match api.get_iam_policy(token, name).await {
+    match policy {
         Ok(policy) => {
             for invoker in policy.public_invokers() {
                 let (m, role) = (invoker.member, invoker.role);
@@ -599,14 +764,15 @@ async fn check_policy(
                 let remove = match invoker.condition {
                     // A conditional binding: remove it from the policy itself.
                     Some(c) => format!(
-                        " under the condition \"{}\" ({}); {who} whenever it holds, so anyone on the internet can grant access. Remove the binding now: gcloud functions get-iam-policy {args} --format=json > policy.json, delete it, gcloud functions set-iam-policy {args} policy.json",
+                        " on {target} under the condition \"{}\" ({}); {who} whenever it holds, so anyone on the internet can grant access. Remove the binding now: {} --format=json > policy.json, delete it, {} policy.json",
                         c.title,
                         c.expression,
-                        args = name.gcloud_args()
+                        target.gcloud("get-iam-policy"),
+                        target.gcloud("set-iam-policy"),
                     ),
                     None => format!(
-                        "; {who}, so anyone on the internet can grant access. Remove it now: gcloud functions remove-iam-policy-binding {} --member={m} --role={role}",
-                        name.gcloud_args()
+                        " on {target}; {who}, so anyone on the internet can grant access. Remove it now: {} --member={m} --role={role}",
+                        target.gcloud("remove-iam-policy-binding")
                     ),
                 };
                 v.warning(
@@ -618,14 +784,14 @@ async fn check_policy(
         Err(e) if e.kind() == Some(ApiErrorKind::PermissionDenied) => v.warning(
             "policy_unknown",
             format!(
-                "public access (allUsers / allAuthenticatedUsers) was not checked: reading the IAM policy was refused (HTTP 403). {}",
+                "public access (allUsers / allAuthenticatedUsers) was not checked: reading the IAM policy of {target} was refused (HTTP 403). {}",
                 e.for_account(account).advice().unwrap_or_default()
             ),
         ),
         Err(e) => v.warning(
             "policy_unknown",
             format!(
-                "could not read the IAM policy, so public access (allUsers / allAuthenticatedUsers) was not checked: {}",
+                "could not read the IAM policy of {target}, so public access (allUsers / allAuthenticatedUsers) was not checked: {}",
                 e.for_account(account)
             ),
         ),

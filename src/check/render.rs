@@ -44,17 +44,12 @@ pub fn render_verdicts(verdicts: &[Verdict]) -> String {
     out
 }
 
-/// `NAME REGION STATUS GEN TRIGGER_URL RUNTIME TIMEOUT INGRESS`, one row per function.
+/// `NAME REGION STATE GEN URL RUNTIME TIMEOUT INGRESS`, one row per
+/// function. The URL of a 2nd gen function is its Cloud Run URL: the
+/// audience its tokens need (it also answers at its cloudfunctions.net URL).
 pub fn render_functions(functions: &[CloudFunction]) -> String {
     let header = [
-        "NAME",
-        "REGION",
-        "STATUS",
-        "GEN",
-        "TRIGGER URL",
-        "RUNTIME",
-        "TIMEOUT",
-        "INGRESS",
+        "NAME", "REGION", "STATE", "GEN", "URL", "RUNTIME", "TIMEOUT", "INGRESS",
     ];
     let rows: Vec<[String; 8]> = functions
         .iter()
@@ -62,16 +57,19 @@ pub fn render_functions(functions: &[CloudFunction]) -> String {
             [
                 f.name.function.clone(),
                 f.name.region.clone(),
-                f.status.as_str().to_owned(),
+                f.state.as_str().to_owned(),
                 match f.generation {
                     crate::google::functions_api::Generation::Gen1 => "1st".to_owned(),
                     crate::google::functions_api::Generation::Gen2 => "2nd".to_owned(),
                 },
-                f.https_trigger
-                    .as_ref()
-                    .map(|t| t.url.clone())
-                    .or_else(|| f.event_type.as_ref().map(|e| format!("(event: {e})")))
-                    .unwrap_or_else(|| "-".to_owned()),
+                match (&f.event_type, f.generation) {
+                    (Some(e), _) => format!("(event: {e})"),
+                    (None, crate::google::functions_api::Generation::Gen2) => {
+                        { f.service_uri.clone().or_else(|| f.url.clone()) }
+                            .unwrap_or_else(|| "-".to_owned())
+                    }
+                    (None, _) => f.url.clone().unwrap_or_else(|| "-".to_owned()),
+                },
                 f.runtime.clone().unwrap_or_else(|| "-".to_owned()),
                 f.timeout
                     .map(|t| format!("{}s", t.as_secs()))

@@ -7,7 +7,6 @@ use std::time::Duration;
 use url::Url;
 
 use super::*;
-use crate::google::functions_api::HttpsTrigger;
 
 const URL: &str = "https://us-central1-acme-prod.cloudfunctions.net/grant-db";
 
@@ -18,6 +17,7 @@ fn integration() -> Integration {
         project_id: "acme-prod".into(),
         region: "us-central1".into(),
         function: "grant-db".into(),
+        generation: None,
         url: Url::parse(URL).unwrap(),
         audience: URL.into(),
         custom_parameters: Default::default(),
@@ -30,28 +30,38 @@ fn integration() -> Integration {
 fn function() -> CloudFunction {
     CloudFunction {
         name: FunctionName::new("acme-prod", "us-central1", "grant-db"),
-        status: FunctionStatus::Active,
+        state: FunctionState::Active,
         generation: Generation::Gen1,
-        https_trigger: Some(HttpsTrigger {
-            url: URL.into(),
-            security_level: Some("SECURE_ALWAYS".into()),
-        }),
+        url: Some(URL.into()),
+        service_uri: Some(URL.into()),
+        service: None,
         event_type: None,
         timeout: Some(Duration::from_secs(60)),
         ingress: Ingress::AllowAll,
         runtime: Some("python312".into()),
         entry_point: Some("handler".into()),
-        available_memory_mb: Some(256),
+        available_memory: Some("256M".into()),
         service_account_email: None,
         update_time: None,
-        version_id: Some("1".into()),
+        state_messages: Vec::new(),
     }
 }
 
-fn verdict(i: &Integration, f: &CloudFunction) -> (Verdict, bool) {
+const RUN: &str = "https://grant-db-abc123-uc.a.run.app";
+
+fn gen2() -> CloudFunction {
+    CloudFunction {
+        generation: Generation::Gen2,
+        service_uri: Some(RUN.into()),
+        service: ServiceName::parse("projects/acme-prod/locations/us-central1/services/grant-db"),
+        ..function()
+    }
+}
+
+fn verdict(i: &Integration, f: &CloudFunction) -> (Verdict, ()) {
     let mut v = Verdict::new(i);
-    let more = check_function(&mut v, i, f);
-    (v, more)
+    check_function(&mut v, i, f);
+    (v, ())
 }
 
 fn codes(v: &Verdict) -> Vec<&'static str> {
@@ -60,8 +70,7 @@ fn codes(v: &Verdict) -> Vec<&'static str> {
 
 #[test]
 fn a_healthy_function_is_ok_and_reports_timeout_and_ingress() {
-    let (v, more) = verdict(&integration(), &function());
-    assert!(more);
+    let (v, _) = verdict(&integration(), &function());
     assert_eq!(v.status, Health::Ok);
     assert_eq!(codes(&v), ["timeout", "ingress"]);
     assert!(v.finding("ingress").unwrap().message.contains("ALLOW_ALL"));
@@ -72,12 +81,14 @@ fn a_healthy_function_is_ok_and_reports_timeout_and_ingress() {
 #[test]
 fn status_other_than_active_is_an_error_and_deploying_a_warning() {
     let mut f = function();
-    f.status = FunctionStatus::Offline;
+    f.state = FunctionState::Failed;
+    f.state_messages = vec!["Function failed on loading user code.".into()];
     let (v, _) = verdict(&integration(), &f);
     assert_eq!(v.status, Health::Error);
     let m = &v.finding("not_active").unwrap().message;
     assert!(
-        m.contains("OFFLINE")
+        m.contains("FAILED")
+            && m.contains("failed on loading user code")
             && m.contains(
                 "gcloud functions describe grant-db --project=acme-prod --region=us-central1"
             ),
@@ -86,40 +97,72 @@ fn status_other_than_active_is_an_error_and_deploying_a_warning() {
     assert_eq!(v.status.as_str(), "error");
     assert!(
         v.detail()
-            .starts_with("1 error(s), 0 warning(s): the function is OFFLINE")
+            .starts_with("1 error(s), 0 warning(s): the function is FAILED")
     );
 
-    f.status = FunctionStatus::DeployInProgress;
+    f.state = FunctionState::Deploying;
     let (v, _) = verdict(&integration(), &f);
     assert_eq!(v.status, Health::Degraded);
     assert_eq!(v.status.as_str(), "degraded");
 }
 
+/// A 2nd gen function answers at its run.app URL and its cloudfunctions.net
+/// URL; at either, its tokens must carry the run.app URL as audience.
 #[test]
-fn second_gen_is_an_error_unless_called_at_its_cloud_run_url() {
-    let mut f = function();
-    f.generation = Generation::Gen2;
-    let (v, more) = verdict(&integration(), &f);
-    assert!(!more, "1st gen checks stop");
-    assert_eq!(v.status, Health::Error);
-    let m = &v.finding("gen2").unwrap().message;
+fn second_gen_is_checked_at_either_url_for_its_run_audience() {
+    // The default (cloudfunctions.net) URL with its own audience: warned.
+    let (v, _) = verdict(&integration(), &gen2());
+    assert_eq!(v.status, Health::Degraded);
+    let m = &v.finding("audience_mismatch").unwrap().message;
+    assert!(m.contains(&format!("audience = \"{RUN}\"")), "{m}");
     assert!(
-        m.contains("roles/run.invoker") && m.contains("`url`"),
-        "{m}"
+        v.finding("gen2")
+            .unwrap()
+            .message
+            .contains("generation = 2")
     );
 
     let mut i = integration();
-    i.url = Url::parse("https://grant-db-abc123-uc.a.run.app").unwrap();
-    i.audience = i.url.to_string();
-    let (v, _) = verdict(&i, &f);
-    assert_eq!(v.status, Health::Ok);
-    assert_eq!(v.finding("gen2").unwrap().severity, Severity::Info);
+    i.audience = RUN.into();
+    assert_eq!(verdict(&i, &gen2()).0.status, Health::Ok);
+    i.url = Url::parse(RUN).unwrap();
+    i.generation = Some(Generation::Gen2);
+    let (v, _) = verdict(&i, &gen2());
+    assert_eq!(v.status, Health::Ok, "{:?}", v.findings);
+    assert!(!v.finding("gen2").unwrap().message.contains("declare"));
+
+    i.url = Url::parse("https://grant-db-other-uc.a.run.app").unwrap();
+    let m = verdict(&i, &gen2())
+        .0
+        .finding("url_mismatch")
+        .unwrap()
+        .message
+        .clone();
+    assert!(m.contains(&format!("url = \"{RUN}\"")), "{m}");
+
+    // Declared one generation, deployed as the other.
+    let mut i = integration();
+    i.generation = Some(Generation::Gen1);
+    let m = verdict(&i, &gen2())
+        .0
+        .finding("generation_mismatch")
+        .unwrap()
+        .message
+        .clone();
+    assert!(m.contains("set generation = 2"), "{m}");
+    i.generation = Some(Generation::Gen2);
+    assert!(
+        verdict(&i, &function())
+            .0
+            .finding("generation_mismatch")
+            .is_some()
+    );
 }
 
 #[test]
 fn trigger_url_and_audience_must_match() {
     let mut f = function();
-    f.https_trigger = None;
+    f.url = None;
     f.event_type = Some("google.pubsub.topic.publish".into());
     let (v, _) = verdict(&integration(), &f);
     let m = &v.finding("no_https_trigger").unwrap().message;
@@ -230,16 +273,17 @@ fn verdicts_render_as_blocks_with_a_summary() {
 fn functions_render_as_a_table() {
     let mut g = function();
     g.name = FunctionName::new("acme-prod", "europe-west1", "sync");
-    g.https_trigger = None;
+    g.url = None;
     g.event_type = Some("google.pubsub.topic.publish".into());
     g.generation = Generation::Gen2;
-    let text = render_functions(&[function(), g]);
+    let text = render_functions(&[function(), g, gen2()]);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 3);
+    assert_eq!(lines.len(), 4);
     assert!(
-        lines[0].starts_with("NAME      REGION        STATUS  GEN  TRIGGER URL"),
+        lines[0].starts_with("NAME      REGION        STATE   GEN  URL"),
         "{text}"
     );
+    assert!(lines[3].contains(RUN) && lines[3].contains("2nd"), "{text}");
     assert!(
         lines[1].contains(URL)
             && lines[1].contains("python312")

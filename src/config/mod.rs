@@ -17,6 +17,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use url::Url;
 
+pub use crate::google::functions_api::Generation;
 pub use gcp::{DEFAULT_REGION, FIRST_GEN_REGIONS, first_gen_url};
 use raw::{
     RawConfig, RawConnection, RawControlPlane, RawEngine, RawGoogle, RawHttp, RawIntegration,
@@ -31,6 +32,7 @@ use crate::http::checked_url;
 
 pub const ENV_PREFIX: &str = "GRANTBRIDGE";
 pub const DEFAULT_CLOUDFUNCTIONS_API_URL: &str = "https://cloudfunctions.googleapis.com";
+pub const DEFAULT_RUN_API_URL: &str = "https://run.googleapis.com";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(540);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
@@ -81,8 +83,10 @@ pub struct Config {
 /// The `[google]` section: Google APIs grantbridge reads (never calls functions through).
 #[derive(Debug, Clone)]
 pub struct GoogleSettings {
-    /// Cloud Functions API (v1) base URL, e.g. `https://cloudfunctions.googleapis.com`.
+    /// Cloud Functions API (v1, v2) base URL, e.g. `https://cloudfunctions.googleapis.com`.
     pub cloudfunctions_api: Url,
+    /// Cloud Run Admin API (v2) base URL, e.g. `https://run.googleapis.com`.
+    pub run_api: Url,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +219,8 @@ pub struct Integration {
     pub project_id: String,
     pub region: String,
     pub function: String,
+    /// As declared (`generation = 1 | 2`); `None`: not stated.
+    pub generation: Option<Generation>,
     pub url: Url,
     pub audience: String,
     pub custom_parameters: serde_json::Map<String, serde_json::Value>,
@@ -899,23 +905,44 @@ impl Validator {
     }
 
     fn google(&mut self, g: RawGoogle, http: &HttpSettings) -> Option<GoogleSettings> {
-        let raw = g
-            .cloudfunctions_api
-            .as_deref()
-            .unwrap_or(DEFAULT_CLOUDFUNCTIONS_API_URL);
+        let cloudfunctions_api = self.api_base(
+            "google.cloudfunctions_api",
+            g.cloudfunctions_api.as_deref(),
+            DEFAULT_CLOUDFUNCTIONS_API_URL,
+            http,
+        );
+        let run_api = self.api_base(
+            "google.run_api",
+            g.run_api.as_deref(),
+            DEFAULT_RUN_API_URL,
+            http,
+        );
+        Some(GoogleSettings {
+            cloudfunctions_api: cloudfunctions_api?,
+            run_api: run_api?,
+        })
+    }
+
+    /// A Google API's base URL: TLS (or allowed loopback), no path.
+    fn api_base(
+        &mut self,
+        key: &str,
+        raw: Option<&str>,
+        default: &str,
+        http: &HttpSettings,
+    ) -> Option<Url> {
+        let raw = raw.unwrap_or(default);
         let url = checked_url(raw, http.allow_insecure_loopback)
-            .map_err(|e| self.problem("google.cloudfunctions_api", e.to_string()))
+            .map_err(|e| self.problem(key, e.to_string()))
             .ok()?;
         if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
             self.problem(
-                "google.cloudfunctions_api",
-                format!("`{raw}` must be a base URL without a path, e.g. \"{DEFAULT_CLOUDFUNCTIONS_API_URL}\""),
+                key,
+                format!("`{raw}` must be a base URL without a path, e.g. \"{default}\""),
             );
             return None;
         }
-        Some(GoogleSettings {
-            cloudfunctions_api: url,
-        })
+        Some(url)
     }
 
     fn watch_interval(&mut self, r: raw::RawReload) -> Option<Duration> {
@@ -1237,10 +1264,42 @@ impl Validator {
             self.problem(format!("{key}.function"), m);
         }
         let region = ri.region.unwrap_or_else(|| DEFAULT_REGION.to_owned());
+        let generation = match ri.generation {
+            None => None,
+            Some(1) => Some(Generation::Gen1),
+            Some(2) => Some(Generation::Gen2),
+            Some(n) => {
+                self.problem(
+                    format!("{key}.generation"),
+                    format!("{n} is not a Cloud Functions generation; expected 1 (1st gen) or 2 (2nd gen, Cloud Run functions)"),
+                );
+                None
+            }
+        };
         if ri.url.is_none()
+            && generation != Some(Generation::Gen2)
             && let Err(m) = gcp::check_region(&region)
         {
             self.problem(format!("{key}.region"), m);
+        }
+        if generation == Some(Generation::Gen2) {
+            let target = FunctionTarget {
+                region: &region,
+                project_id: project_id.as_deref(),
+                function: function.as_deref(),
+            };
+            self.gen2_url_and_audience(key, ri.url.as_deref(), ri.audience.is_some(), target);
+        }
+        let run_app = ri
+            .url
+            .as_deref()
+            .and_then(|u| Url::parse(u).ok())
+            .is_some_and(|u| u.host_str().is_some_and(|h| h.ends_with(".run.app")));
+        if generation == Some(Generation::Gen1) && run_app {
+            self.problem(
+                format!("{key}.url"),
+                "a 1st gen function has no run.app URL: set generation = 2, or use its cloudfunctions.net URL",
+            );
         }
         let target = FunctionTarget {
             region: &region,
@@ -1280,6 +1339,7 @@ impl Validator {
             project_id: project_id?,
             region,
             function: function?,
+            generation,
             url: url?,
             audience: audience?,
             custom_parameters: ri.custom_parameters,
@@ -1287,6 +1347,41 @@ impl Validator {
             timeout,
             max_attempts,
         })
+    }
+
+    /// A 2nd gen function has no URL grantbridge can derive, and its ID
+    /// tokens carry its Cloud Run service URL as audience (whichever of its
+    /// two URLs is called), which cannot be derived either.
+    fn gen2_url_and_audience(
+        &mut self,
+        key: &str,
+        url: Option<&str>,
+        has_audience: bool,
+        target: FunctionTarget<'_>,
+    ) {
+        let describe = format!(
+            "gcloud functions describe {} --region={} --project={} --format='value(serviceConfig.uri)'",
+            target.function.unwrap_or("FUNCTION"),
+            target.region,
+            target.project_id.unwrap_or("PROJECT")
+        );
+        let Some(url) = url else {
+            self.problem(
+                format!("{key}.url"),
+                format!("required for a 2nd gen function (generation = 2): its Cloud Run URL ({describe})"),
+            );
+            return;
+        };
+        let on_cloudfunctions_net = Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| h.ends_with(".cloudfunctions.net")))
+            .unwrap_or(false);
+        if on_cloudfunctions_net && !has_audience {
+            self.problem(
+                format!("{key}.audience"),
+                format!("required when a 2nd gen function is called at its cloudfunctions.net URL: its Cloud Run URL, the audience Cloud Run accepts ({describe})"),
+            );
+        }
     }
 
     /// `connection`: present, and one of the declared connections.

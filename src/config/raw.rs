@@ -103,9 +103,12 @@ pub(crate) struct RawTraces {
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct RawGoogle {
-    /// Cloud Functions API base URL (v1); default `https://cloudfunctions.googleapis.com`.
+    /// Cloud Functions API base URL (v1 and v2); default `https://cloudfunctions.googleapis.com`.
     /// Read with each connection's access token to check functions online.
     pub cloudfunctions_api: Option<String>,
+    /// Cloud Run Admin API base URL (v2); default `https://run.googleapis.com`.
+    /// Read to check a 2nd gen function's invoke permission online.
+    pub run_api: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +218,9 @@ pub(crate) struct RawIntegration {
     pub custom_parameters: serde_json::Map<String, serde_json::Value>,
     /// A link shown to requesters.
     pub access_details: Option<String>,
+    /// 1 (Cloud Functions 1st gen) or 2 (2nd gen, Cloud Run functions); default:
+    /// unstated (1st gen URL rules; `check --online` learns it from the v2 API).
+    pub generation: Option<u8>,
     /// Explicit URL (2nd gen, Cloud Run, a local function); default the 1st gen URL.
     pub url: Option<String>,
     /// ID token audience; default the function URL.

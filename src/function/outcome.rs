@@ -68,7 +68,7 @@ pub fn classify(
         401 | 403 => Disposition::Fail {
             code: ErrorCode::PermissionDenied,
             message: format!(
-                "function answered HTTP {status}: the front end refused {who}. Grant that account roles/cloudfunctions.invoker on the function (gcloud functions add-iam-policy-binding FUNCTION --member=serviceAccount:EMAIL --role=roles/cloudfunctions.invoker), and check that the audience equals the function URL; or no function is deployed at that URL (a 1st gen front end answers that with 403 too: `grantbridge functions list`)"
+                "function answered HTTP {status}: the front end refused {who}. Grant that account the invoker role: 1st gen, roles/cloudfunctions.invoker on the function (gcloud functions add-iam-policy-binding FUNCTION --member=serviceAccount:EMAIL --role=roles/cloudfunctions.invoker); 2nd gen, roles/run.invoker on its Cloud Run service (gcloud functions add-invoker-policy-binding FUNCTION --member=serviceAccount:EMAIL). Check that the audience is the function URL (2nd gen: its run.app URL); or no function is deployed at that URL (a 1st gen front end answers that with 403 too: `grantbridge functions list`)"
             ),
         },
         _ => Disposition::Fail {

@@ -1,8 +1,11 @@
-//! Cloud Functions API (v1) client: read a function, list a project's
-//! functions, `testIamPermissions` and `getIamPolicy`, authenticated with a
-//! connection's access token. Answers are parsed into typed values once, here;
-//! Google's JSON error shape is classified (401, 403, 404, retryable) and every
-//! error says what to do next.
+//! Cloud Functions API client: read a function and list a project's
+//! functions through v2 (which shows both generations), `testIamPermissions`
+//! and `getIamPolicy` of a 1st gen function through v1, and of a 2nd gen
+//! function's Cloud Run service (where its invoke permission lives) through
+//! the Cloud Run Admin API v2; authenticated with a connection's access token.
+//! Answers are parsed into typed values once, here; Google's JSON error shape
+//! is classified (401, 403, 404, retryable) and every error says what to do
+//! next.
 //!
 //! It must only read: it never deploys, changes or calls a function, and never
 //! sets an IAM policy. It must only call the configured API base URL, read
@@ -38,12 +41,76 @@ pub const VIEWER_ROLE: &str = "roles/cloudfunctions.viewer";
 /// The permission `getIamPolicy` needs (not in [`VIEWER_ROLE`]).
 pub const GET_IAM_POLICY_PERMISSION: &str = "cloudfunctions.functions.getIamPolicy";
 
-/// The Cloud Functions API v1 at a base URL (`https://cloudfunctions.googleapis.com`).
+/// The permission to invoke a 2nd gen function: on its Cloud Run service (in `roles/run.invoker`).
+pub const RUN_INVOKE_PERMISSION: &str = "run.routes.invoke";
+/// The role that holds [`RUN_INVOKE_PERMISSION`].
+pub const RUN_INVOKER_ROLE: &str = "roles/run.invoker";
+/// Read access to Cloud Run services, their IAM policy included.
+pub const RUN_VIEWER_ROLE: &str = "roles/run.viewer";
+
+/// The Cloud Functions API at a base URL (`https://cloudfunctions.googleapis.com`),
+/// and the Cloud Run Admin API at another (`https://run.googleapis.com`).
 #[derive(Debug, Clone)]
 pub struct CloudFunctionsApi {
     http: reqwest::Client,
     base: Url,
+    run_base: Url,
     backoff: Backoff,
+}
+
+/// A Cloud Run service's resource name: `projects/{project}/locations/{region}/services/{service}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ServiceName {
+    pub project: String,
+    pub region: String,
+    pub service: String,
+}
+
+impl ServiceName {
+    /// Parses `projects/P/locations/R/services/S`.
+    pub fn parse(name: &str) -> Option<Self> {
+        let parts: Vec<&str> = name.split('/').collect();
+        match parts.as_slice() {
+            ["projects", p, "locations", r, "services", s]
+                if !p.is_empty() && !r.is_empty() && !s.is_empty() =>
+            {
+                Some(Self {
+                    project: (*p).to_owned(),
+                    region: (*r).to_owned(),
+                    service: (*s).to_owned(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The service Cloud Functions creates for a 2nd gen function: same
+    /// project, region and name.
+    pub fn of_function(f: &FunctionName) -> Self {
+        Self {
+            project: f.project.clone(),
+            region: f.region.clone(),
+            service: f.function.clone(),
+        }
+    }
+
+    /// `gcloud run services` flags naming this service: `S --project=P --region=R`.
+    pub fn gcloud_args(&self) -> String {
+        format!(
+            "{} --project={} --region={}",
+            self.service, self.project, self.region
+        )
+    }
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "projects/{}/locations/{}/services/{}",
+            self.project, self.region, self.service
+        )
+    }
 }
 
 /// A function's resource name: `projects/{project}/locations/{region}/functions/{function}`.
@@ -111,25 +178,25 @@ impl std::fmt::Display for FunctionName {
     }
 }
 
-/// `status` of a function (`CloudFunctionStatus`).
+/// `state` of a function (v2 `Function.state`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum FunctionStatus {
+pub enum FunctionState {
     Active,
-    Offline,
-    DeployInProgress,
-    DeleteInProgress,
+    Failed,
+    Deploying,
+    Deleting,
     Unknown,
     /// A value this version does not know, kept as Google wrote it.
     Other(String),
 }
 
-impl FunctionStatus {
+impl FunctionState {
     fn parse(s: &str) -> Self {
         match s {
             "ACTIVE" => Self::Active,
-            "OFFLINE" => Self::Offline,
-            "DEPLOY_IN_PROGRESS" => Self::DeployInProgress,
-            "DELETE_IN_PROGRESS" => Self::DeleteInProgress,
+            "FAILED" => Self::Failed,
+            "DEPLOYING" => Self::Deploying,
+            "DELETING" => Self::Deleting,
             "UNKNOWN" => Self::Unknown,
             other => Self::Other(other.to_owned()),
         }
@@ -138,9 +205,9 @@ impl FunctionStatus {
     pub fn as_str(&self) -> &str {
         match self {
             Self::Active => "ACTIVE",
-            Self::Offline => "OFFLINE",
-            Self::DeployInProgress => "DEPLOY_IN_PROGRESS",
-            Self::DeleteInProgress => "DELETE_IN_PROGRESS",
+            Self::Failed => "FAILED",
+            Self::Deploying => "DEPLOYING",
+            Self::Deleting => "DELETING",
             Self::Unknown => "UNKNOWN",
             Self::Other(s) => s,
         }
@@ -162,6 +229,8 @@ impl Ingress {
             "ALLOW_ALL" => Self::AllowAll,
             "ALLOW_INTERNAL_ONLY" => Self::AllowInternalOnly,
             "ALLOW_INTERNAL_AND_GCLB" => Self::AllowInternalAndGclb,
+            // Unset means Google's default.
+            "INGRESS_SETTINGS_UNSPECIFIED" => Self::AllowAll,
             other => Self::Other(other.to_owned()),
         }
     }
@@ -176,7 +245,7 @@ impl Ingress {
     }
 }
 
-/// 1st gen (Cloud Functions) or 2nd gen (Cloud Run functions), from `environment`.
+/// 1st gen (Cloud Functions) or 2nd gen (Cloud Run functions), from the v2 `environment`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Generation {
     Gen1,
@@ -184,6 +253,14 @@ pub enum Generation {
 }
 
 impl Generation {
+    /// `1` or `2`, as `integrations.NAME.generation` writes it.
+    pub fn number(&self) -> u8 {
+        match self {
+            Self::Gen1 => 1,
+            Self::Gen2 => 2,
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Gen1 => "GEN_1",
@@ -192,33 +269,36 @@ impl Generation {
     }
 }
 
-/// `httpsTrigger`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct HttpsTrigger {
-    pub url: String,
-    /// `SECURE_ALWAYS` or `SECURE_OPTIONAL`, when reported.
-    pub security_level: Option<String>,
-}
-
-/// A function as the v1 API describes it (the fields grantbridge uses).
+/// A function as the v2 API describes it (the fields grantbridge uses), for
+/// either generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CloudFunction {
     pub name: FunctionName,
-    pub status: FunctionStatus,
+    pub state: FunctionState,
     pub generation: Generation,
-    pub https_trigger: Option<HttpsTrigger>,
+    /// `url`: the function's cloudfunctions.net URL (an HTTP 1st gen
+    /// function's trigger URL; a 2nd gen function answers there too).
+    pub url: Option<String>,
+    /// `serviceConfig.uri`: a 2nd gen function's Cloud Run service URL
+    /// (`*.run.app`), the audience its ID tokens must carry.
+    pub service_uri: Option<String>,
+    /// `serviceConfig.service`: a 2nd gen function's Cloud Run service,
+    /// where its invoker role is granted.
+    pub service: Option<ServiceName>,
     /// `eventTrigger.eventType` of an event-driven function.
     pub event_type: Option<String>,
-    /// `timeout` (Google's default, 60s, when not reported).
+    /// `serviceConfig.timeoutSeconds` (Google's default, 60s, when not reported).
     pub timeout: Option<Duration>,
-    /// `ingressSettings` (Google's default, `ALLOW_ALL`, when not reported).
+    /// `serviceConfig.ingressSettings` (Google's default, `ALLOW_ALL`, when not reported).
     pub ingress: Ingress,
     pub runtime: Option<String>,
     pub entry_point: Option<String>,
-    pub available_memory_mb: Option<u32>,
+    /// `serviceConfig.availableMemory` ("256M").
+    pub available_memory: Option<String>,
     pub service_account_email: Option<String>,
     pub update_time: Option<String>,
-    pub version_id: Option<String>,
+    /// `stateMessages[].message`: why a function is not ACTIVE.
+    pub state_messages: Vec<String>,
 }
 
 /// The function's IAM policy.
@@ -292,13 +372,17 @@ impl IamPolicy {
     }
 
     /// `allUsers` / `allAuthenticatedUsers` holding a role that can invoke the
-    /// function (the invoker role, or the broad roles that contain `invoke`).
+    /// function or service (an invoker role, or the broad roles that contain
+    /// `cloudfunctions.functions.invoke` / `run.routes.invoke`).
     /// A conditional binding is one too (with its condition, when the policy
     /// is version 3; a version-1 answer's `_withcond_` role counts as well).
     pub fn public_invokers(&self) -> Vec<PublicInvoker<'_>> {
-        const INVOKING_ROLES: [&str; 4] = [
+        const INVOKING_ROLES: [&str; 7] = [
             INVOKER_ROLE,
             "roles/cloudfunctions.admin",
+            RUN_INVOKER_ROLE,
+            "roles/run.admin",
+            "roles/run.developer",
             "roles/owner",
             "roles/editor",
         ];
@@ -343,7 +427,8 @@ pub enum ApiErrorKind {
 pub enum FunctionsApiError {
     /// Google answered with an error status.
     #[error(
-        "Cloud Functions API {method} {resource} answered HTTP {status}{}: {message}. {}",
+        "{} {method} {resource} answered HTTP {status}{}: {message}. {}",
+        if resource.contains("/services/") { "Cloud Run Admin API" } else { "Cloud Functions API" },
         if google_status.is_empty() { String::new() } else { format!(" {google_status}") },
         advice(*kind, method, resource, account.as_deref())
     )]
@@ -430,11 +515,36 @@ pub fn member(email: &str) -> String {
     }
 }
 
+/// What to do next about a Cloud Run Admin API refusal.
+fn service_advice(kind: ApiErrorKind, method: &str, s: &ServiceName, who: &str) -> String {
+    match kind {
+        ApiErrorKind::PermissionDenied if method == "getIamPolicy" => format!(
+            "Reading a Cloud Run service's IAM policy needs run.services.getIamPolicy: grant {who} {RUN_VIEWER_ROLE} on the service (gcloud run services add-iam-policy-binding {args} --member={who} --role={RUN_VIEWER_ROLE}) or on the project; also check that the Cloud Run Admin API is enabled in project {p} (gcloud services enable run.googleapis.com --project={p})",
+            args = s.gcloud_args(),
+            p = s.project
+        ),
+        ApiErrorKind::PermissionDenied => format!(
+            "Check that the Cloud Run Admin API is enabled in project {p} (gcloud services enable run.googleapis.com --project={p})",
+            p = s.project
+        ),
+        ApiErrorKind::NotFound => format!(
+            "No Cloud Run service {} in region {} of project {}: the function's service is gone; redeploy the function",
+            s.service, s.region, s.project
+        ),
+        ApiErrorKind::Unauthenticated => "The connection's access token was not accepted: check the connection's credentials (grantbridge check) and that the token is for the cloud-platform scope".to_owned(),
+        ApiErrorKind::Unavailable => "A transient Google error; try again".to_owned(),
+        ApiErrorKind::Rejected => "Google refused the request; check the project, region and service names".to_owned(),
+    }
+}
+
 /// What to do next, per status and method.
 fn advice(kind: ApiErrorKind, method: &str, resource: &str, account: Option<&str>) -> String {
     let who = account.map(member);
     let who = who.as_deref().unwrap_or("serviceAccount:ACCOUNT_EMAIL");
     let name = FunctionName::parse(resource);
+    if let Some(service) = ServiceName::parse(resource) {
+        return service_advice(kind, method, &service, who);
+    }
     match kind {
         ApiErrorKind::Unauthenticated => "The connection's access token was not accepted: check the connection's credentials (grantbridge check) and that the token is for the cloud-platform scope".to_owned(),
         ApiErrorKind::PermissionDenied => match (method, name) {
@@ -470,44 +580,53 @@ fn advice(kind: ApiErrorKind, method: &str, resource: &str, account: Option<&str
     }
 }
 
-/// The v1 `CloudFunction` JSON, as written (unknown fields ignored: Google adds fields).
+/// The v2 `Function` JSON, as written (unknown fields ignored: Google adds fields).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawFunction {
     name: String,
     #[serde(default)]
-    status: Option<String>,
+    environment: Option<String>,
     #[serde(default)]
-    entry_point: Option<String>,
+    state: Option<String>,
     #[serde(default)]
-    runtime: Option<String>,
+    url: Option<String>,
     #[serde(default)]
-    timeout: Option<String>,
+    build_config: Option<RawBuildConfig>,
     #[serde(default)]
-    available_memory_mb: Option<u32>,
-    #[serde(default)]
-    service_account_email: Option<String>,
-    #[serde(default)]
-    https_trigger: Option<RawHttpsTrigger>,
+    service_config: Option<RawServiceConfig>,
     #[serde(default)]
     event_trigger: Option<RawEventTrigger>,
     #[serde(default)]
-    ingress_settings: Option<String>,
-    #[serde(default)]
-    environment: Option<String>,
-    #[serde(default)]
     update_time: Option<String>,
     #[serde(default)]
-    version_id: Option<String>,
+    state_messages: Vec<RawStateMessage>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RawHttpsTrigger {
+struct RawBuildConfig {
     #[serde(default)]
-    url: String,
+    runtime: Option<String>,
     #[serde(default)]
-    security_level: Option<String>,
+    entry_point: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawServiceConfig {
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    uri: Option<String>,
+    #[serde(default)]
+    timeout_seconds: Option<u64>,
+    #[serde(default)]
+    available_memory: Option<String>,
+    #[serde(default)]
+    ingress_settings: Option<String>,
+    #[serde(default)]
+    service_account_email: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -515,6 +634,12 @@ struct RawHttpsTrigger {
 struct RawEventTrigger {
     #[serde(default)]
     event_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawStateMessage {
+    #[serde(default)]
+    message: String,
 }
 
 #[derive(Deserialize)]
@@ -563,25 +688,6 @@ pub(crate) fn read_every_answer(body: &[u8]) {
     let _ = super::error::google_api_error(body);
 }
 
-/// Parses a protobuf JSON `Duration` ("60s", "1.5s").
-fn parse_google_duration(s: &str) -> Option<Duration> {
-    let secs = s.strip_suffix('s')?;
-    let (whole, frac) = secs.split_once('.').unwrap_or((secs, ""));
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let whole: u64 = whole.parse().ok()?;
-    let nanos: u32 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<9}").parse().ok()?
-    };
-    Some(Duration::new(whole, nanos))
-}
-
 impl TryFrom<RawFunction> for CloudFunction {
     type Error = String;
 
@@ -592,38 +698,67 @@ impl TryFrom<RawFunction> for CloudFunction {
                 r.name
             )
         })?;
+        let service = r.service_config.as_ref().and_then(|c| c.service.as_deref());
+        let service = match service.filter(|s| !s.is_empty()) {
+            None => None,
+            Some(s) => Some(ServiceName::parse(s).ok_or_else(|| {
+                format!("`serviceConfig.service` {s:?} is not projects/P/locations/R/services/S")
+            })?),
+        };
         let generation = match r.environment.as_deref() {
             Some("GEN_2") => Generation::Gen2,
+            Some("GEN_1") => Generation::Gen1,
+            // Unset: only a 2nd gen function has a Cloud Run service.
+            _ if service.is_some() => Generation::Gen2,
             _ => Generation::Gen1,
         };
+        let config = r.service_config;
+        let build = r.build_config;
         Ok(Self {
             name,
-            status: FunctionStatus::parse(r.status.as_deref().unwrap_or("UNKNOWN")),
+            state: FunctionState::parse(r.state.as_deref().unwrap_or("UNKNOWN")),
             generation,
-            https_trigger: r.https_trigger.map(|t| HttpsTrigger {
-                url: t.url,
-                security_level: t.security_level,
-            }),
+            url: r.url.filter(|u| !u.is_empty()),
+            service_uri: config
+                .as_ref()
+                .and_then(|c| c.uri.clone())
+                .filter(|u| !u.is_empty()),
+            service,
             event_type: r.event_trigger.and_then(|t| t.event_type),
-            timeout: r.timeout.as_deref().and_then(parse_google_duration),
-            ingress: Ingress::parse(r.ingress_settings.as_deref().unwrap_or("ALLOW_ALL")),
-            runtime: r.runtime,
-            entry_point: r.entry_point,
-            available_memory_mb: r.available_memory_mb,
-            service_account_email: r.service_account_email,
+            timeout: config
+                .as_ref()
+                .and_then(|c| c.timeout_seconds)
+                .map(Duration::from_secs),
+            ingress: Ingress::parse(
+                config
+                    .as_ref()
+                    .and_then(|c| c.ingress_settings.as_deref())
+                    .unwrap_or("ALLOW_ALL"),
+            ),
+            runtime: build.as_ref().and_then(|b| b.runtime.clone()),
+            entry_point: build.and_then(|b| b.entry_point),
+            available_memory: config.as_ref().and_then(|c| c.available_memory.clone()),
+            service_account_email: config.and_then(|c| c.service_account_email),
             update_time: r.update_time,
-            version_id: r.version_id,
+            state_messages: r
+                .state_messages
+                .into_iter()
+                .map(|m| m.message)
+                .filter(|m| !m.is_empty())
+                .collect(),
         })
     }
 }
 
 impl CloudFunctionsApi {
-    /// `base` is the API's origin (`https://cloudfunctions.googleapis.com`), already
-    /// checked against the URL policy by the configuration.
-    pub fn new(http: reqwest::Client, base: Url) -> Self {
+    /// Both are already checked against the URL policy by the configuration.
+    /// `base` is the Cloud Functions API's origin, `run_base` the Cloud Run
+    /// Admin API's (`https://run.googleapis.com`).
+    pub fn new(http: reqwest::Client, base: Url, run_base: Url) -> Self {
         Self {
             http,
             base,
+            run_base,
             backoff: Backoff::default(),
         }
     }
@@ -634,30 +769,49 @@ impl CloudFunctionsApi {
         self
     }
 
-    /// `BASE/v1/{segments...}` with the last segment percent-encoded as a path segment.
-    fn url(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
+    /// `BASE/VERSION/{segments...}`, each segment percent-encoded as a path segment.
+    fn url(base: &Url, version: &str, segments: &[&str]) -> Url {
+        let mut url = base.clone();
         url.path_segments_mut()
             .expect("http(s) base URL")
             .pop_if_empty()
-            .push("v1")
+            .push(version)
             .extend(segments);
         url
     }
 
-    fn function_url(&self, name: &FunctionName, verb: Option<&str>) -> Url {
+    fn function_url(&self, version: &str, name: &FunctionName, verb: Option<&str>) -> Url {
         let last = match verb {
             Some(v) => format!("{}:{v}", name.function),
             None => name.function.clone(),
         };
-        self.url(&[
-            "projects",
-            &name.project,
-            "locations",
-            &name.region,
-            "functions",
-            &last,
-        ])
+        Self::url(
+            &self.base,
+            version,
+            &[
+                "projects",
+                &name.project,
+                "locations",
+                &name.region,
+                "functions",
+                &last,
+            ],
+        )
+    }
+
+    fn service_url(&self, name: &ServiceName, verb: &str) -> Url {
+        Self::url(
+            &self.run_base,
+            "v2",
+            &[
+                "projects",
+                &name.project,
+                "locations",
+                &name.region,
+                "services",
+                &format!("{}:{verb}", name.service),
+            ],
+        )
     }
 
     /// One call with retries for transient failures; returns the 2xx body.
@@ -745,13 +899,13 @@ impl CloudFunctionsApi {
         })
     }
 
-    /// `GET /v1/projects/P/locations/R/functions/F`.
+    /// `GET /v2/projects/P/locations/R/functions/F` (either generation).
     pub async fn get_function(
         &self,
         token: &AccessToken,
         name: &FunctionName,
     ) -> Result<CloudFunction, FunctionsApiError> {
-        let url = self.function_url(name, None);
+        let url = self.function_url("v2", name, None);
         let body = self
             .call("get", &name.to_string(), || {
                 self.http.get(url.clone()).bearer_auth(token.expose())
@@ -765,8 +919,9 @@ impl CloudFunctionsApi {
         })
     }
 
-    /// Every function in `project` and `region` (`"-"`: all regions), following
-    /// `nextPageToken` up to a bound. Sorted as Google returns them.
+    /// Every function in `project` and `region` (`"-"`: all regions), of both
+    /// generations (v2), following `nextPageToken` up to a bound. Sorted as
+    /// Google returns them.
     pub async fn list_functions(
         &self,
         token: &AccessToken,
@@ -774,7 +929,11 @@ impl CloudFunctionsApi {
         region: &str,
     ) -> Result<Listing, FunctionsApiError> {
         let parent = format!("projects/{project}/locations/{region}");
-        let base = self.url(&["projects", project, "locations", region, "functions"]);
+        let base = Self::url(
+            &self.base,
+            "v2",
+            &["projects", project, "locations", region, "functions"],
+        );
         let mut out = Listing::default();
         let mut page_token: Option<String> = None;
         for _ in 0..MAX_PAGES {
@@ -823,11 +982,37 @@ impl CloudFunctionsApi {
     }
 
     /// `POST /v1/{name}:testIamPermissions`: which of `permissions` the token's
-    /// account holds on the function (needs no extra permission).
+    /// account holds on the (1st gen) function (needs no extra permission).
     pub async fn test_iam_permissions(
         &self,
         token: &AccessToken,
         name: &FunctionName,
+        permissions: &[&str],
+    ) -> Result<Vec<String>, FunctionsApiError> {
+        let url = self.function_url("v1", name, Some("testIamPermissions"));
+        self.test_permissions(token, url, &name.to_string(), permissions)
+            .await
+    }
+
+    /// `POST /v2/{service}:testIamPermissions` on the Cloud Run Admin API:
+    /// which of `permissions` the token's account holds on a 2nd gen
+    /// function's service (needs no extra permission).
+    pub async fn test_service_permissions(
+        &self,
+        token: &AccessToken,
+        service: &ServiceName,
+        permissions: &[&str],
+    ) -> Result<Vec<String>, FunctionsApiError> {
+        let url = self.service_url(service, "testIamPermissions");
+        self.test_permissions(token, url, &service.to_string(), permissions)
+            .await
+    }
+
+    async fn test_permissions(
+        &self,
+        token: &AccessToken,
+        url: Url,
+        resource: &str,
         permissions: &[&str],
     ) -> Result<Vec<String>, FunctionsApiError> {
         #[derive(Serialize)]
@@ -840,10 +1025,9 @@ impl CloudFunctionsApi {
             #[serde(default)]
             permissions: Vec<String>,
         }
-        let url = self.function_url(name, Some("testIamPermissions"));
         let req = Req { permissions };
         let body = self
-            .call("testIamPermissions", &name.to_string(), || {
+            .call("testIamPermissions", resource, || {
                 self.http
                     .post(url.clone())
                     .bearer_auth(token.expose())
@@ -860,13 +1044,33 @@ impl CloudFunctionsApi {
         token: &AccessToken,
         name: &FunctionName,
     ) -> Result<IamPolicy, FunctionsApiError> {
-        let mut url = self.function_url(name, Some("getIamPolicy"));
+        let url = self.function_url("v1", name, Some("getIamPolicy"));
+        self.policy(token, url, &name.to_string()).await
+    }
+
+    /// `GET /v2/{service}:getIamPolicy` on the Cloud Run Admin API (needs
+    /// `run.services.getIamPolicy`, in `roles/run.viewer`).
+    pub async fn get_service_iam_policy(
+        &self,
+        token: &AccessToken,
+        service: &ServiceName,
+    ) -> Result<IamPolicy, FunctionsApiError> {
+        let url = self.service_url(service, "getIamPolicy");
+        self.policy(token, url, &service.to_string()).await
+    }
+
+    async fn policy(
+        &self,
+        token: &AccessToken,
+        mut url: Url,
+        resource: &str,
+    ) -> Result<IamPolicy, FunctionsApiError> {
         // Version 3, or Google hides conditional bindings' conditions (and
         // renames their roles `ROLE_withcond_<hash>`).
         url.query_pairs_mut()
             .append_pair("options.requestedPolicyVersion", "3");
         let body = self
-            .call("getIamPolicy", &name.to_string(), || {
+            .call("getIamPolicy", resource, || {
                 self.http.get(url.clone()).bearer_auth(token.expose())
             })
             .await?;
@@ -877,30 +1081,36 @@ impl CloudFunctionsApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     fn api() -> CloudFunctionsApi {
         CloudFunctionsApi::new(
             reqwest::Client::new(),
             Url::parse("https://cloudfunctions.googleapis.com").unwrap(),
+            Url::parse("https://run.googleapis.com").unwrap(),
         )
     }
 
     #[test]
-    fn urls_follow_the_v1_resource_names() {
+    fn urls_follow_the_resource_names() {
         let n = FunctionName::new("acme-prod", "us-central1", "grant-db");
         assert_eq!(
-            api().function_url(&n, None).as_str(),
-            "https://cloudfunctions.googleapis.com/v1/projects/acme-prod/locations/us-central1/functions/grant-db"
+            api().function_url("v2", &n, None).as_str(),
+            "https://cloudfunctions.googleapis.com/v2/projects/acme-prod/locations/us-central1/functions/grant-db"
         );
         assert_eq!(
-            api().function_url(&n, Some("getIamPolicy")).as_str(),
+            api().function_url("v1", &n, Some("getIamPolicy")).as_str(),
             "https://cloudfunctions.googleapis.com/v1/projects/acme-prod/locations/us-central1/functions/grant-db:getIamPolicy"
+        );
+        assert_eq!(
+            api()
+                .service_url(&ServiceName::of_function(&n), "testIamPermissions")
+                .as_str(),
+            "https://run.googleapis.com/v2/projects/acme-prod/locations/us-central1/services/grant-db:testIamPermissions"
         );
         // A hostile name cannot escape its path segment.
         let evil = FunctionName::new("p/../../x", "r", "f?x=1");
-        let u = api().function_url(&evil, None);
-        assert!(u.path().starts_with("/v1/projects/p%2F"), "{u}");
+        let u = api().function_url("v2", &evil, None);
+        assert!(u.path().starts_with("/v2/projects/p%2F"), "{u}");
         assert_eq!(u.query(), None);
     }
 
@@ -915,55 +1125,69 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse_like_protobuf_json() {
-        assert_eq!(parse_google_duration("60s"), Some(Duration::from_secs(60)));
-        assert_eq!(
-            parse_google_duration("1.5s"),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(parse_google_duration("60"), None);
-        assert_eq!(parse_google_duration("-1s"), None);
-        assert_eq!(parse_google_duration("s"), None);
-        assert_eq!(parse_google_duration("1.0000000001s"), None);
-    }
-
-    #[test]
     fn a_function_parses_with_googles_defaults() {
         let raw: RawFunction = serde_json::from_value(serde_json::json!({
             "name": "projects/p/locations/us-central1/functions/f",
-            "status": "ACTIVE",
-            "httpsTrigger": {"url": "https://us-central1-p.cloudfunctions.net/f", "securityLevel": "SECURE_ALWAYS"},
-            "timeout": "120s",
+            "environment": "GEN_1",
+            "state": "ACTIVE",
+            "url": "https://us-central1-p.cloudfunctions.net/f",
+            "serviceConfig": {"timeoutSeconds": 120, "uri": "https://us-central1-p.cloudfunctions.net/f"},
             "somethingNew": {"x": 1}
         }))
         .unwrap();
         let f = CloudFunction::try_from(raw).unwrap();
-        assert_eq!(f.status, FunctionStatus::Active);
+        assert_eq!(f.state, FunctionState::Active);
         assert_eq!(f.generation, Generation::Gen1);
         assert_eq!(f.ingress, Ingress::AllowAll);
         assert_eq!(f.timeout, Some(Duration::from_secs(120)));
         assert_eq!(
-            f.https_trigger.unwrap().url,
-            "https://us-central1-p.cloudfunctions.net/f"
+            f.url.as_deref(),
+            Some("https://us-central1-p.cloudfunctions.net/f")
         );
+        assert!(f.service.is_none());
 
         let raw: RawFunction = serde_json::from_value(serde_json::json!({
             "name": "projects/p/locations/r/functions/g",
-            "status": "SOMETHING_ELSE",
-            "environment": "GEN_2",
-            "ingressSettings": "ALLOW_INTERNAL_ONLY",
-            "eventTrigger": {"eventType": "google.pubsub.topic.publish"}
+            "state": "SOMETHING_ELSE",
+            "serviceConfig": {
+                "service": "projects/p/locations/r/services/g",
+                "uri": "https://g-abc-uc.a.run.app",
+                "ingressSettings": "ALLOW_INTERNAL_ONLY"
+            },
+            "stateMessages": [{"severity": "ERROR", "message": "broken"}],
+            "eventTrigger": {"eventType": "google.cloud.pubsub.topic.v1.messagePublished"}
         }))
         .unwrap();
         let g = CloudFunction::try_from(raw).unwrap();
-        assert_eq!(g.status, FunctionStatus::Other("SOMETHING_ELSE".into()));
-        assert_eq!(g.generation, Generation::Gen2);
+        assert_eq!(g.state, FunctionState::Other("SOMETHING_ELSE".into()));
+        assert_eq!(
+            g.generation,
+            Generation::Gen2,
+            "no environment, but a service"
+        );
         assert_eq!(g.ingress, Ingress::AllowInternalOnly);
-        assert!(g.https_trigger.is_none());
-        assert_eq!(g.event_type.as_deref(), Some("google.pubsub.topic.publish"));
+        assert_eq!(g.service_uri.as_deref(), Some("https://g-abc-uc.a.run.app"));
+        assert_eq!(
+            g.service.unwrap().to_string(),
+            "projects/p/locations/r/services/g"
+        );
+        assert_eq!(g.state_messages, ["broken"]);
+        assert_eq!(
+            g.event_type.as_deref(),
+            Some("google.cloud.pubsub.topic.v1.messagePublished")
+        );
 
         let raw: RawFunction = serde_json::from_value(serde_json::json!({"name": "f"})).unwrap();
         assert!(CloudFunction::try_from(raw).is_err());
+        let raw: RawFunction = serde_json::from_value(serde_json::json!({
+            "name": "projects/p/locations/r/functions/g",
+            "serviceConfig": {"service": "services/g"}
+        }))
+        .unwrap();
+        assert!(
+            CloudFunction::try_from(raw).is_err(),
+            "a malformed service name"
+        );
     }
 
     #[test]
@@ -1070,15 +1294,34 @@ mod tests {
         );
     }
 
-    proptest! {
-        #[test]
-        fn duration_parsing_never_panics(s in ".{0,30}") {
-            let _ = parse_google_duration(&s);
-        }
+    #[test]
+    fn service_names_parse_and_print() {
+        let s = ServiceName::parse("projects/p/locations/r/services/s").unwrap();
+        assert_eq!(s.to_string(), "projects/p/locations/r/services/s");
+        assert_eq!(s.gcloud_args(), "s --project=p --region=r");
+        assert!(ServiceName::parse("projects/p/locations/r/services/").is_none());
+        assert!(ServiceName::parse("projects/p/locations/r/functions/s").is_none());
+    }
 
-        #[test]
-        fn whole_seconds_round_trip(n in 0u64..1_000_000) {
-            prop_assert_eq!(parse_google_duration(&format!("{n}s")), Some(Duration::from_secs(n)));
-        }
+    #[test]
+    fn run_service_refusals_say_what_to_grant() {
+        let e = FunctionsApiError::Api {
+            kind: ApiErrorKind::PermissionDenied,
+            method: "getIamPolicy",
+            resource: "projects/p/locations/r/services/s".into(),
+            status: 403,
+            google_status: "PERMISSION_DENIED".into(),
+            message: "denied".into(),
+            account: Some("gb@p.iam.gserviceaccount.com".into()),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("Cloud Run Admin API getIamPolicy"),
+            "{text}"
+        );
+        assert!(
+            text.contains("gcloud run services add-iam-policy-binding s --project=p --region=r --member=serviceAccount:gb@p.iam.gserviceaccount.com --role=roles/run.viewer"),
+            "{text}"
+        );
     }
 }

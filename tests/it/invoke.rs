@@ -18,6 +18,52 @@ fn failed_code(outcome: &Outcome) -> ErrorCode {
     }
 }
 
+/// A 2nd gen function, called at its Cloud Run URL and at its
+/// cloudfunctions.net URL: at both, the token's audience is its Cloud Run
+/// URL (the default for a run.app `url`; set explicitly for the other).
+#[tokio::test]
+async fn a_second_gen_function_is_invoked_at_either_url_with_its_run_audience() {
+    let env = spawn_env().await;
+    let run = env
+        .sandbox
+        .deploy_gen2_function(
+            "grant-crm",
+            grantbridge_sandbox::FunctionImpl::Sample,
+            &[SA],
+        )
+        .await
+        .unwrap();
+    let config = env
+        .config(&[
+            ("at-run", "grant-crm"),
+            ("at-cf", "grant-crm"),
+            ("wrong", "grant-crm"),
+        ])
+        .set("integrations.at-run.url", run.as_str())
+        .set("integrations.at-run.generation", 2)
+        .set("integrations.at-cf.generation", 2)
+        .set("integrations.at-cf.audience", run.as_str());
+    let google = env.services(&config);
+    for integration in ["at-run", "at-cf"] {
+        let report = invoke(&google, integration, &grant_call("act-1")).await;
+        assert_eq!(
+            report.outcome,
+            Outcome::Succeeded,
+            "{integration}: {report:?}"
+        );
+    }
+    assert_eq!(env.sandbox.invocations("grant-crm").len(), 2);
+    // The cloudfunctions.net URL as audience is refused by Cloud Run.
+    let report = invoke(&google, "wrong", &grant_call("act-2")).await;
+    assert_eq!(failed_code(&report.outcome), ErrorCode::PermissionDenied);
+    match &report.outcome {
+        Outcome::Failed { message, .. } => {
+            assert!(message.contains("roles/run.invoker"), "{message}")
+        }
+        Outcome::Succeeded => unreachable!(),
+    }
+}
+
 #[tokio::test]
 async fn a_grant_sends_the_contract_request() {
     let env = spawn_env().await;

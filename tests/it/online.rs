@@ -18,12 +18,15 @@ use crate::helpers::{SA, TestEnv, spawn_env};
 
 const PROJECT: &str = "sandbox-project";
 
-/// [`TestEnv::config`] plus `[google]` pointing at the sandbox's Cloud Functions API.
+/// [`TestEnv::config`] plus `[google]` pointing at the sandbox's Cloud
+/// Functions and Cloud Run Admin APIs.
 fn online_config(env: &TestEnv, integrations: &[(&str, &str)]) -> DaemonConfig {
-    env.config(integrations).set(
-        "google.cloudfunctions_api",
-        env.sandbox.cloudfunctions_api_url(),
-    )
+    env.config(integrations)
+        .set(
+            "google.cloudfunctions_api",
+            env.sandbox.cloudfunctions_api_url(),
+        )
+        .set("google.run_api", env.sandbox.cloud_run_api_url())
 }
 
 /// An integration without `url`: grantbridge uses the default 1st gen URL
@@ -131,27 +134,98 @@ async fn an_offline_function_is_an_error() {
     );
     let v = check_one(&env, &online_config(&env, &[("orders-db", "grant-db")])).await;
     assert_eq!(v.status, Health::Error);
-    assert!(message(&v, "not_active").contains("OFFLINE"));
+    assert!(message(&v, "not_active").contains("FAILED"));
+}
+
+/// A 2nd gen function `SA` may read; returns its Cloud Run URL.
+async fn deploy_gen2_readable(env: &TestEnv, function: &str, invokers: &[&str]) -> String {
+    let run = env
+        .sandbox
+        .deploy_gen2_function(function, FunctionImpl::Sample, invokers)
+        .await
+        .unwrap();
+    env.sandbox.grant_viewer(function, SA);
+    env.sandbox.grant_run_viewer(function, SA);
+    run
+}
+
+/// An integration for a 2nd gen function at its Cloud Run URL, declared.
+fn gen2_config(env: &TestEnv, function: &str, run: &str) -> DaemonConfig {
+    online_config(env, &[("crm", function)])
+        .set("integrations.crm.url", run)
+        .set("integrations.crm.generation", 2)
+}
+
+/// 2nd gen, read through the v2 API, its invoke permission tested on its
+/// Cloud Run service through the Run Admin API.
+#[tokio::test]
+async fn a_second_gen_function_at_its_cloud_run_url_is_ok() {
+    let env = spawn_env().await;
+    let run = deploy_gen2_readable(&env, "grant-crm", &[SA]).await;
+    let v = check_one(&env, &gen2_config(&env, "grant-crm", &run)).await;
+    assert_eq!(v.status, Health::Ok, "{v:#?}");
+    let m = message(&v, "invoke_permission");
+    assert!(
+        m.contains("run.routes.invoke")
+            && m.contains("projects/sandbox-project/locations/us-central1/services/grant-crm"),
+        "{m}"
+    );
+    assert!(codes(&v).contains(&"gen2") && codes(&v).contains(&"timeout"));
 }
 
 #[tokio::test]
-async fn a_second_gen_function_is_an_error_with_what_to_change() {
+async fn a_second_gen_function_without_run_invoker_says_which_command_grants_it() {
     let env = spawn_env().await;
-    deploy_readable(&env, "grant-db");
-    env.sandbox.set_function_meta(
-        "grant-db",
-        FunctionMeta {
-            generation: "GEN_2".into(),
-            ..FunctionMeta::default()
-        },
-    );
-    let v = check_one(&env, &online_config(&env, &[("orders-db", "grant-db")])).await;
+    let run = deploy_gen2_readable(&env, "grant-crm", &[]).await;
+    let v = check_one(&env, &gen2_config(&env, "grant-crm", &run)).await;
     assert_eq!(v.status, Health::Error);
-    let m = message(&v, "gen2");
+    let m = message(&v, "no_invoke_permission");
     assert!(
-        m.contains("2nd gen") && m.contains("roles/run.invoker") && m.contains("`audience`"),
+        m.contains("roles/run.invoker")
+            && m.contains(&format!("gcloud functions add-invoker-policy-binding grant-crm --project={PROJECT} --region=us-central1 --member=serviceAccount:{SA}")),
         "{m}"
     );
+}
+
+#[tokio::test]
+async fn a_public_second_gen_function_is_a_loud_warning_with_the_run_command() {
+    let env = spawn_env().await;
+    let run = deploy_gen2_readable(&env, "grant-crm", &[SA, "allUsers"]).await;
+    let v = check_one(&env, &gen2_config(&env, "grant-crm", &run)).await;
+    assert_eq!(v.status, Health::Degraded);
+    let m = message(&v, "public_invoker");
+    assert!(
+        m.starts_with("PUBLIC FUNCTION: allUsers holds roles/run.invoker")
+            && m.contains("gcloud run services remove-iam-policy-binding grant-crm --project=sandbox-project --region=us-central1 --member=allUsers --role=roles/run.invoker"),
+        "{m}"
+    );
+    // Without roles/run.viewer the policy is not read, and the advice names it.
+    env.sandbox.revoke_read_grants("grant-crm", SA);
+    env.sandbox.grant_viewer("grant-crm", SA);
+    let v = check_one(&env, &gen2_config(&env, "grant-crm", &run)).await;
+    assert!(
+        message(&v, "policy_unknown").contains("roles/run.viewer"),
+        "{v:#?}"
+    );
+}
+
+/// A 2nd gen function met through a 1st gen configuration (the default
+/// cloudfunctions.net URL, its own URL as audience): the audience is wrong
+/// for Cloud Run, and the check says what to set.
+#[tokio::test]
+async fn a_second_gen_function_configured_as_first_gen_gets_its_audience_named() {
+    let env = spawn_env().await;
+    let run = deploy_gen2_readable(&env, "grant-crm", &[SA]).await;
+    let v = check_one(&env, &online_config(&env, &[("crm", "grant-crm")])).await;
+    assert_eq!(v.status, Health::Degraded, "{v:#?}");
+    let m = message(&v, "audience_mismatch");
+    assert!(m.contains(&format!("audience = \"{run}\"")), "{m}");
+    assert!(message(&v, "gen2").contains("generation = 2"));
+
+    // Declared 1st gen: an error.
+    let config = online_config(&env, &[("crm", "grant-crm")]).set("integrations.crm.generation", 1);
+    let v = check_one(&env, &config).await;
+    assert!(message(&v, "generation_mismatch").contains("set generation = 2"));
 }
 
 #[tokio::test]
@@ -256,7 +330,7 @@ async fn a_conditionally_public_function_is_a_warning_naming_the_condition() {
     assert_eq!(v.status, Health::Degraded, "{v:#?}");
     let m = message(&v, "public_invoker");
     assert!(
-        m.starts_with("PUBLIC FUNCTION: allUsers holds roles/cloudfunctions.invoker under the condition \"until launch\""),
+        m.starts_with("PUBLIC FUNCTION: allUsers holds roles/cloudfunctions.invoker on the function projects/sandbox-project/locations/us-central1/functions/grant-db under the condition \"until launch\""),
         "{m}"
     );
     assert!(m.contains("request.time < timestamp("), "{m}");
@@ -342,6 +416,7 @@ fn api(env: &TestEnv) -> CloudFunctionsApi {
     CloudFunctionsApi::new(
         grantbridge::http::client().unwrap(),
         url::Url::parse(&env.sandbox.cloudfunctions_api_url()).unwrap(),
+        url::Url::parse(&env.sandbox.cloud_run_api_url()).unwrap(),
     )
     .with_backoff(Backoff {
         base: Duration::from_millis(5),
@@ -433,8 +508,8 @@ async fn the_client_classifies_googles_errors() {
 
     let f = api.get_function(&token, &name).await.unwrap();
     assert_eq!(
-        f.https_trigger.unwrap().url,
-        env.sandbox.function_url("grant-db")
+        f.url.as_deref(),
+        Some(env.sandbox.function_url("grant-db").as_str())
     );
     assert_eq!(
         api.test_iam_permissions(
@@ -461,6 +536,7 @@ async fn the_client_classifies_googles_errors() {
         .unwrap();
     let nowhere = CloudFunctionsApi::new(
         grantbridge::http::client().unwrap(),
+        url::Url::parse(&format!("http://{dead}")).unwrap(),
         url::Url::parse(&format!("http://{dead}")).unwrap(),
     )
     .with_backoff(Backoff {
@@ -606,12 +682,16 @@ async fn functions_list_prints_a_table_of_the_connections_project() {
         env.sandbox
             .deploy_function(&format!("fn-{i:03}"), FunctionImpl::Sample, &[]);
     }
+    let run_url = env
+        .sandbox
+        .deploy_gen2_function("fn-007", FunctionImpl::Sample, &[])
+        .await
+        .unwrap();
     env.sandbox.set_function_meta(
         "fn-007",
         FunctionMeta {
             region: "europe-west1".into(),
             status: "OFFLINE".into(),
-            generation: "GEN_2".into(),
             timeout: Duration::from_secs(300),
             ingress: "ALLOW_INTERNAL_ONLY".into(),
             runtime: "nodejs20".into(),
@@ -638,13 +718,7 @@ async fn functions_list_prints_a_table_of_the_connections_project() {
     assert_eq!(lines.len(), 121, "a header and every function across pages");
     assert!(lines[0].starts_with("NAME"), "{stdout}");
     for column in [
-        "REGION",
-        "STATUS",
-        "GEN",
-        "TRIGGER URL",
-        "RUNTIME",
-        "TIMEOUT",
-        "INGRESS",
+        "REGION", "STATE", "GEN", "URL", "RUNTIME", "TIMEOUT", "INGRESS",
     ] {
         assert!(lines[0].contains(column), "{}", lines[0]);
     }
@@ -652,8 +726,9 @@ async fn functions_list_prints_a_table_of_the_connections_project() {
     for cell in [
         "fn-007",
         "europe-west1",
-        "OFFLINE",
+        "FAILED",
         "2nd",
+        run_url.as_str(),
         "nodejs20",
         "300s",
         "ALLOW_INTERNAL_ONLY",
