@@ -652,7 +652,7 @@ EXAMPLES = {
     "integrations.NAME.connection": "full", "integrations.NAME.project_id": "acme-prod",
     "integrations.NAME.function": "grant-orders-db", "integrations.NAME.custom_parameters": {"db": "orders", "port": 5432},
     "integrations.NAME.access_details": "https://orders.internal",
-    "integrations.NAME.url": "https://grant-orders-db-abc123def4-uc.a.run.app",
+    "integrations.NAME.generation": 2, "integrations.NAME.url": "https://grant-orders-db-abc123def4-uc.a.run.app",
     "integrations.NAME.audience": "https://grant-orders-db-abc123def4-uc.a.run.app",
     "control_plane.url": "https://cp.example.com", "control_plane.token_file": "/etc/ignored-the-chart-sets-it",
     "push.listen": "0.0.0.0:1", "push.secret_files": ["/ignored"], "push.secret_envs": ["IGNORED"],

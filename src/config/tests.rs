@@ -441,6 +441,81 @@ fn the_default_audience_is_the_url_as_written() {
     );
 }
 
+/// `generation = 2`: a URL is required, and at a cloudfunctions.net URL the
+/// audience (the Cloud Run URL) too; `generation = 1` refuses a run.app URL.
+#[test]
+fn a_declared_generation_sets_the_url_and_audience_rules() {
+    let d = Dir::new();
+    let base = "[integrations.crm]\nconnection = \"prod\"\nproject_id = \"acme-prod\"\nregion = \"europe-west4\"\nfunction = \"grant-crm\"\n";
+    let load = |extra: &str| d.load(&format!("{GOOD}\n{base}{extra}"));
+    let keys = |extra: &str| -> Vec<(String, String)> {
+        load(extra)
+            .unwrap_err()
+            .problems()
+            .iter()
+            .map(|p| (p.key.clone(), p.message.clone()))
+            .collect()
+    };
+
+    let p = keys("generation = 2\n");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].0, "integrations.crm.url");
+    assert!(
+        p[0].1.contains("value(serviceConfig.uri)") && p[0].1.contains("--region=europe-west4"),
+        "{p:?}"
+    );
+
+    let c = load("generation = 2\nurl = \"https://grant-crm-abc123-ez.a.run.app\"\n").unwrap();
+    let i = &c.integrations["crm"];
+    assert_eq!(i.generation, Some(Generation::Gen2));
+    assert_eq!(i.audience, "https://grant-crm-abc123-ez.a.run.app");
+    assert_eq!(i.region, "europe-west4", "not limited to 1st gen regions");
+
+    let cf = "url = \"https://europe-west4-acme-prod.cloudfunctions.net/grant-crm\"\n";
+    let p = keys(&format!("generation = 2\n{cf}"));
+    assert_eq!(p[0].0, "integrations.crm.audience", "{p:?}");
+    assert!(p[0].1.contains("Cloud Run URL"), "{p:?}");
+    let c = load(&format!(
+        "generation = 2\n{cf}audience = \"https://grant-crm-abc123-ez.a.run.app\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.integrations["crm"].audience,
+        "https://grant-crm-abc123-ez.a.run.app"
+    );
+
+    let p = keys("generation = 1\nurl = \"https://grant-crm-abc123-ez.a.run.app\"\n");
+    assert!(
+        p.iter()
+            .any(|(k, m)| k == "integrations.crm.url" && m.contains("generation = 2")),
+        "{p:?}"
+    );
+    let p = keys("generation = 3\nurl = \"https://grant-crm-abc123-ez.a.run.app\"\n");
+    assert!(
+        p.iter()
+            .any(|(k, m)| k == "integrations.crm.generation" && m.contains("expected 1")),
+        "{p:?}"
+    );
+    // Unstated: as before (a 1st gen region without `url`).
+    assert!(keys("").iter().any(|(k, _)| k == "integrations.crm.region"));
+}
+
+#[test]
+fn google_run_api_is_a_base_url() {
+    let d = Dir::new();
+    let c = d.load(GOOD).unwrap();
+    assert_eq!(c.google.run_api.as_str(), "https://run.googleapis.com/");
+    let err = d
+        .load(&format!(
+            "{GOOD}\n[google]\nrun_api = \"http://run.example.com/v2\"\n"
+        ))
+        .unwrap_err();
+    assert!(
+        err.problems().iter().all(|p| p.key == "google.run_api"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_password_in_a_configured_url_is_refused_and_never_shown() {
     let d = Dir::new();

@@ -4,13 +4,15 @@
 //! (tests/conformance/discovery.py): no field Google does not define, only
 //! enum values Google defines, Google's types.
 //!
-//! Covered so far: IAM Credentials (generateIdToken, generateAccessToken),
-//! STS (token) and the Cloud Functions v1 IAM methods (testIamPermissions,
-//! getIamPolicy in both policy versions). The v1 `get` and `list` answers are not yet: the
-//! sandbox still reports `environment`, which the v1 `CloudFunction` does not
-//! define (2nd gen needs the v2 API).
+//! Covered: IAM Credentials (generateIdToken, generateAccessToken), STS
+//! (token), Cloud Functions v1 (get, list, testIamPermissions, getIamPolicy in
+//! both policy versions), Cloud Functions v2 (get and list of both
+//! generations, HTTP and event-driven, ACTIVE and FAILED) and the Cloud Run
+//! Admin API v2 (testIamPermissions, getIamPolicy of a service).
 
 use serde_json::{Value, json};
+
+use grantbridge_sandbox::{FunctionImpl, FunctionMeta};
 
 use crate::helpers::{SA, spawn_env};
 
@@ -18,7 +20,12 @@ const TARGET: &str = "fidelity-target@sandbox-project.iam.gserviceaccount.com";
 
 async fn call(req: reqwest::RequestBuilder) -> Value {
     let resp = req.send().await.expect("the sandbox answers");
-    assert!(resp.status().is_success(), "HTTP {}", resp.status());
+    assert!(
+        resp.status().is_success(),
+        "HTTP {} from {}",
+        resp.status(),
+        resp.url()
+    );
     resp.json().await.expect("a JSON answer")
 }
 
@@ -40,6 +47,34 @@ async fn the_sandboxs_answers_conform_to_googles_discovery_documents() {
     env.deploy("grant-empty");
     env.sandbox.grant_iam_policy_viewer("grant-empty", SA);
     env.sandbox.set_invokers("grant-empty", &[]);
+    env.sandbox
+        .deploy_gen2_function("grant-crm", FunctionImpl::Sample, &[SA, "allUsers"])
+        .await
+        .unwrap();
+    env.sandbox
+        .deploy_gen2_function("sync-crm", FunctionImpl::Sample, &[])
+        .await
+        .unwrap();
+    env.sandbox.set_function_meta(
+        "sync-crm",
+        FunctionMeta {
+            https_trigger: false,
+            status: "OFFLINE".into(),
+            ..FunctionMeta::default()
+        },
+    );
+    env.deploy("sync-legacy");
+    env.sandbox.set_function_meta(
+        "sync-legacy",
+        FunctionMeta {
+            https_trigger: false,
+            ..FunctionMeta::default()
+        },
+    );
+    env.sandbox.grant_viewer("projects/sandbox-project", SA);
+    env.sandbox.grant_run_viewer("projects/sandbox-project", SA);
+    env.sandbox
+        .grant_iam_policy_viewer("projects/sandbox-project", SA);
     let services = env.services(&env.config(&[]));
     let token = services.credentials["prod"].access_token().await.unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
@@ -57,6 +92,20 @@ async fn the_sandboxs_answers_conform_to_googles_discovery_documents() {
             env.sandbox.cloudfunctions_api_url().trim_end_matches('/')
         )
     };
+    let resource = |version: &str, collection: &str, name: &str| {
+        format!(
+            "{}/{version}/projects/sandbox-project/locations/{}",
+            env.sandbox.cloudfunctions_api_url().trim_end_matches('/'),
+            if name.is_empty() {
+                format!("-/{collection}?pageSize=2")
+            } else {
+                format!("us-central1/{collection}/{name}")
+            }
+        )
+    };
+    let get = |url: String| call(bearer(http.get(url)));
+    let cf2 = "cloudfunctions.projects.locations.functions";
+    let run = "run.projects.locations.services";
     let id = "iamcredentials.projects.serviceAccounts";
     let cf = "cloudfunctions.projects.locations.functions";
     let answers = vec![
@@ -74,6 +123,22 @@ async fn the_sandboxs_answers_conform_to_googles_discovery_documents() {
          call(bearer(http.get(format!("{}?options.requestedPolicyVersion=3", function("grant-db", "getIamPolicy"))))).await),
         ("cloudfunctions.v1", format!("{cf}.getIamPolicy"),
          call(bearer(http.get(function("grant-empty", "getIamPolicy")))).await),
+        ("cloudfunctions.v1", format!("{cf}.get"), get(resource("v1", "functions", "grant-db")).await),
+        ("cloudfunctions.v1", format!("{cf}.get"), get(resource("v1", "functions", "sync-legacy")).await),
+        ("cloudfunctions.v1", format!("{cf}.list"), get(resource("v1", "functions", "")).await),
+        ("cloudfunctions.v2", format!("{cf2}.get"), get(resource("v2", "functions", "grant-db")).await),
+        ("cloudfunctions.v2", format!("{cf2}.get"), get(resource("v2", "functions", "grant-crm")).await),
+        ("cloudfunctions.v2", format!("{cf2}.get"), get(resource("v2", "functions", "sync-crm")).await),
+        ("cloudfunctions.v2", format!("{cf2}.get"), get(resource("v2", "functions", "sync-legacy")).await),
+        ("cloudfunctions.v2", format!("{cf2}.list"), get(resource("v2", "functions", "")).await),
+        ("cloudfunctions.v2", format!("{cf2}.testIamPermissions"),
+         call(bearer(http.post(format!("{}:testIamPermissions", resource("v2", "functions", "grant-db")))).json(&json!({"permissions": ["cloudfunctions.functions.invoke"]}))).await),
+        ("cloudfunctions.v2", format!("{cf2}.getIamPolicy"),
+         get(format!("{}:getIamPolicy", resource("v2", "functions", "grant-crm"))).await),
+        ("run.v2", format!("{run}.testIamPermissions"),
+         call(bearer(http.post(format!("{}:testIamPermissions", resource("v2", "services", "grant-crm")))).json(&json!({"permissions": ["run.routes.invoke", "run.services.get"]}))).await),
+        ("run.v2", format!("{run}.getIamPolicy"),
+         get(format!("{}:getIamPolicy?options.requestedPolicyVersion=3", resource("v2", "services", "grant-crm"))).await),
     ];
     // STS: a subject token of a workload identity provider, exchanged.
     let provider = env
@@ -140,6 +205,11 @@ async fn the_official_cloud_functions_client_reads_the_sandbox() {
     for name in ["fn-a", "fn-b", "fn-c"] {
         env.deploy(name);
     }
+    let run = env
+        .sandbox
+        .deploy_gen2_function("fn-gen2", FunctionImpl::Sample, &[SA])
+        .await
+        .unwrap();
     env.sandbox.grant_viewer("projects/sandbox-project", SA);
     env.sandbox.grant_iam_policy_viewer("fn-b", SA);
     let services = env.services(&env.config(&[]));
@@ -152,7 +222,13 @@ async fn the_official_cloud_functions_client_reads_the_sandbox() {
         .to_owned();
     let seen = crate::helpers::python_json(
         "tests/interop/cloud_functions_client.py",
-        &[&host, &token.expose(), &"sandbox-project", &"fn-b"],
+        &[
+            &host,
+            &token.expose(),
+            &"sandbox-project",
+            &"fn-b",
+            &"fn-gen2",
+        ],
     )
     .await;
     let listed: Vec<&str> = seen["listed"]
@@ -164,8 +240,18 @@ async fn the_official_cloud_functions_client_reads_the_sandbox() {
     assert_eq!(
         listed.len(),
         3,
-        "three functions across pages of two: {seen}"
+        "three 1st gen functions across pages of two (v1 hides 2nd gen): {seen}"
     );
+    assert_eq!(
+        seen["v2_listed"],
+        json!({"fn-a": "GEN_1", "fn-b": "GEN_1", "fn-c": "GEN_1", "fn-gen2": "GEN_2"}),
+        "v2 lists both generations: {seen}"
+    );
+    assert_eq!(seen["gen2"]["environment"], "GEN_2");
+    assert_eq!(seen["gen2"]["state"], "ACTIVE");
+    assert_eq!(seen["gen2"]["uri"], run.as_str());
+    assert_eq!(seen["gen2"]["url"], env.sandbox.function_url("fn-gen2"));
+    assert_eq!(seen["gen2"]["timeout_s"], 60);
     assert_eq!(seen["got"]["status"], "ACTIVE", "{seen}");
     assert_eq!(
         seen["got"]["url"],
@@ -201,4 +287,20 @@ async fn the_official_cloud_functions_client_reads_the_sandbox() {
     );
     let ours = api.get_function(&token, &name).await.unwrap();
     assert_eq!(ours.url.as_deref(), seen["got"]["url"].as_str());
+    let gen2 = api
+        .get_function(
+            &token,
+            &grantbridge::google::functions_api::FunctionName::new(
+                "sandbox-project",
+                "us-central1",
+                "fn-gen2",
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(gen2.service_uri.as_deref(), seen["gen2"]["uri"].as_str());
+    assert_eq!(
+        gen2.service.map(|s| s.to_string()).as_deref(),
+        seen["gen2"]["service"].as_str()
+    );
 }
