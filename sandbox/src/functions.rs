@@ -185,6 +185,16 @@ fn forbidden(path: &str) -> Response {
     )
 }
 
+/// What the front end answers when the function ran past its timeout.
+fn timed_out() -> Response {
+    google_html(
+        StatusCode::REQUEST_TIMEOUT,
+        "Request Timeout",
+        "Request Timeout",
+        "The function did not finish within its timeout.",
+    )
+}
+
 fn could_not_handle() -> Response {
     (
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -390,19 +400,23 @@ async fn serve_call(state: &Arc<State>, call: Call, body: Body) -> Response {
     } = call;
     let found = {
         let inner = state.lock();
-        inner
-            .functions
-            .get(&name)
-            .map(|f| (f.invokers.clone(), f.faults.latency, f.run_url.clone()))
+        inner.functions.get(&name).map(|f| {
+            (
+                f.invokers.clone(),
+                f.faults.latency,
+                f.run_url.clone(),
+                f.meta.timeout,
+            )
+        })
     };
     let audience = match (&found, own_url) {
-        (Some((_, _, Some(run))), _) => run.clone(),
-        (Some((_, _, None)), Some(own)) => own,
+        (Some((_, _, Some(run), _)), _) => run.clone(),
+        (Some((_, _, None, _)), Some(own)) => own,
         // A 1st gen URL with no function behind it gets the same 403 as a
         // caller without the invoker role: existence is not revealed.
         _ => return forbidden(&path),
     };
-    let Some((invokers, latency, _)) = found else {
+    let Some((invokers, latency, _, timeout)) = found else {
         return forbidden(&path);
     };
     let caller = match authenticate(state, &headers, &audience, &path, &invokers) {
@@ -436,20 +450,37 @@ async fn serve_call(state: &Arc<State>, call: Call, body: Body) -> Response {
         fault: None,
         duplicate: false,
     };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
     let request = Request {
         method: &method,
         path_and_query: &path_and_query,
         headers: &headers,
         bytes,
     };
-    let mut resp = match execute(state, &name, request, &mut invocation).await {
-        Some(Ok(resp)) => resp,
+    // Google stops a function that runs past its timeout and answers 408.
+    let run = async {
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        execute(state, &name, request, &mut invocation).await
+    };
+    let outcome = tokio::time::timeout(timeout, run).await;
+    let mut resp = match outcome {
+        Ok(Some(Ok(resp))) => resp,
         // Recorded already (a hang that ended with the sandbox).
-        Some(Err(resp)) => return resp,
-        None => return forbidden(&path),
+        Ok(Some(Err(resp))) => return resp,
+        Ok(None) => return forbidden(&path),
+        Err(_) => {
+            let resp = timed_out();
+            invocation.status = resp.status().as_u16();
+            if invocation.fault.is_none() {
+                invocation.fault = Some("timeout".into());
+            }
+            // A hang recorded itself already; a slow call is recorded now.
+            if invocation.fault.as_deref() != Some("hang") {
+                record(state, invocation);
+            }
+            return resp;
+        }
     };
     invocation.status = resp.status().as_u16();
     record(state, invocation);
@@ -898,6 +929,37 @@ mod tests {
         assert_eq!(paths, ["/", "/sub/path", "/"]);
         sb.set_invokers("grant-crm", &[]);
         assert_eq!(invoke(&run, Some(&run_token), grant()).await.status(), 403);
+    }
+
+    /// A function that runs past its timeout is stopped with a 408.
+    #[tokio::test]
+    async fn a_function_past_its_timeout_answers_408() {
+        let (sb, url, token) = setup().await;
+        sb.set_function_meta(
+            FN,
+            super::super::FunctionMeta {
+                timeout: Duration::from_millis(200),
+                ..Default::default()
+            },
+        );
+        sb.set_faults(
+            FN,
+            Faults {
+                latency: Duration::from_millis(600),
+                ..Faults::default()
+            },
+        );
+        let resp = invoke(&url, Some(&token), grant()).await;
+        assert_eq!(resp.status(), 408);
+        assert!(resp.text().await.unwrap().contains("Request Timeout"));
+        let calls = sb.invocations(FN);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(
+            (calls[0].status, calls[0].fault.as_deref()),
+            (408, Some("timeout"))
+        );
+        sb.set_faults(FN, Faults::default());
+        assert_eq!(invoke(&url, Some(&token), grant()).await.status(), 200);
     }
 
     #[tokio::test]
