@@ -1,10 +1,24 @@
-//! Throughput of the whole connector on a burst: 10,000 revocations (someone
-//! left the company) across two integrations, leased from the simulated control
-//! plane, invoked through the sandbox's authenticating front end, journaled and
-//! reported. Baseline, same run: direct calls to the same functions at the same
-//! concurrency with a pre-minted token and no journal. Prints figures and the
-//! ratio, and the highest concurrency each function saw (the per-integration
-//! limit at work). Run: `cargo bench --bench throughput [-- ACTIONS]`.
+//! Throughput of the whole connector on a burst: ACTIONS revocations (someone
+//! left the company) across two integrations, leased from the simulated
+//! control plane, invoked through the sandbox's authenticating front end,
+//! journaled and reported. The connector is the release `grantbridge run`
+//! binary in a process of its own. Baseline, same run: direct calls from the
+//! bench process to the same functions at the same concurrency with a
+//! pre-minted token and no journal.
+//!
+//! Two scenarios per run:
+//! - the ceiling: a function that answers at once (0 ms) with 32 concurrent
+//!   calls per integration, so the connector's own cost is what shows;
+//! - a 5 ms function with 16 concurrent calls per integration (the
+//!   function's concurrency is the bottleneck, as with real functions).
+//!
+//! Each prints the baseline, the connector, their ratio, journal writes and
+//! fsyncs (committed transactions) per action, and the peak concurrency each
+//! function saw. `--runs N` repeats everything and prints the median, min and
+//! max of each figure: these machines are shared and noisy.
+//!
+//! Run: `cargo bench --bench throughput -- [--runs N] [--actions N] [--scenario 1|2]`
+//! (`--scenario` runs one of the two, e.g. to profile it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,21 +26,37 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::post;
-use grantbridge::app::Application;
-use grantbridge::clock::Clock;
-use grantbridge::config::Config;
-use grantbridge::env::MapEnv;
 use grantbridge_sandbox::daemon_config::{DaemonConfig, Integration};
-use grantbridge_sandbox::{
-    ControlPlane, ControlPlaneOptions, FunctionImpl, Sandbox, SandboxOptions,
-};
+use grantbridge_sandbox::{FunctionImpl, Sandbox};
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
-const SA: &str = "bench@sandbox-project.iam.gserviceaccount.com";
-/// What a real revoke function spends per call.
-const SERVICE_TIME: Duration = Duration::from_millis(5);
-const PER_INTEGRATION: usize = 16;
+#[path = "common/mod.rs"]
+mod common;
+use common::{Daemon, SA, flag, spread};
+
+const INTEGRATIONS: usize = 2;
+
+/// One scenario: how long the function takes and how many calls it may
+/// have at once.
+#[derive(Clone, Copy)]
+struct Scenario {
+    name: &'static str,
+    service_time: Duration,
+    per_integration: usize,
+}
+
+const SCENARIOS: [Scenario; 2] = [
+    Scenario {
+        name: "ceiling: 0 ms function, 32 calls per integration",
+        service_time: Duration::ZERO,
+        per_integration: 32,
+    },
+    Scenario {
+        name: "5 ms function, 16 calls per integration",
+        service_time: Duration::from_millis(5),
+        per_integration: 16,
+    },
+];
 
 /// A function upstream that counts calls in flight and remembers the peak.
 #[derive(Default)]
@@ -35,13 +65,15 @@ struct Gauge {
     peak: AtomicUsize,
 }
 
-async fn upstream(gauge: Arc<Gauge>) -> url::Url {
+async fn upstream(gauge: Arc<Gauge>, service_time: Duration) -> url::Url {
     let app = Router::new().fallback(post(move || {
         let g = gauge.clone();
         async move {
             let n = g.now.fetch_add(1, Ordering::SeqCst) + 1;
             g.peak.fetch_max(n, Ordering::SeqCst);
-            tokio::time::sleep(SERVICE_TIME).await;
+            if !service_time.is_zero() {
+                tokio::time::sleep(service_time).await;
+            }
             g.now.fetch_sub(1, Ordering::SeqCst);
             axum::Json(json!({"status": "ok"}))
         }
@@ -79,15 +111,20 @@ async fn baseline(
                 tokens[w % functions.len()].clone(),
             );
             tokio::spawn(async move {
-                while next.fetch_add(1, Ordering::SeqCst) < n {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= n {
+                        break;
+                    }
                     let r = http
                         .post(&f)
                         .bearer_auth(&t)
-                        .json(&json!({"event_type": "revoke-access", "params": revoke(0)}))
+                        .json(&json!({"event_type": "revoke-access", "params": revoke(i)}))
                         .send()
                         .await
                         .unwrap();
                     assert!(r.status().is_success());
+                    r.bytes().await.unwrap();
                 }
             })
         })
@@ -98,50 +135,54 @@ async fn baseline(
     started.elapsed()
 }
 
-#[tokio::main]
-async fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(10_000);
-    let dir = tempfile::tempdir().unwrap();
-    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
-    sandbox.create_service_account(SA);
-    let key_file = dir.path().join("sa.json");
-    std::fs::write(&key_file, sandbox.create_key(SA).json).unwrap();
-    let gauges = [Arc::new(Gauge::default()), Arc::new(Gauge::default())];
+/// What one scenario measured.
+struct Figures {
+    baseline: f64,
+    connector: f64,
+    writes_per_action: f64,
+    fsyncs_per_action: f64,
+    peaks: Vec<usize>,
+}
+
+impl Figures {
+    fn ratio(&self) -> f64 {
+        self.connector / self.baseline
+    }
+}
+
+async fn measure(s: Scenario, n: usize) -> Figures {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let google = common::google(dir.path()).await;
+    let sandbox = &google.sandbox;
+    let gauges: Vec<Arc<Gauge>> = (0..INTEGRATIONS).map(|_| Arc::default()).collect();
     let mut functions = Vec::new();
     for (i, g) in gauges.iter().enumerate() {
         functions.push(sandbox.deploy_function(
             &format!("revoke-{i}"),
-            FunctionImpl::Proxy(upstream(g.clone()).await),
+            FunctionImpl::Proxy(upstream(g.clone(), s.service_time).await),
             &[SA],
         ));
     }
-    let concurrency = PER_INTEGRATION * functions.len();
-
-    let base = baseline(&sandbox, &functions, n, concurrency).await;
+    let concurrency = s.per_integration * functions.len();
+    let base = baseline(sandbox, &functions, n, concurrency).await;
     for g in &gauges {
         g.peak.store(0, Ordering::SeqCst);
     }
 
-    let cp = ControlPlane::start(ControlPlaneOptions {
-        connector_id: "bench".into(),
-        tokens: vec!["t".into()],
-        clock: grantbridge_sandbox::Clock::system(),
-    })
-    .await
-    .unwrap();
+    let cp = common::control_plane().await;
     let config = functions.iter().enumerate().fold(
         DaemonConfig::new("bench")
             .instance_id("bench/0")
-            .key_file_connection("c", &key_file)
+            .key_file_connection("c", &google.key_file)
             .control_plane(&cp.url(), "T")
             .set("control_plane.max_actions", 500)
             .set("control_plane.report_batch", 500)
             .journal(&dir.path().join("journal.db"))
-            .set("engine.max_concurrency", 64)
-            .set("engine.per_integration_concurrency", PER_INTEGRATION as i64),
+            .set("engine.max_concurrency", concurrency as i64)
+            .set(
+                "engine.per_integration_concurrency",
+                s.per_integration as i64,
+            ),
         |config, (i, f)| {
             config.integration(
                 &format!("db-{i}"),
@@ -149,64 +190,90 @@ async fn main() {
             )
         },
     );
-    let config_path = dir.path().join("bench.toml");
-    config.write_to(&config_path).unwrap();
-    let env = MapEnv::new().with("T", "t");
-    let app = Application::build(
-        Config::load(&config_path, &env).unwrap(),
-        &env,
-        Clock::system(),
-    )
-    .await
-    .unwrap();
-    let journal = app.engine().journal().clone();
-    cp.enqueue_many((0..n).map(|i| json!({"id": format!("rev-{i}"), "integration": format!("db-{}", i % 2), "event_type": "revoke-access", "params": revoke(i)})).collect());
-
-    let shutdown = CancellationToken::new();
+    let daemon = Daemon::start(dir.path(), config).await;
+    let (writes0, commits0) = (
+        daemon.metric("grantbridge_journal_writes_total").await,
+        daemon.metric("grantbridge_journal_commits_total").await,
+    );
     let started = Instant::now();
-    let running = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    cp.enqueue_many((0..n).map(|i| json!({"id": format!("rev-{i}"), "integration": format!("db-{}", i % INTEGRATIONS), "event_type": "revoke-access", "params": revoke(i)})).collect());
     let results = cp.wait_for_results(n, Duration::from_secs(600)).await;
     let through = started.elapsed();
-    shutdown.cancel();
-    running.await.unwrap().unwrap();
+    let writes = daemon.metric("grantbridge_journal_writes_total").await - writes0;
+    let commits = daemon.metric("grantbridge_journal_commits_total").await - commits0;
+    daemon.stop().await;
     assert_eq!(results.len(), n, "every action has a result");
     let failed = results.values().filter(|r| !r.parsed.succeeded()).count();
-    let stats = journal.stats();
-
+    let duplicates: u32 = results.values().map(|r| r.reports - 1).sum();
+    assert_eq!(failed, 0, "no failed results");
+    assert_eq!(duplicates, 0, "no duplicate reports");
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    println!(
-        "burst of {n} revocations over {} integrations, function service time {SERVICE_TIME:?}, {PER_INTEGRATION} concurrent calls per integration",
-        functions.len()
-    );
-    println!(
-        "  baseline  direct calls, {concurrency} at a time, one token, no journal: {:>8.0} calls/s  ({:.2} s)",
-        rate(base),
-        base.as_secs_f64()
-    );
-    println!(
-        "  grantbridge  lease → journal → invoke → journal → report:        {:>8.0} actions/s ({:.2} s)",
-        rate(through),
-        through.as_secs_f64()
-    );
-    println!(
-        "  ratio grantbridge / baseline: {:.2}",
-        rate(through) / rate(base)
-    );
-    println!(
-        "  peak concurrent calls per function: {:?} (limit {PER_INTEGRATION})",
-        gauges
+    Figures {
+        baseline: rate(base),
+        connector: rate(through),
+        writes_per_action: writes / n as f64,
+        fsyncs_per_action: commits / n as f64,
+        peaks: gauges
             .iter()
             .map(|g| g.peak.load(Ordering::SeqCst))
-            .collect::<Vec<_>>()
-    );
+            .collect(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let n = flag("--actions").unwrap_or(10_000);
+    let runs = flag("--runs").unwrap_or(1).max(1);
+    let only = flag("--scenario");
     println!(
-        "  journal: {} writes in {} transactions (group commit: {:.1} writes per fsync)",
-        stats.writes,
-        stats.transactions,
-        stats.writes as f64 / stats.transactions.max(1) as f64
+        "throughput: a burst of {n} revocations over {INTEGRATIONS} integrations, {runs} run(s); baseline = direct calls at the same concurrency, one pre-minted token, no journal"
     );
-    println!(
-        "  failed results: {failed}; duplicate reports: {}",
-        results.values().map(|r| r.reports - 1).sum::<u32>()
-    );
+    let mut all: Vec<Vec<Figures>> = SCENARIOS.iter().map(|_| Vec::new()).collect();
+    for run in 1..=runs {
+        for (k, (s, figures)) in SCENARIOS.iter().zip(&mut all).enumerate() {
+            if only.is_some_and(|o| o != k + 1) {
+                continue;
+            }
+            let f = measure(*s, n).await;
+            println!(
+                "  run {run}  {:<50} baseline {:>7.0} calls/s  grantbridge {:>7.0} actions/s  ratio {:.2}  journal {:.2} writes, {:.3} fsyncs per action  peak calls per function {:?} (limit {})",
+                s.name,
+                f.baseline,
+                f.connector,
+                f.ratio(),
+                f.writes_per_action,
+                f.fsyncs_per_action,
+                f.peaks,
+                s.per_integration
+            );
+            figures.push(f);
+        }
+    }
+    println!("median [min–max] over {runs} run(s):");
+    for (s, figures) in SCENARIOS.iter().zip(&all) {
+        if figures.is_empty() {
+            continue;
+        }
+        let of = |pick: fn(&Figures) -> f64| figures.iter().map(pick).collect::<Vec<f64>>();
+        println!("  {}", s.name);
+        println!(
+            "    baseline        {} calls/s",
+            spread(&of(|f| f.baseline), 0)
+        );
+        println!(
+            "    grantbridge     {} actions/s",
+            spread(&of(|f| f.connector), 0)
+        );
+        println!("    ratio           {}", spread(&of(Figures::ratio), 2));
+        println!(
+            "    journal         {} writes per action, {} fsyncs per action",
+            spread(&of(|f| f.writes_per_action), 2),
+            spread(&of(|f| f.fsyncs_per_action), 3)
+        );
+        println!(
+            "    peak calls per function {:?} (limit {})",
+            figures.iter().map(|f| f.peaks.clone()).collect::<Vec<_>>(),
+            s.per_integration
+        );
+    }
 }

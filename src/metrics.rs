@@ -67,6 +67,8 @@ pub struct Metrics {
     in_flight: Gauge,
     journal_writable: Gauge,
     journal_write_failures: Counter,
+    journal_writes: Counter,
+    journal_commits: Counter,
 }
 
 impl Default for Metrics {
@@ -138,6 +140,18 @@ impl Metrics {
             "Journal writes that failed on a disk error (full, failing, read-only)",
             journal_write_failures.clone(),
         );
+        let journal_writes = Counter::default();
+        registry.register(
+            "journal_writes",
+            "Journal writes committed (record, complete, report marks, ...)",
+            journal_writes.clone(),
+        );
+        let journal_commits = Counter::default();
+        registry.register(
+            "journal_commits",
+            "Journal transactions committed, each one fsync of the write-ahead log: writes per commit is the group-commit factor",
+            journal_commits.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "build_info",
@@ -162,6 +176,8 @@ impl Metrics {
             in_flight,
             journal_writable,
             journal_write_failures,
+            journal_writes,
+            journal_commits,
         }
     }
 
@@ -246,13 +262,19 @@ impl Metrics {
         self.in_flight.set(in_flight as i64);
     }
 
-    /// The journal's state at scrape time: writable, and its failed writes
-    /// so far (a running total).
-    pub fn set_journal(&self, writable: bool, failed_writes: u64) {
+    /// The journal's state at scrape time: writable, and its running totals
+    /// of failed writes, committed writes and commits.
+    pub fn set_journal(&self, writable: bool, failed_writes: u64, writes: u64, commits: u64) {
         self.journal_writable.set(i64::from(writable));
-        let counted = self.journal_write_failures.get();
-        if failed_writes > counted {
-            self.journal_write_failures.inc_by(failed_writes - counted);
+        for (counter, total) in [
+            (&self.journal_write_failures, failed_writes),
+            (&self.journal_writes, writes),
+            (&self.journal_commits, commits),
+        ] {
+            let counted = counter.get();
+            if total > counted {
+                counter.inc_by(total - counted);
+            }
         }
     }
 

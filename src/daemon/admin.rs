@@ -223,9 +223,13 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         outbox_age(&s.engine, oldest),
         s.engine.pending() as u64,
     );
+    let journal = s.engine.journal();
+    let stats = journal.stats();
     services.metrics.set_journal(
-        s.engine.journal().writable().is_ok(),
-        s.engine.journal().failed_writes(),
+        journal.writable().is_ok(),
+        journal.failed_writes(),
+        stats.writes,
+        stats.transactions,
     );
     (
         [(

@@ -508,11 +508,14 @@ async fn get_action(
         Err(r) => return *r,
     };
     match state.engine.journal().state(&id).await {
-        Ok(Some(s)) => (
-            StatusCode::OK,
-            axum::Json(status_body(&id, s.status, s.result.as_ref(), delivery)),
-        )
-            .into_response(),
+        Ok(Some(s)) => {
+            let status = state.engine.progress(&id, s.status);
+            (
+                StatusCode::OK,
+                axum::Json(status_body(&id, status, s.result.as_ref(), delivery)),
+            )
+                .into_response()
+        }
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             "not_found",

@@ -12,7 +12,7 @@ mod result;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -82,7 +82,11 @@ pub struct Engine {
     per_integration: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Accepted and not finished (queued or running) in this process.
     pending: AtomicUsize,
-    running: Mutex<HashSet<String>>,
+    /// Accepted and not finished in this process, and whether it is
+    /// calling its function (running) or waiting for a permit (queued). Kept
+    /// here, not journaled: it is for status answers, and an fsync per
+    /// action would buy nothing (any unfinished action may have been called).
+    running: Mutex<HashMap<String, bool>>,
     leases: Mutex<HashMap<String, Lease>>,
     /// Each integration's health: the engine records calls, the online checks verdicts.
     health: Arc<HealthBoard>,
@@ -236,12 +240,13 @@ impl Engine {
                     .running
                     .lock()
                     .expect("running lock")
-                    .contains(&action.id);
+                    .contains_key(&action.id);
+                let status = self.progress(&action.id, state.status);
                 if !here {
                     // Recorded by an earlier run of this process that did not finish it.
                     self.start(action, None, slot, span);
                 }
-                Ok(Submitted::InProgress(state.status))
+                Ok(Submitted::InProgress(status))
             }
         }
     }
@@ -295,6 +300,23 @@ impl Engine {
         Ok(n)
     }
 
+    /// Where an unfinished action is, for status answers: the journal's
+    /// `journaled` status, `Running` while this process calls its function.
+    pub fn progress(&self, id: &str, journaled: Progress) -> Progress {
+        let calling = self
+            .running
+            .lock()
+            .expect("running lock")
+            .get(id)
+            .copied()
+            .unwrap_or(false);
+        if calling && journaled == Progress::Queued {
+            Progress::Running
+        } else {
+            journaled
+        }
+    }
+
     /// A place in the queue, or `Full`. The check and the count are one step.
     fn reserve_slot(&self) -> Result<Slot<'_>, EngineError> {
         let capacity = self.settings.queue_capacity;
@@ -318,9 +340,10 @@ impl Engine {
     ) {
         {
             let mut running = self.running.lock().expect("running lock");
-            if !running.insert(action.id.clone()) {
+            if running.contains_key(&action.id) {
                 return; // already running here; the slot goes back
             }
+            running.insert(action.id.clone(), false);
         }
         std::mem::forget(slot); // the task below gives the place back
         self.accepted.send_modify(|n| *n += 1);
@@ -364,7 +387,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Stores a result and its audit entries (sharing one group commit). On
+    /// Stores a result and its audit entries (one journal write). On
     /// a disk error (full, failing) it keeps them and tries again, backing
     /// off, until the journal takes them: the function was called, and
     /// giving up would mean calling it again after a restart. Only a
@@ -379,37 +402,20 @@ impl Engine {
             base: Duration::from_millis(200),
             max: Duration::from_secs(5),
         };
-        let mut pending: Vec<AuditEntry> = audit;
-        let mut stored = false;
         for round in 1u32.. {
-            let entries = futures_util::future::join_all(
-                pending
-                    .iter()
-                    .cloned()
-                    .map(|e| self.journal.record_attempt(e)),
-            );
-            let (entries, completed) = if stored {
-                (entries.await, Ok(()))
-            } else {
-                futures_util::future::join(entries, self.journal.complete(result)).await
-            };
-            let mut error = None;
-            let mut failed = Vec::new();
-            for (entry, written) in pending.into_iter().zip(entries) {
-                match written {
-                    Ok(()) => self.export_audit(&entry),
-                    Err(e) => {
-                        failed.push(entry);
-                        error.get_or_insert(e);
+            let e = match self
+                .journal
+                .complete_with_attempts(result, audit.clone())
+                .await
+            {
+                Ok(()) => {
+                    for entry in &audit {
+                        self.export_audit(entry);
                     }
+                    return Ok(());
                 }
-            }
-            match completed {
-                Ok(()) => stored = true,
-                Err(e) => error = Some(e),
-            }
-            pending = failed;
-            let Some(e) = error else { return Ok(()) };
+                Err(e) => e,
+            };
             if self.journal.writable().is_ok() && !e.is_retryable() {
                 return Err(e);
             }
@@ -501,13 +507,14 @@ impl Engine {
                     .acquire_owned()
                     .await
                     .expect("semaphores are never closed");
-                // Informational ("running" in status answers): not worth an fsync
-                // on the critical path; a no-op if the result lands first.
-                let (journal, id) = (self.journal.clone(), action.id.clone());
-                tokio::spawn(
-                    async move { journal.mark_running(&id).await }
-                        .instrument(tracing::Span::current()),
-                );
+                if let Some(calling) = self
+                    .running
+                    .lock()
+                    .expect("running lock")
+                    .get_mut(&action.id)
+                {
+                    *calling = true;
+                }
                 self.invoke(&services, action, event).await
             }
         };

@@ -6,7 +6,9 @@
 //!
 //! Writes go through one writer thread that commits everything queued in one
 //! transaction (group commit: one fsync for many writes); a caller's future
-//! resolves only once its write is durable. Reads use a separate read-only
+//! resolves only once its write is durable. An action costs two writes: its
+//! record (before it is acknowledged or invoked) and its result with the
+//! audit entries of its attempts (before the result is reported). Reads use a separate read-only
 //! connection on the blocking pool. Dropping a call's future after it was
 //! sent does not cancel the write.
 //!
@@ -21,9 +23,9 @@
 //! match journal.record(&action, Source::Poll, Some("lease-token")).await? {
 //!     Recorded::Known(state) => { /* already seen: answer from state, do not run */ }
 //!     Recorded::New => {
-//!         journal.mark_running(&action.id).await?;
-//!         // ... call the function, journal.record_attempt(..) per attempt ...
-//!         journal.complete(&result).await?; // durable before it is reported
+//!         // ... call the function, keeping an AuditEntry per attempt ...
+//!         // The result and its attempts: one write, durable before it is reported.
+//!         journal.complete_with_attempts(&result, Vec::new()).await?;
 //!     }
 //! }
 //! // The reporter: send the outbox, then take out what the control plane accepted.
@@ -203,8 +205,9 @@ pub struct Unfinished {
     pub action: Action,
     pub source: Source,
     pub lease_token: Option<String>,
-    /// It had been marked running, so the function may already have been
-    /// called (perhaps successfully).
+    /// It had been marked running (by an earlier version, which did), so
+    /// the function may already have been called. Any unfinished action may
+    /// have been: this one only says so for sure.
     pub was_running: bool,
 }
 
@@ -356,19 +359,25 @@ impl Journal {
         }
     }
 
-    /// Marks a queued action running (just before its function is called).
-    /// A no-op for an action already running or completed.
-    pub async fn mark_running(&self, id: &str) -> Result<(), JournalError> {
-        self.write(Op::MarkRunning { id: id.to_owned() })
-            .await
-            .map(drop)
-    }
-
     /// Stores a result (status from its outcome) and puts it in the outbox
     /// with the next completion number. An action that already has a result
     /// keeps its first one and this returns Ok.
     pub async fn complete(&self, result: &ActionResult) -> Result<(), JournalError> {
-        self.write(Op::complete(result, None)?).await.map(drop)
+        self.complete_with_attempts(result, Vec::new()).await
+    }
+
+    /// [`Journal::complete`] and the audit entries of the action's attempts,
+    /// in one write: both are durable, or neither is. The entries are
+    /// appended even when the action had a result already (each attempt is
+    /// a fact), the result is not.
+    pub async fn complete_with_attempts(
+        &self,
+        result: &ActionResult,
+        attempts: Vec<AuditEntry>,
+    ) -> Result<(), JournalError> {
+        self.write(Op::complete(result, None, attempts)?)
+            .await
+            .map(drop)
     }
 
     /// Like [`Journal::complete`] for a result whose action was never recorded
@@ -380,7 +389,11 @@ impl Journal {
         source: Source,
         lease_token: Option<&str>,
     ) -> Result<(), JournalError> {
-        let op = Op::complete(result, Some((source, lease_token.map(str::to_owned))))?;
+        let op = Op::complete(
+            result,
+            Some((source, lease_token.map(str::to_owned))),
+            Vec::new(),
+        )?;
         self.write(op).await.map(drop)
     }
 

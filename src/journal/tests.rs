@@ -82,11 +82,6 @@ async fn record_answers_new_then_known_with_the_stored_state() {
     assert!(state.result.is_none());
 
     // Once completed, a repeated id is answered with the stored result.
-    j.mark_running("act-1").await.unwrap();
-    assert_eq!(
-        j.state("act-1").await.unwrap().unwrap().status,
-        Progress::Running
-    );
     j.complete(&result("act-1", true)).await.unwrap();
     let Recorded::Known(state) = j.record(&a, Source::Push, None).await.unwrap() else {
         panic!("a completed action is Known");
@@ -195,8 +190,6 @@ async fn completion_numbers_keep_growing_across_reopen_and_prune() {
 #[tokio::test]
 async fn unknown_ids_are_refused_and_unparsed_actions_still_reach_the_outbox() {
     let (_dir, j) = temp_journal();
-    let err = j.mark_running("ghost").await.unwrap_err();
-    assert!(matches!(err, JournalError::NotRecorded { ref id } if id == "ghost"));
     let err = j.complete(&result("ghost", true)).await.unwrap_err();
     assert!(matches!(err, JournalError::NotRecorded { .. }), "{err}");
     assert!(!err.is_retryable());
@@ -264,6 +257,38 @@ async fn a_failing_write_does_not_fail_the_others_in_its_batch() {
     );
 }
 
+/// One write stores a result and its attempts: both, or (an unrecorded id)
+/// neither.
+#[tokio::test(start_paused = true)]
+async fn a_result_and_its_attempts_are_one_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::tokio();
+    let j = Journal::open(JournalOptions::new(dir.path().join("j.db")), clock.clone()).unwrap();
+    j.record(&action("a1"), Source::Push, None).await.unwrap();
+    let before = j.stats().writes;
+    let attempts = vec![
+        attempt(&clock, "a1", "orders-db", 1),
+        attempt(&clock, "a1", "orders-db", 2),
+    ];
+    j.complete_with_attempts(&result("a1", true), attempts.clone())
+        .await
+        .unwrap();
+    assert_eq!(j.stats().writes, before + 1);
+    assert_eq!(j.audit(AuditQuery::default()).await.unwrap().len(), 2);
+    assert!(j.state("a1").await.unwrap().unwrap().result.is_some());
+
+    let err = j
+        .complete_with_attempts(&result("ghost", true), attempts)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, JournalError::NotRecorded { .. }), "{err}");
+    assert_eq!(
+        j.audit(AuditQuery::default()).await.unwrap().len(),
+        2,
+        "the failed write left no audit rows"
+    );
+}
+
 #[tokio::test]
 async fn unfinished_actions_survive_a_drop_without_close() {
     let dir = tempfile::tempdir().unwrap();
@@ -274,10 +299,13 @@ async fn unfinished_actions_survive_a_drop_without_close() {
             .await
             .unwrap();
     }
-    j.mark_running("r1").await.unwrap();
-    j.mark_running("done").await.unwrap();
     j.complete(&result("done", true)).await.unwrap();
     drop(j);
+    // A journal an earlier version wrote, which marked actions running.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE actions SET status = 'running' WHERE id = 'r1'", [])
+        .unwrap();
 
     let j = open(&path);
     let unfinished = j.unfinished().await.unwrap();
@@ -642,9 +670,8 @@ fn crash_child() {
                     if i % 4 == 3 {
                         continue; // left unfinished
                     }
-                    j.mark_running(&id).await.unwrap();
                     if i % 4 == 2 {
-                        continue; // left running
+                        continue; // left unfinished (as if its function were being called)
                     }
                     j.complete(&result(&id, i % 3 == 0)).await.unwrap();
                     ack("completed", &id);
@@ -760,8 +787,7 @@ fn kill9_keeps_every_acknowledged_write() {
                 "{id} has no result and is not listed as unfinished"
             );
         }
-        assert!(unfinished.iter().any(|u| u.was_running));
-        assert!(unfinished.iter().any(|u| !u.was_running));
+        assert!(!unfinished.is_empty());
         j.close().await;
     });
 }
@@ -778,7 +804,6 @@ mod model {
     #[derive(Debug, Clone)]
     enum Call {
         Record(u8, Option<u8>),
-        Running(u8),
         Complete(u8, bool),
         Report(Vec<u8>),
         Reopen,
@@ -788,7 +813,6 @@ mod model {
         let id = 0u8..6;
         prop_oneof![
             3 => (id.clone(), proptest::option::of(0u8..3)).prop_map(|(i, l)| Call::Record(i, l)),
-            1 => id.clone().prop_map(Call::Running),
             3 => (id.clone(), any::<bool>()).prop_map(|(i, ok)| Call::Complete(i, ok)),
             1 => proptest::collection::vec(id, 0..4).prop_map(Call::Report),
             1 => Just(Call::Reopen),
@@ -834,18 +858,6 @@ mod model {
                             assert!(known, "{i} Known before it was recorded");
                             assert_eq!(Some(state.status), e.status);
                             assert_eq!(state.lease_token, e.lease);
-                        }
-                    }
-                }
-                Call::Running(i) => {
-                    let answer = j.mark_running(&name(i)).await;
-                    match model.get_mut(&i) {
-                        None => assert!(matches!(answer, Err(JournalError::NotRecorded { .. }))),
-                        Some(e) => {
-                            answer.unwrap();
-                            if e.status == Some(Progress::Queued) {
-                                e.status = Some(Progress::Running);
-                            }
                         }
                     }
                 }

@@ -1,12 +1,16 @@
 //! The writer thread: owns the only write connection, takes every queued
-//! write (up to the batch maximum), applies each in its own savepoint inside
-//! ONE transaction, commits (one fsync for the lot), and only then answers
-//! each caller. This is group commit: durability costs one fsync per batch,
-//! not per write.
+//! write (up to the batch maximum), applies them inside ONE transaction,
+//! commits (one fsync for the lot), and only then answers each caller. This
+//! is group commit: durability costs one fsync per batch, not per write.
+//!
+//! A batch is applied optimistically, without savepoints. If any write in it
+//! fails, the transaction is rolled back and the batch applied again with
+//! each write in its own savepoint, so that the failing one is rolled back
+//! alone (writes are deterministic: the second pass sees what the first did).
 //!
 //! It must not answer a write before its transaction has committed, and one
-//! failing write must not fail the others in its batch (its savepoint is
-//! rolled back alone). It must not read the clock: callers stamp requests.
+//! failing write must not fail the others in its batch. It must not read the
+//! clock: callers stamp requests.
 
 use super::health::{WriteHealth, is_disk_error};
 use std::sync::Arc;
@@ -43,15 +47,14 @@ pub(crate) enum Op {
         source: Source,
         lease_token: Option<String>,
     },
-    MarkRunning {
-        id: String,
-    },
     Complete {
         id: String,
         status: Progress,
         result_json: String,
         /// Set for `complete_unrecorded`: how to store an id never recorded.
         unrecorded: Option<(Source, Option<String>)>,
+        /// The audit entries of the action's attempts, stored with it.
+        attempts: Vec<AuditEntry>,
     },
     Attempt(Box<AuditEntry>),
     MarkReported(Vec<String>),
@@ -70,7 +73,6 @@ impl Op {
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Op::Record { .. } => "record",
-            Op::MarkRunning { .. } => "mark_running",
             Op::Complete { .. } => "complete",
             Op::Attempt(_) => "attempt",
             Op::MarkReported(_) => "mark_reported",
@@ -84,6 +86,7 @@ impl Op {
     pub(crate) fn complete(
         result: &ActionResult,
         unrecorded: Option<(Source, Option<String>)>,
+        attempts: Vec<AuditEntry>,
     ) -> Result<Op, JournalError> {
         let result_json = serde_json::to_string(result).map_err(|e| {
             JournalError::corrupt(&result.action_id, format!("result to JSON: {e}"))
@@ -96,6 +99,7 @@ impl Op {
             },
             result_json,
             unrecorded,
+            attempts,
         })
     }
 }
@@ -218,9 +222,37 @@ impl Writer {
     }
 }
 
-/// Runs every request in its own savepoint within one immediate transaction.
-/// `Err` when the transaction itself failed (nothing was written).
+/// Applies `batch` in one immediate transaction: all at once, or, when one
+/// of the writes fails, again with each in its own savepoint. `Err` when the
+/// transaction itself failed (nothing was written).
 fn apply_all(
+    conn: &mut Connection,
+    batch: &[Request],
+) -> Result<Vec<Result<Done, JournalError>>, rusqlite::Error> {
+    {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut seq = SeqCounter::default();
+        let mut answers = Vec::with_capacity(batch.len());
+        for request in batch {
+            match apply(&tx, request, &mut seq) {
+                Ok(done) => answers.push(Ok(done)),
+                // This write's own failure (or the disk's): isolated below,
+                // as the old single pass did.
+                Err(_) => break,
+            }
+        }
+        if answers.len() == batch.len() {
+            seq.save(&tx)?;
+            tx.commit()?;
+            return Ok(answers);
+        }
+        // Dropping `tx` rolls the first pass back.
+    }
+    apply_isolated(conn, batch)
+}
+
+/// Runs every request in its own savepoint within one immediate transaction.
+fn apply_isolated(
     conn: &mut Connection,
     batch: &[Request],
 ) -> Result<Vec<Result<Done, JournalError>>, rusqlite::Error> {
@@ -298,13 +330,19 @@ fn apply(conn: &Connection, request: &Request, seq: &mut SeqCounter) -> Result<D
             source,
             lease_token,
         } => record(conn, id, action_json, *source, lease_token.as_deref(), at),
-        Op::MarkRunning { id } => mark_running(conn, id, at),
         Op::Complete {
             id,
             status,
             result_json,
             unrecorded,
-        } => complete(conn, seq, id, *status, result_json, unrecorded.as_ref(), at),
+            attempts,
+        } => {
+            let done = complete(conn, seq, id, *status, result_json, unrecorded.as_ref(), at)?;
+            for attempt in attempts {
+                insert_attempt(conn, attempt)?;
+            }
+            Ok(done)
+        }
         Op::Attempt(e) => insert_attempt(conn, e),
         Op::MarkReported(ids) => mark_reported(conn, ids, at),
         Op::Requeue(id) => {
@@ -353,19 +391,6 @@ fn record(
     let state = load_state(conn, id)?
         .ok_or_else(|| JournalError::corrupt(id, "the row vanished between insert and read"))?;
     Ok(Done::Recorded(Box::new(Recorded::Known(state))))
-}
-
-fn mark_running(conn: &Connection, id: &str, at: i64) -> Result<Done, JournalError> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE actions SET status = 'running', running_at = ?2
-             WHERE id = ?1 AND status = 'queued'",
-        )?
-        .execute(params![id, at])?;
-    if changed == 0 && !exists(conn, id)? {
-        return Err(JournalError::NotRecorded { id: id.to_owned() });
-    }
-    Ok(Done::Unit)
 }
 
 /// Stores the first result of an action (a later one is ignored); with

@@ -1,0 +1,185 @@
+//! What the benches share: the release `grantbridge` binary run as a child
+//! process (as in production: its own allocator, runtime and threads; RSS read
+//! from `/proc/PID/status`, never estimated) against the sandbox and the
+//! simulated control plane in the bench process, and the figures' spread.
+
+#![allow(dead_code)] // each bench uses part of it
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use grantbridge_sandbox::daemon_config::DaemonConfig;
+use grantbridge_sandbox::{ControlPlane, ControlPlaneOptions, Sandbox, SandboxOptions};
+
+pub const SA: &str = "bench@sandbox-project.iam.gserviceaccount.com";
+
+/// The sandbox with the bench's service account and its key file.
+pub struct Google {
+    pub sandbox: Sandbox,
+    pub key_file: PathBuf,
+}
+
+pub async fn google(dir: &Path) -> Google {
+    let sandbox = Sandbox::start(SandboxOptions::default()).await.unwrap();
+    sandbox.create_service_account(SA);
+    let key_file = dir.join("sa.json");
+    std::fs::write(&key_file, sandbox.create_key(SA).json).unwrap();
+    Google { sandbox, key_file }
+}
+
+pub async fn control_plane() -> ControlPlane {
+    ControlPlane::start(ControlPlaneOptions {
+        connector_id: "bench".into(),
+        tokens: vec!["t".into()],
+        clock: grantbridge_sandbox::Clock::system(),
+    })
+    .await
+    .unwrap()
+}
+
+/// A port nothing listens on (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `grantbridge run`.
+pub struct Daemon {
+    child: tokio::process::Child,
+    pub admin: String,
+    http: reqwest::Client,
+    /// From spawn to the first `/readyz` 200.
+    pub ready_after: Duration,
+}
+
+impl Daemon {
+    /// Writes `config` (plus an admin listener) to `dir` and starts the
+    /// release binary on it; returns once `/readyz` answers 200.
+    pub async fn start(dir: &Path, config: DaemonConfig) -> Daemon {
+        let admin = format!("127.0.0.1:{}", free_port());
+        let path = dir.join("grantbridge.toml");
+        config
+            .set("admin.listen", admin.as_str())
+            .write_to(&path)
+            .unwrap();
+        let started = Instant::now();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .args(["--log-level", "warn"])
+            .env("T", "t")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the grantbridge binary starts");
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let ready = format!("http://{admin}/readyz");
+        let ready_after = loop {
+            if let Ok(r) = http.get(&ready).send().await
+                && r.status() == 200
+            {
+                break started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "grantbridge did not become ready"
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        };
+        Daemon {
+            child,
+            admin,
+            http,
+            ready_after,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// `VmRSS` of the daemon, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    /// The value of an unlabelled metric (`grantbridge_journal_writes_total`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+}
+
+/// `VmRSS` of process `pid`, in KiB, from `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// The median of `values`.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    }
+}
+
+/// `median [min–max]` of `values`.
+pub fn spread(values: &[f64], digits: usize) -> String {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(
+        "{:.digits$} [{min:.digits$}–{max:.digits$}]",
+        median(values)
+    )
+}
+
+/// The value after `--name` on the command line.
+pub fn flag(name: &str) -> Option<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The `q` quantile (0..=1) of sorted `values`.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
