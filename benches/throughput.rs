@@ -140,6 +140,12 @@ struct Figures {
     baseline: f64,
     connector: f64,
     writes_per_action: f64,
+    /// CPU time per action: the grantbridge process; the bench process
+    /// (sandbox, simulated control plane, upstream) during the same phase.
+    connector_cpu_us: f64,
+    bench_cpu_us: f64,
+    /// The bench process's CPU per call during the baseline (client + front end + upstream).
+    baseline_cpu_us: f64,
     fsyncs_per_action: f64,
     peaks: Vec<usize>,
 }
@@ -164,7 +170,10 @@ async fn measure(s: Scenario, n: usize) -> Figures {
         ));
     }
     let concurrency = s.per_integration * functions.len();
+    let me = std::process::id();
+    let cpu0 = common::cpu_time(me);
     let base = baseline(sandbox, &functions, n, concurrency).await;
+    let baseline_cpu = common::cpu_time(me) - cpu0;
     for g in &gauges {
         g.peak.store(0, Ordering::SeqCst);
     }
@@ -195,10 +204,15 @@ async fn measure(s: Scenario, n: usize) -> Figures {
         daemon.metric("grantbridge_journal_writes_total").await,
         daemon.metric("grantbridge_journal_commits_total").await,
     );
+    let (daemon_cpu0, bench_cpu0) = (daemon.cpu_time(), common::cpu_time(me));
     let started = Instant::now();
     cp.enqueue_many((0..n).map(|i| json!({"id": format!("rev-{i}"), "integration": format!("db-{}", i % INTEGRATIONS), "event_type": "revoke-access", "params": revoke(i)})).collect());
     let results = cp.wait_for_results(n, Duration::from_secs(600)).await;
     let through = started.elapsed();
+    let (daemon_cpu, bench_cpu) = (
+        daemon.cpu_time() - daemon_cpu0,
+        common::cpu_time(me) - bench_cpu0,
+    );
     let writes = daemon.metric("grantbridge_journal_writes_total").await - writes0;
     let commits = daemon.metric("grantbridge_journal_commits_total").await - commits0;
     daemon.stop().await;
@@ -212,6 +226,9 @@ async fn measure(s: Scenario, n: usize) -> Figures {
         baseline: rate(base),
         connector: rate(through),
         writes_per_action: writes / n as f64,
+        connector_cpu_us: daemon_cpu.as_secs_f64() * 1e6 / n as f64,
+        bench_cpu_us: bench_cpu.as_secs_f64() * 1e6 / n as f64,
+        baseline_cpu_us: baseline_cpu.as_secs_f64() * 1e6 / n as f64,
         fsyncs_per_action: commits / n as f64,
         peaks: gauges
             .iter()
@@ -236,11 +253,14 @@ async fn main() {
             }
             let f = measure(*s, n).await;
             println!(
-                "  run {run}  {:<50} baseline {:>7.0} calls/s  grantbridge {:>7.0} actions/s  ratio {:.2}  journal {:.2} writes, {:.3} fsyncs per action  peak calls per function {:?} (limit {})",
+                "  run {run}  {:<50} baseline {:>7.0} calls/s  grantbridge {:>7.0} actions/s  ratio {:.2}  CPU per action: grantbridge {:.0} µs, sandbox+control plane {:.0} µs (baseline {:.0} µs)  journal {:.2} writes, {:.3} fsyncs per action  peak calls per function {:?} (limit {})",
                 s.name,
                 f.baseline,
                 f.connector,
                 f.ratio(),
+                f.connector_cpu_us,
+                f.bench_cpu_us,
+                f.baseline_cpu_us,
                 f.writes_per_action,
                 f.fsyncs_per_action,
                 f.peaks,
@@ -265,6 +285,12 @@ async fn main() {
             spread(&of(|f| f.connector), 0)
         );
         println!("    ratio           {}", spread(&of(Figures::ratio), 2));
+        println!(
+            "    CPU per action  grantbridge {} µs; sandbox + control plane + upstream {} µs (per direct call: {} µs)",
+            spread(&of(|f| f.connector_cpu_us), 0),
+            spread(&of(|f| f.bench_cpu_us), 0),
+            spread(&of(|f| f.baseline_cpu_us), 0)
+        );
         println!(
             "    journal         {} writes per action, {} fsyncs per action",
             spread(&of(|f| f.writes_per_action), 2),

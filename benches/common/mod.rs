@@ -67,13 +67,14 @@ impl Daemon {
             .write_to(&path)
             .unwrap();
         let started = Instant::now();
+        // Logs as in production (JSON lines at the default level), to a file.
+        let log = std::fs::File::create(dir.join("grantbridge.log")).unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
             .args(["run", "--config"])
             .arg(&path)
-            .args(["--log-level", "warn"])
             .env("T", "t")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .expect("the grantbridge binary starts");
@@ -97,6 +98,11 @@ impl Daemon {
             http,
             ready_after,
         }
+    }
+
+    /// CPU time the daemon has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time(self.pid())
     }
 
     pub fn pid(&self) -> u32 {
@@ -133,6 +139,17 @@ impl Daemon {
         }
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
     }
+}
+
+/// CPU time (user + system) process `pid` has used, from `/proc/PID/stat`.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on Linux.
+    Duration::from_millis(ticks * 10)
 }
 
 /// `VmRSS` of process `pid`, in KiB, from `/proc/PID/status`.
