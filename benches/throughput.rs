@@ -12,9 +12,13 @@
 //! - a 5 ms function with 16 concurrent calls per integration (the
 //!   function's concurrency is the bottleneck, as with real functions).
 //!
-//! Each prints the baseline, the connector, their ratio, journal writes and
-//! fsyncs (committed transactions) per action, and the peak concurrency each
-//! function saw. `--runs N` repeats everything and prints the median, min and
+//! Each prints the baseline, the connector, their ratio, the CPU each side
+//! spent per action, journal writes and fsyncs (committed transactions) per
+//! action, and the peak concurrency each function saw. Then the Python peer
+//! (benches/peer/peer.py: google-auth + requests, the same concurrency) does
+//! the same burst on the same sandbox: its throughput and peak RSS beside
+//! grantbridge's (`pip install -r benches/peer/requirements.txt`; skipped,
+//! and said so, when Python lacks them). `--runs N` repeats everything and prints the median, min and
 //! max of each figure: these machines are shared and noisy.
 //!
 //! Run: `cargo bench --bench throughput -- [--runs N] [--actions N] [--scenario 1|2]`
@@ -148,6 +152,10 @@ struct Figures {
     baseline_cpu_us: f64,
     fsyncs_per_action: f64,
     peaks: Vec<usize>,
+    /// Peak RSS (VmHWM) of the grantbridge process over the burst.
+    connector_peak_kib: u64,
+    /// The Python peer on the same burst: actions/s and peak RSS.
+    peer: Option<(f64, u64)>,
 }
 
 impl Figures {
@@ -213,6 +221,7 @@ async fn measure(s: Scenario, n: usize) -> Figures {
         daemon.cpu_time() - daemon_cpu0,
         common::cpu_time(me) - bench_cpu0,
     );
+    let connector_peak_kib = common::peak_rss_kib(daemon.pid());
     let writes = daemon.metric("grantbridge_journal_writes_total").await - writes0;
     let commits = daemon.metric("grantbridge_journal_commits_total").await - commits0;
     daemon.stop().await;
@@ -222,6 +231,9 @@ async fn measure(s: Scenario, n: usize) -> Figures {
     assert_eq!(failed, 0, "no failed results");
     assert_eq!(duplicates, 0, "no duplicate reports");
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let peer = peer(&google, &functions, n, concurrency)
+        .await
+        .map(|(d, kib)| (rate(d), kib));
     Figures {
         baseline: rate(base),
         connector: rate(through),
@@ -234,7 +246,62 @@ async fn measure(s: Scenario, n: usize) -> Figures {
             .iter()
             .map(|g| g.peak.load(Ordering::SeqCst))
             .collect(),
+        connector_peak_kib,
+        peer,
     }
+}
+
+/// The Python peer on the same burst against a fresh control plane: its
+/// time and peak RSS (KiB); `None` when Python lacks its libraries.
+async fn peer(
+    google: &common::Google,
+    functions: &[String],
+    n: usize,
+    workers: usize,
+) -> Option<(Duration, u64)> {
+    let ready = std::process::Command::new("python3")
+        .args(["-c", "import google.oauth2.service_account, requests"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ready {
+        return None;
+    }
+    let cp = common::control_plane().await;
+    let integrations: serde_json::Map<String, serde_json::Value> = functions
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (format!("db-{i}"), json!(f)))
+        .collect();
+    let mut child = tokio::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peer/peer.py"))
+        .args([
+            "--control-plane",
+            &cp.url(),
+            "--connector-id",
+            "bench",
+            "--token",
+            "t",
+        ])
+        .arg("--key-file")
+        .arg(&google.key_file)
+        .args([
+            "--integrations",
+            &serde_json::Value::Object(integrations).to_string(),
+        ])
+        .args(["--workers", &workers.to_string()])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 starts");
+    let pid = child.id().expect("running");
+    let started = Instant::now();
+    cp.enqueue_many((0..n).map(|i| json!({"id": format!("rev-{i}"), "integration": format!("db-{}", i % INTEGRATIONS), "event_type": "revoke-access", "params": revoke(i)})).collect());
+    let results = cp.wait_for_results(n, Duration::from_secs(1200)).await;
+    let elapsed = started.elapsed();
+    let peak = common::peak_rss_kib(pid);
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    assert_eq!(results.len(), n, "the peer reported every action");
+    Some((elapsed, peak))
 }
 
 #[tokio::main]
@@ -253,7 +320,7 @@ async fn main() {
             }
             let f = measure(*s, n).await;
             println!(
-                "  run {run}  {:<50} baseline {:>7.0} calls/s  grantbridge {:>7.0} actions/s  ratio {:.2}  CPU per action: grantbridge {:.0} µs, sandbox+control plane {:.0} µs (baseline {:.0} µs)  journal {:.2} writes, {:.3} fsyncs per action  peak calls per function {:?} (limit {})",
+                "  run {run}  {:<50} baseline {:>7.0} calls/s  grantbridge {:>7.0} actions/s  ratio {:.2}  CPU per action: grantbridge {:.0} µs, sandbox+control plane {:.0} µs (baseline {:.0} µs)  journal {:.2} writes, {:.3} fsyncs per action  peak calls per function {:?} (limit {})  peak RSS {} KiB  python peer {}",
                 s.name,
                 f.baseline,
                 f.connector,
@@ -264,7 +331,13 @@ async fn main() {
                 f.writes_per_action,
                 f.fsyncs_per_action,
                 f.peaks,
-                s.per_integration
+                s.per_integration,
+                f.connector_peak_kib,
+                f.peer
+                    .map(|(r, kib)| format!("{r:.0} actions/s, peak RSS {kib} KiB"))
+                    .unwrap_or_else(
+                        || "not run (pip install -r benches/peer/requirements.txt)".into()
+                    )
             );
             figures.push(f);
         }
@@ -296,6 +369,28 @@ async fn main() {
             spread(&of(|f| f.writes_per_action), 2),
             spread(&of(|f| f.fsyncs_per_action), 3)
         );
+        let peers: Vec<(f64, u64)> = figures.iter().filter_map(|f| f.peer).collect();
+        if !peers.is_empty() {
+            let gb_kib = of(|f| f.connector_peak_kib as f64);
+            let peer_rate: Vec<f64> = peers.iter().map(|p| p.0).collect();
+            let peer_kib: Vec<f64> = peers.iter().map(|p| p.1 as f64).collect();
+            let times: Vec<f64> = figures
+                .iter()
+                .filter_map(|f| f.peer.map(|p| f.connector / p.0))
+                .collect();
+            let memory: Vec<f64> = figures
+                .iter()
+                .filter_map(|f| f.peer.map(|p| f.connector_peak_kib as f64 / p.1 as f64))
+                .collect();
+            println!(
+                "    python peer     {} actions/s, peak RSS {} KiB (grantbridge {} KiB): grantbridge does {}x its throughput at {} its memory",
+                spread(&peer_rate, 0),
+                spread(&peer_kib, 0),
+                spread(&gb_kib, 0),
+                spread(&times, 1),
+                spread(&memory, 2)
+            );
+        }
         println!(
             "    peak calls per function {:?} (limit {})",
             figures.iter().map(|f| f.peaks.clone()).collect::<Vec<_>>(),

@@ -6,11 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use grantbridge::cli::{Cli, run};
 
-/// mimalloc: glibc's malloc spent a fifth of the daemon's CPU per action
-/// (`malloc_consolidate`, `_int_free` under perf); see the README's "Measured".
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
 

@@ -79,6 +79,11 @@ pub struct Invocation {
     pub fault: Option<String>,
     /// A sample function answered from its `Idempotency-Key` memory.
     pub duplicate: bool,
+    /// When the front end let the call through (after auth).
+    pub received_at: std::time::SystemTime,
+    /// From then until the answer was ready: what the function (and the
+    /// front end's hop to it) took.
+    pub duration: Duration,
 }
 
 /// A deployed function.
@@ -449,7 +454,10 @@ async fn serve_call(state: &Arc<State>, call: Call, body: Body) -> Response {
         status: 0,
         fault: None,
         duplicate: false,
+        received_at: std::time::SystemTime::now(),
+        duration: Duration::ZERO,
     };
+    let started = std::time::Instant::now();
     let request = Request {
         method: &method,
         path_and_query: &path_and_query,
@@ -483,6 +491,7 @@ async fn serve_call(state: &Arc<State>, call: Call, body: Body) -> Response {
         }
     };
     invocation.status = resp.status().as_u16();
+    invocation.duration = started.elapsed();
     record(state, invocation);
     if let Ok(v) = HeaderValue::from_str(&keys::random_token(12)) {
         resp.headers_mut().insert("function-execution-id", v);

@@ -198,6 +198,7 @@ impl Sandbox {
             cancel: CancellationToken::new(),
             recorded: tokio::sync::Notify::new(),
             http,
+            token_endpoint_nanos: std::sync::atomic::AtomicU64::new(0),
         });
         let tasks = vec![
             serve(oauth_l, oauth::router(state.clone()), state.cancel.clone()),
@@ -225,6 +226,16 @@ impl Sandbox {
     /// `http://127.0.0.1:P/token` (like `https://oauth2.googleapis.com/token`).
     pub fn token_url(&self) -> String {
         self.state.urls.token_url()
+    }
+
+    /// Time the token endpoint (`/token`) has spent answering so far: the
+    /// network wait a client's mint includes.
+    pub fn token_endpoint_time(&self) -> Duration {
+        Duration::from_nanos(
+            self.state
+                .token_endpoint_nanos
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// `http://127.0.0.1:P/oauth2/v3/certs`: Google's signing keys as JWKS.
@@ -697,6 +708,8 @@ pub(crate) struct State {
     pub(crate) recorded: tokio::sync::Notify,
     /// For proxied functions.
     pub(crate) http: reqwest::Client,
+    /// Time spent answering `/token` requests, in nanoseconds (benches).
+    pub(crate) token_endpoint_nanos: std::sync::atomic::AtomicU64,
 }
 
 /// Mutable state behind one lock (never held across an `.await`).

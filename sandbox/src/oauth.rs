@@ -172,13 +172,23 @@ pub(crate) fn federated_principal(provider: &str, subject: &str) -> String {
 }
 
 async fn token(AxState(state): AxState<Arc<State>>, body: Body) -> Response {
+    let started = std::time::Instant::now();
+    let answer = token_inner(&state, body).await;
+    state.token_endpoint_nanos.fetch_add(
+        u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    answer
+}
+
+async fn token_inner(state: &Arc<State>, body: Body) -> Response {
     let bytes = match axum::body::to_bytes(body, MAX_FORM_BYTES).await {
         Ok(b) => b,
         Err(_) => {
             return OAuthError::new("invalid_request", "Request body too large.").into_response();
         }
     };
-    let mut resp = match grant(&state, &bytes) {
+    let mut resp = match grant(state, &bytes) {
         Ok(reply) => (StatusCode::OK, Json(reply)).into_response(),
         Err(e) => e.into_response(),
     };

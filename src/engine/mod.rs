@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -53,6 +53,13 @@ pub enum Submitted {
     InProgress(Progress),
     /// Known and finished: its result, from the journal.
     Done(Box<ActionResult>),
+}
+
+/// An action past validation and waiting: its configuration, and either
+/// its event type and permits (integration, global) or why it is refused.
+struct Admitted {
+    services: Arc<Services>,
+    permitted: Result<(EventType, [OwnedSemaphorePermit; 2]), (ErrorCode, String)>,
 }
 
 /// A counted place in the queue; dropped unused, it is given back.
@@ -379,12 +386,17 @@ impl Engine {
         );
     }
 
-    /// The step, then the journal: the result (and its audit entries) become durable.
+    /// Admission (small, while queued), then the step and the journal (in a
+    /// box of their own): the result and its audit entries become durable.
     async fn run(&self, action: Action) -> Result<(), JournalError> {
-        let (result, audit) = self.process(&action).await;
-        self.store(&result, audit).await?;
-        self.announce_finished();
-        Ok(())
+        let admitted = self.admit(&action).await;
+        Box::pin(async {
+            let (result, audit) = self.process_admitted(&action, admitted).await;
+            self.store(&result, audit).await?;
+            self.announce_finished();
+            Ok(())
+        })
+        .await
     }
 
     /// Stores a result and its audit entries (one journal write). On
@@ -484,10 +496,51 @@ impl Engine {
     /// and the audit entry of every attempt; storing them is the caller's (the
     /// daemon writes them to the journal). Tests call it directly.
     pub async fn process(&self, action: &Action) -> (ActionResult, Vec<AuditEntry>) {
+        let admitted = self.admit(action).await;
+        self.process_admitted(action, admitted).await
+    }
+
+    /// Validates `action` and waits for its concurrency permits. A small
+    /// future: what a queued action holds while it waits (the call's own,
+    /// larger state is only allocated once it may run).
+    async fn admit(&self, action: &Action) -> Admitted {
         // One configuration for the whole action, even if a reload lands meanwhile.
         let services = self.services();
         // Validation first: an invalid action never waits for a permit or reaches a function.
-        let (result, audit) = match self.validate(&services, action) {
+        let permitted = match self.validate(&services, action) {
+            Err(refusal) => Err(refusal),
+            Ok(event) => {
+                let local = self
+                    .semaphore(&action.integration)
+                    .acquire_owned()
+                    .await
+                    .expect("semaphores are never closed");
+                let global = self
+                    .global
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphores are never closed");
+                Ok((event, [local, global]))
+            }
+        };
+        Admitted {
+            services,
+            permitted,
+        }
+    }
+
+    /// [`Engine::process`] once admitted.
+    async fn process_admitted(
+        &self,
+        action: &Action,
+        admitted: Admitted,
+    ) -> (ActionResult, Vec<AuditEntry>) {
+        let Admitted {
+            services,
+            permitted,
+        } = admitted;
+        let (result, audit) = match permitted {
             Err((code, message)) => {
                 let now = self.clock.now();
                 (
@@ -495,18 +548,7 @@ impl Engine {
                     Vec::new(),
                 )
             }
-            Ok(event) => {
-                let integration = self.semaphore(&action.integration);
-                let _local = integration
-                    .acquire_owned()
-                    .await
-                    .expect("semaphores are never closed");
-                let _global = self
-                    .global
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphores are never closed");
+            Ok((event, _permits)) => {
                 if let Some(calling) = self
                     .running
                     .lock()

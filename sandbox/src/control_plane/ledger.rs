@@ -30,6 +30,8 @@ pub struct ResultRecord {
     /// The action was never enqueued here: the connector got it by push
     /// (docs/protocol.md §4) and reported it without a lease token.
     pub pushed: bool,
+    /// When it was first leased (`None`: pushed), by the control plane's clock.
+    pub first_leased_at: Option<SystemTime>,
 }
 
 /// Why a result in a `/results` batch was not accepted.
@@ -62,6 +64,8 @@ struct Entry {
     /// Every lease token ever issued for this action.
     tokens: Vec<String>,
     result: Option<ResultRecord>,
+    /// When the first lease was handed out.
+    first_leased_at: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +121,7 @@ impl Ledger {
                 lease: None,
                 tokens: Vec::new(),
                 result: None,
+                first_leased_at: None,
             },
         );
         true
@@ -157,6 +162,7 @@ impl Ledger {
             };
             let token = token();
             entry.tokens.push(token.clone());
+            entry.first_leased_at.get_or_insert(now);
             entry.lease = Some(Lease {
                 token: token.clone(),
                 expires_at,
@@ -250,6 +256,7 @@ impl Ledger {
             accepted_at: now,
             lease_token: lease_token.clone(),
             pushed,
+            first_leased_at: None,
         };
         let Some(entry) = self.entries.get_mut(&id) else {
             if let Some(existing) = self.pushed.get_mut(&id) {
@@ -272,7 +279,10 @@ impl Ledger {
         {
             return Err(reject("lease token does not match".into()));
         }
-        entry.result = Some(record(false));
+        entry.result = Some(ResultRecord {
+            first_leased_at: entry.first_leased_at,
+            ..record(false)
+        });
         self.with_result += 1;
         self.ready.remove(&entry.seq);
         if let Some(lease) = &entry.lease {
