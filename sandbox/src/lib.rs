@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod api_error;
+mod aws;
 mod clock;
 pub mod control_plane;
 pub mod daemon_config;
@@ -44,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use aws::AwsIdentity;
 pub use clock::Clock;
 
 pub use control_plane::{CallCounts, ControlPlane, ControlPlaneOptions, Outage, ResultRecord};
@@ -729,6 +731,8 @@ pub(crate) struct Inner {
     pub(crate) workload_providers: HashSet<String>,
     /// Subject tokens the sandbox issued: token → (provider, subject).
     pub(crate) subject_tokens: HashMap<String, (String, String)>,
+    /// AWS access keys STS accepts signed requests of (access key id → identity).
+    pub(crate) aws_keys: HashMap<String, aws::AwsIdentity>,
     pub(crate) functions: HashMap<String, Function>,
     /// Cloud Functions API read grants (viewer, IAM-policy viewer).
     pub(crate) cf_grants: HashSet<functions_api::Grant>,

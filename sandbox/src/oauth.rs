@@ -130,6 +130,23 @@ fn sts_exchange(state: &State, form: &[u8]) -> Result<Value, OAuthError> {
         ));
     }
     let audience = field("audience");
+    if subject_token_type == "urn:ietf:params:aws:token-type:aws4_request" {
+        if !state.lock().workload_providers.contains(&audience) {
+            return Err(OAuthError::new(
+                "invalid_target",
+                "The target service indicated by the \"audience\" parameters is invalid. This might either be because the pool or provider is disabled or deleted or because it doesn't exist.",
+            ));
+        }
+        let arn = super::aws::verify(
+            state,
+            &field("subject_token"),
+            &audience,
+            std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(state.now()).unwrap_or(0)),
+        )
+        .map_err(OAuthError::grant)?;
+        return Ok(federated_answer(state, &audience, &arn));
+    }
     let inner = state.lock();
     if !inner.workload_providers.contains(&audience) {
         return Err(OAuthError::new(
@@ -149,15 +166,20 @@ fn sts_exchange(state: &State, form: &[u8]) -> Result<Value, OAuthError> {
             "The audience in ID Token does not match the expected audience.",
         ));
     }
-    let principal = federated_principal(&audience, &subject);
+    Ok(federated_answer(state, &audience, &subject))
+}
+
+/// STS's answer: a federated access token of `subject` of `provider`'s pool.
+fn federated_answer(state: &State, provider: &str, subject: &str) -> Value {
+    let principal = federated_principal(provider, subject);
     state.lock().account_mut(&principal);
     let (token, _) = state.mint_access_token(&principal, TOKEN_LIFETIME_SECS);
-    Ok(json!({
+    json!({
         "access_token": token,
         "issued_token_type": ACCESS_TOKEN_TYPE,
         "token_type": "Bearer",
         "expires_in": TOKEN_LIFETIME_SECS - 1,
-    }))
+    })
 }
 
 /// `principal://iam.googleapis.com/projects/N/locations/global/workloadIdentityPools/POOL/subject/SUB`

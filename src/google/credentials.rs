@@ -49,7 +49,8 @@ enum Kind {
     User(Arc<UserLogin>),
     /// A federated identity (workload identity federation): only ever an
     /// impersonation's source.
-    External(Arc<ExternalAccount>),
+    /// The federated identity, and what the environment says for an AWS source.
+    External(Arc<ExternalAccount>, Arc<super::aws::AwsEnvironment>),
     Impersonated {
         target: String,
         delegates: Vec<String>,
@@ -96,13 +97,14 @@ impl Credentials {
     /// (STS) impersonating its service account, which mints the ID tokens.
     pub fn external_account(
         account: Arc<ExternalAccount>,
+        aws: super::aws::AwsEnvironment,
         http: reqwest::Client,
         clock: Clock,
     ) -> Self {
         let iam = IamCredentials::new(http.clone(), account.iam_base.clone());
         let target = account.service_account.clone();
         let source = Self {
-            kind: Kind::External(account),
+            kind: Kind::External(account, Arc::new(aws)),
             http,
             clock,
             backoff: Backoff::default(),
@@ -154,7 +156,7 @@ impl Credentials {
             ),
             Kind::Metadata(m) => format!("the metadata server's service account (at {})", m.host()),
             Kind::User(login) => login.principal(),
-            Kind::External(account) => format!("the federated identity of {}", account.audience),
+            Kind::External(account, _) => format!("the federated identity of {}", account.audience),
             Kind::Impersonated { target, source, .. } => {
                 format!(
                     "service account {target} (impersonated by {})",
@@ -170,7 +172,7 @@ impl Credentials {
             Kind::Key(k) => Some(&k.client_email),
             Kind::Impersonated { target, .. } => Some(target),
             Kind::User(login) => login.account.as_deref(),
-            Kind::External(_) => None,
+            Kind::External(..) => None,
             Kind::Metadata(_) => None,
         }
     }
@@ -215,7 +217,7 @@ impl Credentials {
                 }
             }
             Kind::Metadata(m) => m.id_token(audience).await,
-            Kind::External(account) => Err(CredentialsError::Setup(format!(
+            Kind::External(account, _) => Err(CredentialsError::Setup(format!(
                 "the federated identity of {} cannot mint an ID token for {audience} itself: it impersonates a service account",
                 account.audience
             ))),
@@ -256,8 +258,9 @@ impl Credentials {
             }
             Kind::Metadata(m) => m.access_token(&self.clock).await,
             Kind::User(login) => oauth::refresh(&self.http, login, &self.clock).await,
-            Kind::External(account) => {
-                let subject = super::sts::subject_token(&self.http, account).await?;
+            Kind::External(account, aws) => {
+                let subject =
+                    super::sts::subject_token(&self.http, account, aws, self.clock.now()).await?;
                 super::sts::exchange(&self.http, account, &subject, &self.clock).await
             }
             Kind::Impersonated {

@@ -116,6 +116,8 @@ pub struct ExternalAccount {
 /// Where the subject token comes from.
 #[derive(Debug, Clone)]
 pub enum SubjectTokenSource {
+    /// AWS (`environment_id: aws1`): a SigV4-signed `GetCallerIdentity`.
+    Aws(AwsSource),
     /// A file (a Kubernetes projected service-account token, any OIDC token).
     File { path: PathBuf, format: TokenFormat },
     /// A URL answering the token, with headers (e.g. Azure's IMDS).
@@ -125,6 +127,23 @@ pub enum SubjectTokenSource {
         format: TokenFormat,
     },
 }
+
+/// An AWS credential source (`environment_id: aws1`).
+#[derive(Debug, Clone)]
+pub struct AwsSource {
+    /// `regional_cred_verification_url`, with `{region}` in it.
+    pub verification_url: String,
+    /// `region_url`: the instance's availability zone (instance metadata).
+    pub region_url: Option<Url>,
+    /// `url`: the instance role's security credentials (instance metadata).
+    pub credentials_url: Option<Url>,
+    /// `imdsv2_session_token_url`: IMDSv2's session token (instance metadata).
+    pub imdsv2_url: Option<Url>,
+}
+
+/// google-auth's default `regional_cred_verification_url`.
+pub const AWS_VERIFICATION_URL: &str =
+    "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15";
 
 /// How the subject token is written in the file or answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -478,8 +497,8 @@ fn impersonated_email(url: &Url) -> Option<String> {
 /// STS's token exchange endpoint, where `token_url` is not given.
 pub const GOOGLE_STS_URL: &str = "https://sts.googleapis.com/v1/token";
 
-/// `credential_source`: a file or a URL. AWS (`environment_id: aws1`) and
-/// executables are refused with what to use instead.
+/// `credential_source`: a file, a URL, or AWS (`environment_id: aws1`).
+/// Executables and certificates are refused with what to use instead.
 fn subject_token_source(
     source: &serde_json::Value,
     origin: &str,
@@ -489,10 +508,8 @@ fn subject_token_source(
         path: origin.to_owned(),
         kind: kind.to_owned(),
     };
-    if source.get("environment_id").is_some() {
-        return Err(unsupported(
-            "external_account with an AWS credential source (SigV4-signed subject tokens are not supported; on AWS, write an OIDC token to a file, e.g. an EKS projected service-account token, and use a file source)",
-        ));
+    if let Some(id) = source.get("environment_id") {
+        return aws_source(id, source, origin).map(SubjectTokenSource::Aws);
     }
     if source.get("executable").is_some() || source.get("certificate").is_some() {
         return Err(unsupported(
@@ -553,6 +570,73 @@ fn subject_token_source(
     Err(KeyFileError::Missing {
         path: origin.to_owned(),
         field: "credential_source.file or credential_source.url",
+    })
+}
+
+/// `credential_source` with an `environment_id`: AWS version 1 (what
+/// google-auth accepts), its instance-metadata URLs plain HTTP to
+/// 169.254.169.254 or `[fd00:ec2::254]` only.
+fn aws_source(
+    id: &serde_json::Value,
+    source: &serde_json::Value,
+    origin: &str,
+) -> Result<AwsSource, KeyFileError> {
+    let unsupported = |kind: String| KeyFileError::Unsupported {
+        path: origin.to_owned(),
+        kind,
+    };
+    let id = id.as_str().unwrap_or_default();
+    let version = id
+        .strip_prefix("aws")
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()));
+    match version {
+        Some("1") => {}
+        Some(v) => {
+            return Err(unsupported(format!(
+                "external_account AWS version {}",
+                v.chars().take(8).collect::<String>()
+            )));
+        }
+        None => {
+            return Err(unsupported(format!(
+                "credential_source.environment_id `{}` (only aws1)",
+                id.chars().take(16).collect::<String>()
+            )));
+        }
+    }
+    let metadata_url = |field: &'static str| -> Result<Option<Url>, KeyFileError> {
+        let Some(text) = source.get(field).and_then(serde_json::Value::as_str) else {
+            return Ok(None);
+        };
+        let url = Url::parse(text).ok().filter(|u| {
+            let host = u.host_str().unwrap_or_default();
+            u.scheme() == "http"
+                && (host == "169.254.169.254" || host == "[fd00:ec2::254]")
+                && u.username().is_empty()
+                && u.password().is_none()
+        });
+        url.map(Some).ok_or_else(|| {
+            unsupported(format!(
+                "credential_source.{field} other than the AWS instance metadata service (http://169.254.169.254 or http://[fd00:ec2::254])"
+            ))
+        })
+    };
+    let verification_url = source
+        .get("regional_cred_verification_url")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or(AWS_VERIFICATION_URL)
+        .to_owned();
+    let sample = verification_url.replace("{region}", "us-east-1");
+    if !Url::parse(&sample).is_ok_and(|u| u.scheme() == "https" && u.host_str().is_some()) {
+        return Err(unsupported(
+            "credential_source.regional_cred_verification_url that is not an https URL".into(),
+        ));
+    }
+    Ok(AwsSource {
+        verification_url,
+        region_url: metadata_url("region_url")?,
+        credentials_url: metadata_url("url")?,
+        imdsv2_url: metadata_url("imdsv2_session_token_url")?,
     })
 }
 
@@ -756,7 +840,12 @@ pub(crate) mod tests {
             serde_json::json!({"environment_id": "aws1", "region_url": "http://169.254.169.254/latest/meta-data/placement/availability-zone"}),
             true,
         );
-        assert!(aws.unwrap_err().to_string().contains("AWS"));
+        assert!(matches!(
+            aws.unwrap(),
+            CredentialsFile::ExternalAccount(a) if matches!(&a.source, SubjectTokenSource::Aws(s) if s.region_url.is_some() && s.verification_url.contains("{region}"))
+        ));
+        let aws2 = config(serde_json::json!({"environment_id": "aws2"}), true);
+        assert!(aws2.unwrap_err().to_string().contains("AWS version 2"));
         let exe = config(
             serde_json::json!({"executable": {"command": "/bin/token"}}),
             true,

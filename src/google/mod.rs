@@ -7,6 +7,7 @@
 //! It must never log or return a token, key or assertion in an error.
 
 mod adc;
+pub mod aws;
 mod cache;
 mod credentials;
 mod error;
@@ -141,6 +142,7 @@ impl CredentialsContext<'_> {
             }
             CredentialsSpec::ExternalAccount { account, .. } => Ok(Credentials::external_account(
                 account.clone(),
+                aws::AwsEnvironment::from_env(self.env),
                 self.http.clone(),
                 self.clock.clone(),
             )),
@@ -160,6 +162,7 @@ impl CredentialsContext<'_> {
             )),
             CredentialsFile::ExternalAccount(account) => Ok(Credentials::external_account(
                 std::sync::Arc::from(account),
+                aws::AwsEnvironment::from_env(self.env),
                 self.http.clone(),
                 self.clock.clone(),
             )),

@@ -26,8 +26,13 @@ const MAX_ANSWER: usize = 64 * 1024;
 pub(crate) async fn subject_token(
     http: &reqwest::Client,
     account: &ExternalAccount,
+    aws: &super::aws::AwsEnvironment,
+    now: std::time::SystemTime,
 ) -> Result<String, CredentialsError> {
     match &account.source {
+        SubjectTokenSource::Aws(source) => {
+            super::aws::subject_token(http, source, aws, &account.audience, now).await
+        }
         SubjectTokenSource::File { path, format } => {
             let raw = tokio::fs::read_to_string(path).await.map_err(|e| {
                 CredentialsError::Setup(format!(

@@ -36,7 +36,7 @@ pub enum JournalError {
         "journal row for action {id} is unreadable: {reason}. The file was changed outside grantbridge or by an incompatible version; move it aside and restart"
     )]
     Corrupt { id: String, reason: String },
-    /// `mark_running`/`complete` named an action that was never recorded.
+    /// `complete` named an action that was never recorded.
     #[error(
         "action {id} was never recorded in the journal: record it before marking it running or completing it (results of actions that could not be parsed go through complete_unrecorded)"
     )]

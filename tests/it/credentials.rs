@@ -551,6 +551,117 @@ async fn workload_identity_federation_mints_as_the_service_account() {
     assert!(err.contains("service_account_impersonation_url"), "{err}");
 }
 
+/// Workload identity federation from AWS: the subject token is a
+/// SigV4-signed GetCallerIdentity request built from the environment's AWS
+/// credentials, byte for byte what google-auth's aws.Credentials builds at
+/// the same time; the sandbox's STS verifies the signature (as AWS would),
+/// and the federated identity impersonates the service account.
+#[tokio::test]
+async fn workload_identity_federation_from_aws_signs_like_google_auth() {
+    let env = spawn_env().await;
+    let provider = env
+        .sandbox
+        .create_workload_identity_provider("aws-pool", "aws-prod");
+    let aws = env.sandbox.create_aws_identity("grantbridge");
+    let principal = env.sandbox.federated_principal(&provider, &aws.arn);
+    env.sandbox.create_service_account(TARGET);
+    env.sandbox.grant_workload_identity_user(TARGET, &principal);
+    let config = env.dir.path().join("wif-aws.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "type": "external_account",
+            "audience": provider,
+            "subject_token_type": "urn:ietf:params:aws:token-type:aws4_request",
+            "token_url": env.sandbox.sts_url(),
+            "service_account_impersonation_url": format!("{}/v1/projects/-/serviceAccounts/{TARGET}:generateAccessToken", env.sandbox.iam_credentials_url()),
+            "credential_source": {
+                "environment_id": "aws1",
+                "region_url": "http://169.254.169.254/latest/meta-data/placement/availability-zone",
+                "url": "http://169.254.169.254/latest/meta-data/iam/security-credentials",
+                "regional_cred_verification_url": "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+                "imdsv2_session_token_url": "http://169.254.169.254/latest/api/token"
+            },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let session = "IQoJb3JpZ2luX2VjEsandbox";
+    let menv = MapEnv::new()
+        .with("GOOGLE_APPLICATION_CREDENTIALS", config.to_str().unwrap())
+        .with("AWS_REGION", "us-east-2")
+        .with("AWS_ACCESS_KEY_ID", aws.access_key_id.as_str())
+        .with("AWS_SECRET_ACCESS_KEY", aws.secret_access_key.as_str())
+        .with("AWS_SESSION_TOKEN", session);
+    // The environment's credentials are used: the metadata URLs are never called.
+    adc_mints_as(&env, &menv, TARGET).await;
+
+    let at = 1_764_590_400u64; // 2025-12-01T12:00:00Z
+    let seen = crate::helpers::python_json(
+        "tests/interop/google_auth_aws.py",
+        &[
+            &config,
+            &at.to_string(),
+            &aws.access_key_id,
+            &aws.secret_access_key,
+            &session,
+            &"us-east-2",
+        ],
+    )
+    .await;
+    assert_eq!(seen["token_prefix"], "ya29.", "google-auth's flow: {seen}");
+    assert_eq!(seen["service_account"], TARGET);
+    let ours = grantbridge::google::aws::signed_request(
+        &grantbridge::google::aws::AwsCredentials {
+            access_key_id: aws.access_key_id.clone(),
+            secret_access_key: aws.secret_access_key.clone().into(),
+            session_token: Some(session.to_owned().into()),
+        },
+        "us-east-2",
+        "https://sts.us-east-2.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+        &provider,
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(at),
+    )
+    .unwrap();
+    assert_eq!(
+        ours,
+        seen["subject_token"].as_str().unwrap(),
+        "byte for byte"
+    );
+
+    // A wrong secret: STS (as AWS would) refuses the signature, and says so.
+    let forged = menv.clone().with("AWS_SECRET_ACCESS_KEY", "not-the-secret");
+    let google = env.services_with(&adc_config(), &forged, Clock::system());
+    let err = google.tokens.get("adc", AUD).await.unwrap_err().to_string();
+    assert!(err.contains("could not be verified"), "{err}");
+    // No credentials in the environment and no metadata URL: which step, and what to set.
+    let bare = env.dir.path().join("wif-aws-bare.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    v["credential_source"] = serde_json::json!({"environment_id": "aws1"});
+    std::fs::write(&bare, v.to_string()).unwrap();
+    let lone = MapEnv::new()
+        .with("GOOGLE_APPLICATION_CREDENTIALS", bare.to_str().unwrap())
+        .with("AWS_REGION", "us-east-2");
+    let google = env.services_with(&adc_config(), &lone, Clock::system());
+    let err = google.tokens.get("adc", AUD).await.unwrap_err().to_string();
+    assert!(err.contains("AWS_ACCESS_KEY_ID"), "{err}");
+    // An instance-metadata URL elsewhere than AWS's is refused at load.
+    let parse = |source: serde_json::Value| {
+        let mut v = v.clone();
+        v["credential_source"] = source;
+        grantbridge::google::key::CredentialsFile::from_json(&v.to_string(), "wif-aws.json", true)
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    let err = parse(serde_json::json!({"environment_id": "aws1", "url": "http://10.0.0.1/creds"}))
+        .unwrap_err();
+    assert!(err.contains("instance metadata service"), "{err}");
+    assert!(parse(serde_json::json!({"environment_id": "aws2"})).is_err());
+    assert!(parse(serde_json::json!({"environment_id": "aws1", "regional_cred_verification_url": "http://sts.{region}.amazonaws.com"})).is_err());
+    assert!(parse(serde_json::json!({"environment_id": "aws1", "imdsv2_session_token_url": "http://[fd00:ec2::254]/latest/api/token"})).is_ok());
+}
+
 #[tokio::test]
 async fn googles_transient_token_errors_are_retried() {
     use axum::{Router, http::StatusCode, response::IntoResponse, routing::post};
