@@ -53,8 +53,14 @@ fn config(google: &common::Google, cp_url: &str, dir: &std::path::Path) -> Daemo
         )
 }
 
-/// Start: spawn → `/readyz` 200, and the part of it the token mint took.
-async fn start_once() -> (Duration, Duration) {
+/// A sandbox with the sample function `revoke`, a control plane, and the
+/// daemon on them.
+async fn setup() -> (
+    tempfile::TempDir,
+    common::Google,
+    grantbridge_sandbox::ControlPlane,
+    Daemon,
+) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let google = common::google(dir.path()).await;
     google
@@ -62,6 +68,12 @@ async fn start_once() -> (Duration, Duration) {
         .deploy_function("revoke", FunctionImpl::Sample, &[SA]);
     let cp = common::control_plane().await;
     let daemon = Daemon::start(dir.path(), config(&google, &cp.url(), dir.path())).await;
+    (dir, google, cp, daemon)
+}
+
+/// Start: spawn → `/readyz` 200, and the part of it the token mint took.
+async fn start_once() -> (Duration, Duration) {
+    let (_dir, google, _cp, daemon) = setup().await;
     let ready = daemon.ready_after;
     let mint = google.sandbox.token_endpoint_time();
     daemon.stop().await;
@@ -76,13 +88,7 @@ struct Load {
 /// `rate` actions per second for `seconds`, enqueued one at a time on a
 /// steady clock; every action's added latency and wake-up time.
 async fn offered_load(rate: u32, seconds: u64) -> Load {
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let google = common::google(dir.path()).await;
-    google
-        .sandbox
-        .deploy_function("revoke", FunctionImpl::Sample, &[SA]);
-    let cp = common::control_plane().await;
-    let daemon = Daemon::start(dir.path(), config(&google, &cp.url(), dir.path())).await;
+    let (_dir, google, cp, daemon) = setup().await;
     let n = (rate as u64 * seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let mut enqueued = Vec::with_capacity(n);

@@ -271,6 +271,7 @@ pub(super) async fn flush_outbox(
     cp: Option<&ControlPlaneClient>,
     batch: u32,
 ) -> Result<usize, FlushError> {
+    let _one_at_a_time = engine.delivering().await;
     let mut sent = 0;
     loop {
         let items = engine.journal().outbox(batch as usize).await?;

@@ -101,6 +101,10 @@ pub struct Engine {
     accepted: watch::Sender<u64>,
     finished: watch::Sender<u64>,
     outbox: Arc<Notify>,
+    /// Held while the outbox is being delivered: one delivery at a time (the
+    /// report loop and the last flush at shutdown would otherwise both send
+    /// the same results).
+    delivering: tokio::sync::Mutex<()>,
     draining: AtomicBool,
     tracker: TaskTracker,
     /// Cancelled when the shutdown grace period runs out.
@@ -128,6 +132,7 @@ impl Engine {
             accepted: watch::channel(0).0,
             finished: watch::channel(0).0,
             outbox: Arc::new(Notify::new()),
+            delivering: tokio::sync::Mutex::new(()),
             draining: AtomicBool::new(false),
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
@@ -166,6 +171,11 @@ impl Engine {
     /// Woken whenever a result enters the outbox.
     pub fn outbox_notify(&self) -> Arc<Notify> {
         self.outbox.clone()
+    }
+
+    /// The right to deliver the outbox, one delivery at a time.
+    pub async fn delivering(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.delivering.lock().await
     }
     /// Actions accepted and not yet finished in this process.
     pub fn pending(&self) -> usize {

@@ -15,19 +15,19 @@
 //! It must never log or put in an error the secret key, the session token or
 //! the signed request.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use aws_lc_rs::{digest, hmac};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use super::error::{CredentialsError, snippet};
+use super::error::CredentialsError;
 use super::key::AwsSource;
+use super::sts::fetch;
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 /// How long an IMDSv2 session token is asked for (google-auth's value).
 const IMDSV2_TTL_SECONDS: &str = "300";
-const MAX_ANSWER: usize = 64 * 1024;
 
 /// AWS credentials: an access key, with a session token when temporary.
 #[derive(Clone)]
@@ -95,8 +95,7 @@ pub(crate) async fn subject_token(
             let url = source.region_url.as_ref().ok_or_else(|| {
                 setup("no region: set AWS_REGION (or AWS_DEFAULT_REGION), or credential_source.region_url".into())
             })?;
-            let zone =
-                metadata_get(http, url, session.as_deref(), "the region (region_url)").await?;
+            let zone = metadata_get(http, url, session.as_deref()).await?;
             // An availability zone (`us-east-2b`): the region without its letter.
             let zone = zone.trim();
             zone[..zone.len().saturating_sub(1)].to_owned()
@@ -113,49 +112,33 @@ pub(crate) async fn subject_token(
 async fn imdsv2_session(http: &reqwest::Client, url: &Url) -> Result<String, CredentialsError> {
     let request = http
         .put(url.clone())
-        .header("X-aws-ec2-metadata-token-ttl-seconds", IMDSV2_TTL_SECONDS)
-        .timeout(Duration::from_secs(10));
-    let answer = crate::http::exchange(request, MAX_ANSWER).await.map_err(|e| {
-        CredentialsError::exchange(
-            url.as_str(),
-            e,
-            "workload identity federation from AWS: the instance metadata service (imdsv2_session_token_url) did not answer",
-        )
-    })?;
-    if answer.status != 200 {
-        return Err(CredentialsError::Http {
-            url: url.to_string(),
-            status: answer.status,
-            snippet: snippet(&answer.body),
-        });
-    }
-    Ok(String::from_utf8_lossy(&answer.body).trim().to_owned())
+        .header("X-aws-ec2-metadata-token-ttl-seconds", IMDSV2_TTL_SECONDS);
+    let body = fetch(
+        request,
+        url,
+        "workload identity federation from AWS: the instance metadata service (imdsv2_session_token_url) did not answer",
+    )
+    .await?;
+    Ok(String::from_utf8_lossy(&body).trim().to_owned())
 }
 
+/// One instance-metadata read (with the IMDSv2 session token, when there is one).
 async fn metadata_get(
     http: &reqwest::Client,
     url: &Url,
     session: Option<&str>,
-    what: &str,
 ) -> Result<String, CredentialsError> {
-    let mut request = http.get(url.clone()).timeout(Duration::from_secs(10));
+    let mut request = http.get(url.clone());
     if let Some(token) = session {
         request = request.header("X-aws-ec2-metadata-token", token);
     }
-    let answer = crate::http::exchange(request, MAX_ANSWER).await.map_err(|e| {
-        CredentialsError::exchange(
-            url.as_str(),
-            e,
-            "workload identity federation from AWS: the instance metadata service did not answer",
-        )
-    })?;
-    if answer.status != 200 {
-        return Err(setup(format!(
-            "the instance metadata service answered HTTP {} for {what} at {url}",
-            answer.status
-        )));
-    }
-    Ok(String::from_utf8_lossy(&answer.body).into_owned())
+    let body = fetch(
+        request,
+        url,
+        "workload identity federation from AWS: the instance metadata service did not answer",
+    )
+    .await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// The instance role's temporary credentials: its name at `url`, then `url/ROLE`.
@@ -167,7 +150,7 @@ async fn metadata_credentials(
     let url = source.credentials_url.as_ref().ok_or_else(|| {
         setup("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or credential_source.url (the instance metadata's security-credentials URL)".into())
     })?;
-    let role = metadata_get(http, url, session, "the role name (url)").await?;
+    let role = metadata_get(http, url, session).await?;
     let role = role.trim();
     if role.is_empty() || role.contains('/') {
         return Err(setup(format!(
@@ -180,7 +163,7 @@ async fn metadata_credentials(
         .map_err(|()| setup(format!("{url} cannot be a base URL")))?
         .pop_if_empty()
         .push(role);
-    let body = metadata_get(http, &role_url, session, "the role's credentials").await?;
+    let body = metadata_get(http, &role_url, session).await?;
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Creds {
@@ -347,6 +330,7 @@ pub fn signed_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn creds(token: Option<&str>) -> AwsCredentials {
         AwsCredentials {

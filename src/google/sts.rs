@@ -52,33 +52,44 @@ pub(crate) async fn subject_token(
             headers,
             format,
         } => {
-            let mut request = http.get(url.clone()).timeout(Duration::from_secs(10));
+            let mut request = http.get(url.clone());
             for (k, v) in headers {
                 request = request.header(k, v);
             }
-            let answer = crate::http::exchange(request, MAX_ANSWER).await.map_err(|e| {
-                CredentialsError::exchange(
-                    url.as_str(),
-                    e,
-                    "workload identity federation: the subject token URL (credential_source.url) did not answer",
-                )
-            })?;
-            if answer.status != 200 {
-                return Err(CredentialsError::Http {
-                    url: url.to_string(),
-                    status: answer.status,
-                    snippet: snippet(&answer.body),
-                });
-            }
-            format
-                .read(&String::from_utf8_lossy(&answer.body))
-                .map_err(|why| {
-                    CredentialsError::Setup(format!(
-                        "workload identity federation: the subject token URL {url} answered, but {why}"
-                    ))
-                })
+            let body = fetch(
+                request,
+                url,
+                "workload identity federation: the subject token URL (credential_source.url) did not answer",
+            )
+            .await?;
+            format.read(&String::from_utf8_lossy(&body)).map_err(|why| {
+                CredentialsError::Setup(format!(
+                    "workload identity federation: the subject token URL {url} answered, but {why}"
+                ))
+            })
         }
     }
+}
+
+/// The body of a 200 answer to `request` (to `url`, 10 s at most), else
+/// what went wrong; `silent` says what no answer means.
+pub(crate) async fn fetch(
+    request: reqwest::RequestBuilder,
+    url: &url::Url,
+    silent: &'static str,
+) -> Result<bytes::Bytes, CredentialsError> {
+    let request = request.timeout(Duration::from_secs(10));
+    let answer = crate::http::exchange(request, MAX_ANSWER)
+        .await
+        .map_err(|e| CredentialsError::exchange(url.as_str(), e, silent))?;
+    if answer.status != 200 {
+        return Err(CredentialsError::Http {
+            url: url.to_string(),
+            status: answer.status,
+            snippet: snippet(&answer.body),
+        });
+    }
+    Ok(answer.body)
 }
 
 /// Exchanges `subject_token` at STS for a federated access token.
