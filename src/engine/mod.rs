@@ -357,10 +357,11 @@ impl Engine {
     ) {
         {
             let mut running = self.running.lock().expect("running lock");
-            if running.contains_key(&action.id) {
-                return; // already running here; the slot goes back
-            }
-            running.insert(action.id.clone(), false);
+            match running.entry(action.id.clone()) {
+                // Already running here; the slot goes back.
+                std::collections::hash_map::Entry::Occupied(_) => return,
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(false),
+            };
         }
         std::mem::forget(slot); // the task below gives the place back
         self.accepted.send_modify(|n| *n += 1);
