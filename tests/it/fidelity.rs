@@ -8,7 +8,8 @@
 //! (token), Cloud Functions v1 (get, list, testIamPermissions, getIamPolicy in
 //! both policy versions), Cloud Functions v2 (get and list of both
 //! generations, HTTP and event-driven, ACTIVE and FAILED) and the Cloud Run
-//! Admin API v2 (testIamPermissions, getIamPolicy of a service).
+//! Admin API v2 (testIamPermissions, getIamPolicy of a service). Their error
+//! answers are checked against Google's error envelope as google-api-core reads it.
 
 use serde_json::{Value, json};
 
@@ -17,6 +18,38 @@ use grantbridge_sandbox::{FunctionImpl, FunctionMeta};
 use crate::helpers::{SA, spawn_env};
 
 const TARGET: &str = "fidelity-target@sandbox-project.iam.gserviceaccount.com";
+
+/// Runs a conformance script on `cases` (a JSON list on its stdin); every
+/// case must print `ok`.
+async fn conform(script: &str, cases: &[Value]) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
+    let mut child = tokio::process::Command::new("python3")
+        .arg(&script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(Value::Array(cases.to_vec()).to_string().as_bytes())
+        .await
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().await.unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}{}\nanswers: {cases:#?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("ok ")).count(),
+        cases.len(),
+        "{report}"
+    );
+}
 
 async fn call(req: reqwest::RequestBuilder) -> Value {
     let resp = req.send().await.expect("the sandbox answers");
@@ -166,34 +199,130 @@ async fn the_sandboxs_answers_conform_to_googles_discovery_documents() {
         .into_iter()
         .map(|(doc, method, body)| json!({"doc": doc, "method": method, "body": body}))
         .collect();
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/discovery.py");
-    let mut child = tokio::process::Command::new("python3")
-        .arg(&script)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use tokio::io::AsyncWriteExt;
-    let mut stdin = child.stdin.take().unwrap();
-    stdin
-        .write_all(Value::Array(cases.clone()).to_string().as_bytes())
+    conform("tests/conformance/discovery.py", &cases).await;
+}
+
+/// The error answers of the sandbox's Google API emulations, in Google's
+/// envelope as google-api-core reads it (tests/conformance/google_errors.py):
+/// `code` the HTTP status, `status` the google.rpc.Code that google-api-core
+/// maps to that status, the message read back.
+#[tokio::test]
+async fn the_sandboxs_error_answers_read_as_googles_clients_read_them() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    env.sandbox
+        .deploy_gen2_function("grant-crm", FunctionImpl::Sample, &[SA])
         .await
         .unwrap();
-    drop(stdin);
-    let out = child.wait_with_output().await.unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{report}{}\nanswers: {cases:#?}",
-        String::from_utf8_lossy(&out.stderr)
+    env.sandbox.create_service_account(TARGET);
+    let services = env.services(&env.config(&[]));
+    let token = services.credentials["prod"].access_token().await.unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let base = env.sandbox.cloudfunctions_api_url();
+    let fn_url = |v: &str, c: &str, name: &str| {
+        format!("{base}/{v}/projects/sandbox-project/locations/us-central1/{c}/{name}")
+    };
+    let answer = |where_: &str, req: reqwest::RequestBuilder| {
+        let where_ = where_.to_owned();
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            assert!(status >= 400, "{where_}: HTTP {status}");
+            json!({"where": where_, "status": status, "body": resp.json::<Value>().await.unwrap()})
+        }
+    };
+    let t = token.expose();
+    let mut cases = vec![
+        answer(
+            "v1 get without a token",
+            http.get(fn_url("v1", "functions", "grant-db")),
+        )
+        .await,
+        answer(
+            "v2 get without the viewer role",
+            http.get(fn_url("v2", "functions", "grant-db"))
+                .bearer_auth(t),
+        )
+        .await,
+        answer(
+            "Run getIamPolicy without roles/run.viewer",
+            http.get(format!(
+                "{}:getIamPolicy",
+                fn_url("v2", "services", "grant-crm")
+            ))
+            .bearer_auth(t),
+        )
+        .await,
+        answer(
+            "v1 testIamPermissions, a permission of another service",
+            http.post(format!(
+                "{}:testIamPermissions",
+                fn_url("v1", "functions", "grant-db")
+            ))
+            .bearer_auth(t)
+            .json(&json!({"permissions": ["storage.buckets.get"]})),
+        )
+        .await,
+        answer(
+            "IAM Credentials generateIdToken without the token creator role",
+            http.post(format!(
+                "{}/v1/projects/-/serviceAccounts/{TARGET}:generateIdToken",
+                env.sandbox.iam_credentials_url()
+            ))
+            .bearer_auth(t)
+            .json(&json!({"audience": "https://a"})),
+        )
+        .await,
+    ];
+    env.sandbox.grant_viewer("projects/sandbox-project", SA);
+    env.sandbox
+        .grant_iam_policy_viewer("projects/sandbox-project", SA);
+    env.sandbox.grant_run_viewer("projects/sandbox-project", SA);
+    cases.push(
+        answer(
+            "v2 get of a missing function",
+            http.get(fn_url("v2", "functions", "nope")).bearer_auth(t),
+        )
+        .await,
     );
-    assert_eq!(
-        report.lines().filter(|l| l.starts_with("ok ")).count(),
-        cases.len(),
-        "{report}"
+    cases.push(
+        answer(
+            "Run getIamPolicy of a missing service",
+            http.get(format!("{}:getIamPolicy", fn_url("v2", "services", "nope")))
+                .bearer_auth(t),
+        )
+        .await,
     );
+    cases.push(
+        answer(
+            "v1 getIamPolicy, policy version 2",
+            http.get(format!(
+                "{}:getIamPolicy?options.requestedPolicyVersion=2",
+                fn_url("v1", "functions", "grant-db")
+            ))
+            .bearer_auth(t),
+        )
+        .await,
+    );
+    cases.push(
+        answer(
+            "v2 list, a garbage page token",
+            http.get(format!(
+                "{base}/v2/projects/sandbox-project/locations/-/functions?pageToken=garbage"
+            ))
+            .bearer_auth(t),
+        )
+        .await,
+    );
+    cases.push(
+        answer(
+            "an unknown route",
+            http.get(format!("{base}/v3/nothing")).bearer_auth(t),
+        )
+        .await,
+    );
+
+    conform("tests/conformance/google_errors.py", &cases).await;
 }
 
 /// Google's own Cloud Functions client (google-cloud-functions, REST
