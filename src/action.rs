@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::contract::{ErrorCode, MAX_JSON_DEPTH, value_nesting};
+use crate::contract::{ErrorCode, MAX_JSON_DEPTH, map_nesting};
 use crate::telemetry::traces::TraceParent;
 
 /// A structurally valid action.
@@ -60,12 +60,20 @@ impl Action {
     /// Parses an action from untrusted JSON. Unknown fields are ignored (the
     /// protocol may grow); known fields must have the right shape.
     pub fn from_value(v: &Value) -> Result<Action, InvalidAction> {
-        let obj = v.as_object().ok_or_else(|| InvalidAction {
-            id: None,
-            reason: "an action must be a JSON object".into(),
-        })?;
-        let id = match obj.get("id") {
-            Some(Value::String(s)) if valid_action_id(s) => s.clone(),
+        Self::from_json(v.clone())
+    }
+
+    /// [`Action::from_value`], taking the value (its strings and params move
+    /// into the action rather than being copied).
+    pub fn from_json(v: Value) -> Result<Action, InvalidAction> {
+        let Value::Object(mut obj) = v else {
+            return Err(InvalidAction {
+                id: None,
+                reason: "an action must be a JSON object".into(),
+            });
+        };
+        let id = match obj.remove("id") {
+            Some(Value::String(s)) if valid_action_id(&s) => s,
             Some(Value::String(_)) => {
                 return Err(InvalidAction {
                     id: None,
@@ -84,20 +92,20 @@ impl Action {
             id: Some(id.clone()),
             reason,
         };
-        let string = |field: &str| match obj.get(field) {
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Ok(s.clone()),
+        let mut string = |field: &str| match obj.remove(field) {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 => Ok(s),
             _ => Err(fail(format!(
                 "`{field}` must be a non-empty string of at most 256 characters"
             ))),
         };
         let integration = string("integration")?;
         let event_type = string("event_type")?;
-        let params = match obj.get("params") {
+        let params = match obj.remove("params") {
             None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
+            Some(Value::Object(m)) => m,
             Some(_) => return Err(fail("`params` must be a JSON object".into())),
         };
-        if value_nesting(&Value::Object(params.clone())) > MAX_JSON_DEPTH {
+        if map_nesting(&params) > MAX_JSON_DEPTH {
             return Err(fail(format!(
                 "`params` nests deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
             )));

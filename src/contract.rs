@@ -124,18 +124,59 @@ pub fn validate_params(event: EventType, params: &Map<String, Value>) -> Result<
     Ok(())
 }
 
-/// The request body: the action's params with the integration's custom parameters.
+/// The request body: the action's params with the integration's custom
+/// parameters, as JSON bytes (serialized once per call, resent as is on a retry).
 pub fn request_body(
     event: EventType,
     params: &Map<String, Value>,
     custom_parameters: &Map<String, Value>,
-) -> Value {
-    let mut params = params.clone();
-    params.insert(
-        "custom_parameters".into(),
-        Value::Object(custom_parameters.clone()),
-    );
-    serde_json::json!({ "event_type": event.as_str(), "params": params })
+) -> bytes::Bytes {
+    let body = RequestBody {
+        event_type: event.as_str(),
+        params: Params {
+            params,
+            custom_parameters,
+        },
+    };
+    serde_json::to_vec(&body)
+        .expect("JSON values always serialize")
+        .into()
+}
+
+/// `{"event_type", "params"}`, borrowing what it sends.
+#[derive(Serialize)]
+struct RequestBody<'a> {
+    event_type: &'a str,
+    params: Params<'a>,
+}
+
+/// The action's params with `custom_parameters` in its sorted place (the
+/// integration's, replacing any the action sent), as one JSON object.
+struct Params<'a> {
+    params: &'a Map<String, Value>,
+    custom_parameters: &'a Map<String, Value>,
+}
+
+impl Serialize for Params<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        const KEY: &str = "custom_parameters";
+        let mut map = s.serialize_map(None)?;
+        let mut custom_done = false;
+        for (k, v) in self.params {
+            if !custom_done && k.as_str() >= KEY {
+                map.serialize_entry(KEY, self.custom_parameters)?;
+                custom_done = true;
+            }
+            if k != KEY {
+                map.serialize_entry(k, v)?;
+            }
+        }
+        if !custom_done {
+            map.serialize_entry(KEY, self.custom_parameters)?;
+        }
+        map.end()
+    }
 }
 
 /// Error codes of a failed result (docs/protocol.md §2).
@@ -235,15 +276,24 @@ pub fn value_nesting(value: &Value) -> usize {
     let mut deepest = 0;
     let mut stack = vec![(value, 0usize)];
     while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Array(a) => Box::new(a.iter()),
-            Value::Object(o) => Box::new(o.values()),
-            _ => continue,
-        };
-        deepest = deepest.max(depth + 1);
-        stack.extend(children.map(|c| (c, depth + 1)));
+        match v {
+            Value::Array(a) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(a.iter().map(|c| (c, depth + 1)));
+            }
+            Value::Object(o) => {
+                deepest = deepest.max(depth + 1);
+                stack.extend(o.values().map(|c| (c, depth + 1)));
+            }
+            _ => {}
+        }
     }
     deepest
+}
+
+/// [`value_nesting`] of `map` as a JSON object, without making it one.
+pub fn map_nesting(map: &Map<String, Value>) -> usize {
+    1 + map.values().map(value_nesting).max().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -261,6 +311,9 @@ mod tests {
         let v: Value = serde_json::from_str(r#"{"a":[1,{"b":[]}]}"#).unwrap();
         assert_eq!(value_nesting(&v), 4);
         assert_eq!(value_nesting(&json!(3)), 0);
+        for m in [json!({}), json!({"a":1}), json!({"a":[1,{"b":[]}],"c":{}})] {
+            assert_eq!(map_nesting(m.as_object().unwrap()), value_nesting(&m));
+        }
     }
 
     #[test]
@@ -340,9 +393,31 @@ mod tests {
             custom.as_object().unwrap(),
         );
         assert_eq!(
-            body,
+            serde_json::from_slice::<Value>(&body).unwrap(),
             json!({"event_type":"list-resources","params":{"resource_type":"db","custom_parameters":{"param1":"x"}}})
         );
+    }
+
+    #[test]
+    fn the_body_is_the_json_a_value_would_give_byte_for_byte() {
+        // custom_parameters sorts in its place, and replaces one the action sent.
+        for params in [
+            json!({}),
+            json!({"a":1,"z":[1,{"b":"\u{e9}\"q"}]}),
+            json!({"custom_parameters":{"from":"the action"},"zz":null}),
+            json!({"custom_parameters_x":1,"custom":2,"custom_parameters":3}),
+        ] {
+            let custom = json!({"param1":"x","n":{"deep":[true]}});
+            let mut merged = params.as_object().unwrap().clone();
+            merged.insert("custom_parameters".into(), custom.clone());
+            let expected = serde_json::to_vec(&json!({"event_type":"grant-access","params":merged})).unwrap();
+            let body = request_body(
+                EventType::GrantAccess,
+                params.as_object().unwrap(),
+                custom.as_object().unwrap(),
+            );
+            assert_eq!(body, expected, "{}", String::from_utf8_lossy(&body));
+        }
     }
 
     #[test]

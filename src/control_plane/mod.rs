@@ -291,7 +291,11 @@ impl ControlPlaneClient {
 
     /// Reports a batch of results.
     pub async fn report(&self, items: &[ReportItem]) -> Result<ReportAnswer, CpError> {
-        let body = serde_json::json!({ "results": items });
+        #[derive(Serialize)]
+        struct Results<'a> {
+            results: &'a [ReportItem],
+        }
+        let body = Results { results: items };
         let (status, bytes) = self
             .post(self.url(&["results"])?, &body, Duration::from_secs(30))
             .await?;
@@ -337,17 +341,15 @@ pub(crate) fn read_lease_answer(bytes: &[u8], asked: usize) -> Result<Vec<Leased
         .take(asked)
         .filter_map(|raw| {
             let (leased, id) = match serde_json::from_str::<Value>(raw.get()) {
-                Ok(v) => (parse_leased(&v), v.get("id").cloned()),
+                Ok(v) => {
+                    let id = v.get("id").and_then(Value::as_str).map(str::to_owned);
+                    (parse_leased(v), id)
+                }
                 Err(_) => too_deep(raw.get()),
             };
             if leased.is_none() {
                 skipped += 1;
-                first_skipped.get_or_insert_with(|| {
-                    id.as_ref()
-                        .and_then(Value::as_str)
-                        .unwrap_or("?")
-                        .to_owned()
-                });
+                first_skipped.get_or_insert_with(|| id.unwrap_or_else(|| "?".to_owned()));
             }
             leased
         })
@@ -386,7 +388,7 @@ pub(crate) fn read_results_answer(bytes: &[u8]) -> Result<ReportAnswer, CpError>
 /// A leased action JSON could not hold as a tree (nested past serde_json's
 /// 128 levels): read its id and lease only, and fail it as `invalid_action`
 /// so the control plane learns why. Also its id, for the log.
-fn too_deep(raw: &str) -> (Option<Leased>, Option<Value>) {
+fn too_deep(raw: &str) -> (Option<Leased>, Option<String>) {
     let Ok(shallow) = serde_json::from_str::<ShallowAction>(raw) else {
         return (None, None);
     };
@@ -407,7 +409,8 @@ fn too_deep(raw: &str) -> (Option<Leased>, Option<Value>) {
         lease_token: token,
         expires_at,
     });
-    (leased, shallow.id)
+    let id = shallow.id.as_ref().and_then(Value::as_str).map(str::to_owned);
+    (leased, id)
 }
 
 /// The `lease` of a leased action: its token and expiry, when both are valid.
@@ -424,10 +427,10 @@ fn lease_of(v: &Value) -> Option<(String, SystemTime)> {
     Some((token?.to_owned(), expires?))
 }
 
-fn parse_leased(v: &Value) -> Option<Leased> {
-    let (lease_token, expires_at) = lease_of(v)?;
+fn parse_leased(v: Value) -> Option<Leased> {
+    let (lease_token, expires_at) = lease_of(&v)?;
     Some(Leased {
-        action: Action::from_value(v),
+        action: Action::from_json(v),
         lease_token,
         expires_at,
     })
@@ -464,11 +467,11 @@ mod tests {
     #[test]
     fn leased_actions_parse_or_explain() {
         let good = serde_json::json!({"id":"a1","integration":"i","event_type":"get-status","lease":{"token":"lt","expires_at":"2026-11-22T10:00:00Z"}});
-        let l = parse_leased(&good).unwrap();
+        let l = parse_leased(good.clone()).unwrap();
         assert_eq!(l.action.unwrap().id, "a1");
         let bad_action = serde_json::json!({"id":"a2","integration":"i","event_type":"x","params":7,"lease":{"token":"lt","expires_at":"2026-11-22T10:00:00Z"}});
         assert_eq!(
-            parse_leased(&bad_action)
+            parse_leased(bad_action.clone())
                 .unwrap()
                 .action
                 .unwrap_err()
@@ -476,6 +479,6 @@ mod tests {
                 .as_deref(),
             Some("a2")
         );
-        assert!(parse_leased(&serde_json::json!({"id":"a3"})).is_none());
+        assert!(parse_leased(serde_json::json!({"id":"a3"})).is_none());
     }
 }

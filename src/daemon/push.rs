@@ -389,7 +389,7 @@ async fn post_action(
             );
         }
     };
-    let mut action = match Action::from_value(&value) {
+    let mut action = match Action::from_json(value) {
         Ok(a) => a,
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_action", e.reason),
     };

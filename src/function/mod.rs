@@ -238,7 +238,7 @@ impl Invoker {
         &self,
         integration: &Integration,
         call: &Call,
-        body: &Value,
+        body: &bytes::Bytes,
         trace_id: &str,
         last: &mut Attempt,
     ) -> Disposition {
@@ -288,7 +288,7 @@ impl Invoker {
         &self,
         integration: &Integration,
         call: &Call,
-        body: &Value,
+        body: &bytes::Bytes,
         traceparent: &str,
         last: &mut Attempt,
     ) -> Disposition {
@@ -320,7 +320,7 @@ impl Invoker {
             .header(http::header::CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", &call.idempotency_key)
             .header("traceparent", traceparent)
-            .json(body)
+            .body(body.clone())
             .send()
             .await;
         let verdict = match sent {
@@ -349,13 +349,18 @@ impl Invoker {
         match read_limited(resp, self.max_response_bytes).await {
             Ok(bytes) => {
                 last.body = Body::from_bytes(&bytes);
-                let who = format!(
-                    "{} with audience {}",
-                    self.tokens
-                        .principal(&integration.connection)
-                        .unwrap_or_default(),
-                    integration.audience
-                );
+                // Named only in a refusal's advice (401, 403): not built for every answer.
+                let who = if matches!(status, 401 | 403) {
+                    format!(
+                        "{} with audience {}",
+                        self.tokens
+                            .principal(&integration.connection)
+                            .unwrap_or_default(),
+                        integration.audience
+                    )
+                } else {
+                    String::new()
+                };
                 classify(status, last.body.as_ref(), retry_after, &who)
             }
             Err(BodyError::TooLarge { limit }) => Disposition::Fail {

@@ -42,6 +42,7 @@
 mod audit;
 mod error;
 mod health;
+mod mirror;
 mod read;
 mod schema;
 mod write;
@@ -245,6 +246,8 @@ struct Inner {
     counters: Arc<Counters>,
     health: Arc<health::WriteHealth>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// The outbox in memory, kept by the writer.
+    mirror: Arc<mirror::Mirror>,
     /// Held (locked) while the journal is open: one daemon per journal.
     /// Released by `close` (or when the last clone goes).
     lock: Mutex<Option<std::fs::File>>,
@@ -271,6 +274,17 @@ impl Journal {
         clock: Clock,
         busy_timeout: Duration,
     ) -> Result<Journal, JournalError> {
+        let mirror = mirror::Mirror::new(mirror::MAX_ITEMS, mirror::MAX_BYTES);
+        Self::open_with_mirror(opts, clock, busy_timeout, mirror)
+    }
+
+    pub(crate) fn open_with_mirror(
+        opts: JournalOptions,
+        clock: Clock,
+        busy_timeout: Duration,
+        mirror: mirror::Mirror,
+    ) -> Result<Journal, JournalError> {
+        let mirror = Arc::new(mirror);
         let path = opts.path;
         // Locked before anything touches the file.
         let lock = schema::lock(&path)?;
@@ -287,6 +301,7 @@ impl Journal {
             counters.clone(),
             health.clone(),
             path.clone(),
+            mirror.clone(),
         );
         let handle = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -298,7 +313,7 @@ impl Journal {
                     e,
                 )
             })?;
-        Ok(Journal {
+        let journal = Journal {
             inner: Arc::new(Inner {
                 path,
                 retention: opts.retention,
@@ -308,9 +323,13 @@ impl Journal {
                 counters,
                 health,
                 writer: Mutex::new(Some(handle)),
+                mirror,
                 lock: Mutex::new(Some(lock)),
             }),
-        })
+        };
+        // What the last run left in the outbox.
+        journal.load_mirror();
+        Ok(journal)
     }
 
     /// The journal file.
@@ -403,14 +422,45 @@ impl Journal {
     }
 
     /// Results not yet accepted by the control plane, in completion order, at
-    /// most `limit` (0 means [`DEFAULT_OUTBOX_LIMIT`]).
+    /// most `limit` (0 means [`DEFAULT_OUTBOX_LIMIT`]). From memory when the
+    /// outbox is small (the writer keeps it there as it commits), else from
+    /// the file.
     pub async fn outbox(&self, limit: usize) -> Result<Vec<OutboxItem>, JournalError> {
         let limit = if limit == 0 {
             DEFAULT_OUTBOX_LIMIT
         } else {
             limit
         };
+        if let Some(items) = self.inner.mirror.first(limit) {
+            return Ok(items);
+        }
+        let items = self.outbox_from_file(limit).await?;
+        if items.len() < limit {
+            // All of it fits in one read: keep it in memory from now on.
+            self.load_mirror();
+        }
+        Ok(items)
+    }
+
+    /// [`Journal::outbox`], always read from the file.
+    pub(crate) async fn outbox_from_file(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, JournalError> {
         self.read(move |c| read::outbox(c, limit)).await
+    }
+
+    /// Whether [`Journal::outbox`] reads from memory now.
+    #[cfg(test)]
+    pub(crate) fn outbox_in_memory(&self) -> bool {
+        self.inner.mirror.is_known()
+    }
+
+    /// Asks the writer to load the outbox into memory, once.
+    fn load_mirror(&self) {
+        if self.inner.mirror.wants_load() && self.inner.sender.try_send(Msg::LoadMirror).is_err() {
+            self.inner.mirror.load_not_sent();
+        }
     }
 
     /// Takes accepted results out of the outbox. Unknown ids, ids without a

@@ -44,6 +44,17 @@ pub(crate) fn load_state(conn: &Connection, id: &str) -> Result<Option<ActionSta
 }
 
 pub(crate) fn outbox(conn: &Connection, limit: usize) -> Result<Vec<OutboxItem>, JournalError> {
+    Ok(outbox_sized(conn, limit)?
+        .into_iter()
+        .map(|(item, _)| item)
+        .collect())
+}
+
+/// [`outbox`], with each result's stored size in bytes.
+pub(crate) fn outbox_sized(
+    conn: &Connection,
+    limit: usize,
+) -> Result<Vec<(OutboxItem, usize)>, JournalError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, result, lease_token, source, completed_seq, completed_at FROM actions
          WHERE completed_seq IS NOT NULL AND reported_at IS NULL
@@ -62,12 +73,13 @@ pub(crate) fn outbox(conn: &Connection, limit: usize) -> Result<Vec<OutboxItem>,
     let mut items = Vec::new();
     for row in rows {
         let (id, result, lease_token, source, completed_seq, completed_at) = row?;
-        items.push(OutboxItem {
+        let item = OutboxItem {
             result: parse_result(&id, &result, completed_at.unwrap_or(0)),
             lease_token,
             source: parse_source(&id, &source)?,
             completed_seq,
-        });
+        };
+        items.push((item, result.len()));
     }
     Ok(items)
 }
@@ -185,6 +197,6 @@ fn parse_result(id: &str, json: &str, completed_at_ms: i64) -> ActionResult {
     })
 }
 
-fn parse_source(id: &str, s: &str) -> Result<Source, JournalError> {
+pub(crate) fn parse_source(id: &str, s: &str) -> Result<Source, JournalError> {
     Source::parse(s).ok_or_else(|| JournalError::corrupt(id, format!("unknown source {s:?}")))
 }

@@ -1022,3 +1022,139 @@ async fn the_outbox_summary_names_the_oldest_waiting_result() {
     assert_eq!(summary.depth, 1);
     assert!(summary.oldest.is_some_and(|t| t >= before));
 }
+
+/// What the reporter reads (the outbox the writer keeps in memory) and what
+/// the file holds, compared field by field.
+async fn outbox_as_in_the_file(j: &Journal) -> Vec<String> {
+    let memory = j.outbox(0).await.unwrap();
+    let file = j.outbox_from_file(DEFAULT_OUTBOX_LIMIT).await.unwrap();
+    let fields = |o: &[OutboxItem]| {
+        o.iter()
+            .map(|i| {
+                (
+                    i.result.clone(),
+                    i.lease_token.clone(),
+                    i.source,
+                    i.completed_seq,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(fields(&memory), fields(&file));
+    ids(&memory).into_iter().map(String::from).collect()
+}
+
+/// Until the writer has handled everything sent before (a load of the
+/// outbox included): two writes in turn, the second in a later batch.
+async fn writer_caught_up(j: &Journal) {
+    j.probe().await.unwrap();
+    j.probe().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_outbox_in_memory_is_the_outbox_in_the_file_after_every_kind_of_write() {
+    let (_dir, j) = temp_journal();
+    writer_caught_up(&j).await;
+    assert!(j.outbox_in_memory(), "an empty outbox is known at open");
+    j.record(&action("a-1"), Source::Poll, Some("lt-1"))
+        .await
+        .unwrap();
+    j.record(&action("a-2"), Source::Push, None).await.unwrap();
+    j.complete(&result("a-1", true)).await.unwrap();
+    assert!(j.outbox_in_memory());
+    assert_eq!(outbox_as_in_the_file(&j).await, ["a-1"]);
+
+    j.complete(&result("a-2", false)).await.unwrap();
+    // A second result is ignored, in memory as in the file.
+    j.complete(&result("a-1", false)).await.unwrap();
+    assert_eq!(outbox_as_in_the_file(&j).await, ["a-1", "a-2"]);
+    assert!(j.outbox(0).await.unwrap()[0].result.error.is_none());
+
+    // A redelivered lease brings a new token.
+    j.record(&action("a-1"), Source::Poll, Some("lt-2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        j.outbox(1).await.unwrap()[0].lease_token.as_deref(),
+        Some("lt-2")
+    );
+    j.complete_unrecorded(&result("bad-1", false), Source::Poll, Some("lt-b"))
+        .await
+        .unwrap();
+    assert_eq!(outbox_as_in_the_file(&j).await, ["a-1", "a-2", "bad-1"]);
+
+    j.mark_reported(&["a-1".into(), "unknown".into()])
+        .await
+        .unwrap();
+    assert!(j.outbox_in_memory());
+    assert_eq!(outbox_as_in_the_file(&j).await, ["a-2", "bad-1"]);
+
+    // Back at its completion position: read from the file until reloaded.
+    j.requeue_result("a-1").await.unwrap();
+    assert!(!j.outbox_in_memory());
+    assert_eq!(
+        ids(&j.outbox(0).await.unwrap()),
+        ["a-1", "a-2", "bad-1"]
+    );
+    writer_caught_up(&j).await;
+    assert!(j.outbox_in_memory());
+    assert_eq!(outbox_as_in_the_file(&j).await, ["a-1", "a-2", "bad-1"]);
+
+    j.mark_reported(&["a-1".into(), "a-2".into(), "bad-1".into()])
+        .await
+        .unwrap();
+    assert!(outbox_as_in_the_file(&j).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_large_outbox_is_read_from_the_file_and_kept_in_memory_again_once_small() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open_with_mirror(
+        JournalOptions::new(dir.path().join("journal.db")),
+        Clock::system(),
+        BUSY_TIMEOUT,
+        mirror::Mirror::new(3, mirror::MAX_BYTES),
+    )
+    .unwrap();
+    writer_caught_up(&j).await;
+    for n in 1..=5 {
+        let id = format!("a-{n}");
+        j.record(&action(&id), Source::Poll, None).await.unwrap();
+        j.complete(&result(&id, true)).await.unwrap();
+        assert_eq!(j.outbox_in_memory(), n <= 3, "after {n} results");
+    }
+    // Read in pages from the file; a read of all of it asks for a load, which
+    // finds more than memory keeps.
+    assert_eq!(ids(&j.outbox(2).await.unwrap()), ["a-1", "a-2"]);
+    assert_eq!(j.outbox(10).await.unwrap().len(), 5);
+    writer_caught_up(&j).await;
+    assert!(!j.outbox_in_memory());
+
+    j.mark_reported(&["a-1".into(), "a-2".into(), "a-3".into()])
+        .await
+        .unwrap();
+    assert_eq!(ids(&j.outbox(10).await.unwrap()), ["a-4", "a-5"]);
+    writer_caught_up(&j).await;
+    assert!(j.outbox_in_memory());
+    assert_eq!(outbox_as_in_the_file(&j).await, ["a-4", "a-5"]);
+    j.close().await;
+
+    // Reopened: what the last run left is loaded at once.
+    let j = open(&dir.path().join("journal.db"));
+    writer_caught_up(&j).await;
+    assert!(j.outbox_in_memory());
+    assert_eq!(outbox_as_in_the_file(&j).await, ["a-4", "a-5"]);
+
+    // Bytes are bounded too: a mirror of 10 bytes keeps no result.
+    j.close().await;
+    let j = Journal::open_with_mirror(
+        JournalOptions::new(dir.path().join("journal.db")),
+        Clock::system(),
+        BUSY_TIMEOUT,
+        mirror::Mirror::new(100, 10),
+    )
+    .unwrap();
+    writer_caught_up(&j).await;
+    assert!(!j.outbox_in_memory());
+    assert_eq!(ids(&j.outbox(10).await.unwrap()), ["a-4", "a-5"]);
+}

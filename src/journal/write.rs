@@ -16,11 +16,13 @@ use super::health::{WriteHealth, is_disk_error};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::mirror::Mirror;
 use super::{
-    AuditEntry, Counters, JournalError, Progress, Recorded, Source, read::load_state, to_ms,
+    AuditEntry, Counters, JournalError, OutboxItem, Progress, Recorded, Source, read,
+    read::load_state, to_ms,
 };
 use crate::action::{ActionResult, ResultOutcome};
 
@@ -29,6 +31,8 @@ pub(crate) enum Msg {
     Op(Request),
     /// Commit what came before, checkpoint, stop.
     Close(oneshot::Sender<()>),
+    /// Commit what came before, then read the whole outbox into the mirror.
+    LoadMirror,
 }
 
 /// One write, stamped with the caller's clock.
@@ -51,6 +55,8 @@ pub(crate) enum Op {
         id: String,
         status: Progress,
         result_json: String,
+        /// The result itself, for the outbox in memory (taken once committed).
+        result: Option<Box<ActionResult>>,
         /// Set for `complete_unrecorded`: how to store an id never recorded.
         unrecorded: Option<(Source, Option<String>)>,
         /// The audit entries of the action's attempts, stored with it.
@@ -98,6 +104,7 @@ impl Op {
                 ResultOutcome::Failed => Progress::Failed,
             },
             result_json,
+            result: Some(Box::new(result.clone())),
             unrecorded,
             attempts,
         })
@@ -108,6 +115,12 @@ impl Op {
 #[derive(Debug)]
 pub(crate) enum Done {
     Unit,
+    /// A result entered the outbox at `seq`.
+    Completed {
+        lease_token: Option<String>,
+        source: Source,
+        seq: i64,
+    },
     Recorded(Box<Recorded>),
     Count(u64),
 }
@@ -119,6 +132,7 @@ pub(crate) struct Writer {
     counters: Arc<Counters>,
     health: Arc<WriteHealth>,
     path: std::path::PathBuf,
+    mirror: Arc<Mirror>,
 }
 
 impl Writer {
@@ -129,6 +143,7 @@ impl Writer {
         counters: Arc<Counters>,
         health: Arc<WriteHealth>,
         path: std::path::PathBuf,
+        mirror: Arc<Mirror>,
     ) -> Self {
         Self {
             conn,
@@ -137,6 +152,7 @@ impl Writer {
             counters,
             health,
             path,
+            mirror,
         }
     }
 
@@ -152,16 +168,21 @@ impl Writer {
                 return;
             }
             let mut close = None;
+            let mut load = false;
             for msg in msgs.drain(..) {
                 match msg {
                     Msg::Op(r) if close.is_none() => batch.push(r),
                     // Sent after Close: dropping the request answers Closed.
                     Msg::Op(_) => {}
                     Msg::Close(reply) => close = Some(reply),
+                    Msg::LoadMirror => load = true,
                 }
             }
             if !batch.is_empty() {
                 self.commit_batch(&mut batch);
+            }
+            if load {
+                self.load_mirror();
             }
             if let Some(reply) = close {
                 self.receiver.close();
@@ -181,11 +202,62 @@ impl Writer {
         }
     }
 
+    /// Reads the whole outbox into the mirror (after everything queued before
+    /// was committed), unless it holds more than the mirror keeps.
+    fn load_mirror(&self) {
+        let items = read::outbox_sized(&self.conn, self.mirror.max_items() + 1).ok();
+        self.mirror.loaded(items);
+    }
+
+    /// The committed writes' effect on the outbox, for the mirror.
+    fn update_mirror(&self, batch: &mut [Request], answers: &mut [Result<Done, JournalError>]) {
+        for (request, answer) in batch.iter_mut().zip(answers.iter_mut()) {
+            let Ok(done) = answer else { continue };
+            match (&mut request.op, done) {
+                (
+                    Op::Complete {
+                        result_json,
+                        result,
+                        ..
+                    },
+                    Done::Completed {
+                        lease_token,
+                        source,
+                        seq,
+                    },
+                ) => {
+                    if let Some(result) = result.take() {
+                        let item = OutboxItem {
+                            result: *result,
+                            lease_token: lease_token.take(),
+                            source: *source,
+                            completed_seq: *seq,
+                        };
+                        self.mirror.completed(item, result_json.len());
+                    }
+                }
+                (Op::MarkReported(ids), _) => self.mirror.reported(ids),
+                (
+                    Op::Record {
+                        id,
+                        lease_token: Some(token),
+                        ..
+                    },
+                    Done::Recorded(r),
+                ) if matches!(**r, Recorded::Known(_)) => self.mirror.new_lease_token(id, token),
+                // Back at its completion position: read the file again.
+                (Op::Requeue(_), _) => self.mirror.forget(),
+                _ => {}
+            }
+        }
+    }
+
     /// Applies `batch` in one transaction, commits, then answers everyone.
     fn commit_batch(&mut self, batch: &mut Vec<Request>) {
         let n = batch.len() as u64;
         let answers = match apply_all(&mut self.conn, batch) {
-            Ok(answers) => {
+            Ok(mut answers) => {
+                self.update_mirror(batch.as_mut_slice(), &mut answers);
                 self.counters.transactions.fetch_add(1, Ordering::Relaxed);
                 self.counters.writes.fetch_add(n, Ordering::Relaxed);
                 // A statement can fail on the disk while the transaction commits.
@@ -202,6 +274,8 @@ impl Writer {
                 answers
             }
             Err(e) => {
+                // Nothing was written; the mirror is reloaded to be sure.
+                self.mirror.forget();
                 if is_disk_error(&e) {
                     // Said once, then at most every 30 s, by the health record.
                     self.health.failed(&self.path, &e, n);
@@ -334,6 +408,7 @@ fn apply(conn: &Connection, request: &Request, seq: &mut SeqCounter) -> Result<D
             id,
             status,
             result_json,
+            result: _,
             unrecorded,
             attempts,
         } => {
@@ -408,34 +483,61 @@ fn complete(
     let changed = conn
         .prepare_cached(
             "UPDATE actions SET status = ?2, result = ?3, completed_at = ?4, completed_seq = ?5
-             WHERE id = ?1 AND result IS NULL",
+             WHERE id = ?1 AND result IS NULL RETURNING source, lease_token",
         )?
-        .execute(params![id, status.as_str(), result_json, at, next])?;
-    if changed == 0 {
-        if exists(conn, id)? {
-            // Completed before: the first result stands.
-            return Ok(Done::Unit);
+        .query_row(params![id, status.as_str(), result_json, at, next], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+        })
+        .optional()?;
+    let (source, lease_token) = match changed {
+        Some((source, lease_token)) => (read::parse_source(id, &source)?, lease_token),
+        None => {
+            if exists(conn, id)? {
+                // Completed before: the first result stands.
+                return Ok(Done::Unit);
+            }
+            let Some((source, lease_token)) = unrecorded else {
+                return Err(JournalError::NotRecorded { id: id.to_owned() });
+            };
+            insert_unrecorded(conn, id, *source, lease_token.as_deref(), status, at, next, result_json)?;
+            (*source, lease_token.clone())
         }
-        let Some((source, lease_token)) = unrecorded else {
-            return Err(JournalError::NotRecorded { id: id.to_owned() });
-        };
-        conn.prepare_cached(
-            "INSERT INTO actions (id, action, source, lease_token, status, recorded_at,
-                                  completed_at, completed_seq, result)
-             VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            id,
-            source.as_str(),
-            lease_token,
-            status.as_str(),
-            at,
-            next,
-            result_json
-        ])?;
-    }
+    };
     seq.advance();
-    Ok(Done::Unit)
+    Ok(Done::Completed {
+        lease_token,
+        source,
+        seq: next,
+    })
+}
+
+/// The row of a result whose action was never recorded.
+#[expect(clippy::too_many_arguments, reason = "the row's columns")]
+fn insert_unrecorded(
+    conn: &Connection,
+    id: &str,
+    source: Source,
+    lease_token: Option<&str>,
+    status: Progress,
+    at: i64,
+    next: i64,
+    result_json: &str,
+) -> Result<(), JournalError> {
+    conn.prepare_cached(
+        "INSERT INTO actions (id, action, source, lease_token, status, recorded_at,
+                              completed_at, completed_seq, result)
+         VALUES (?1, NULL, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        id,
+        source.as_str(),
+        lease_token,
+        status.as_str(),
+        at,
+        next,
+        result_json
+    ])?;
+    Ok(())
 }
 
 fn insert_attempt(conn: &Connection, e: &AuditEntry) -> Result<Done, JournalError> {
