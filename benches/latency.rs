@@ -136,13 +136,40 @@ fn percentiles(sorted: &[Duration]) -> [f64; 4] {
     ]
 }
 
-/// RSS idle, with `n` calls held in flight, and with `n` actions queued behind one call.
-async fn memory(n: usize) -> (u64, u64, u64) {
+/// How the connector reaches the function in the memory part.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Protocol {
+    /// The plain front end: HTTP/1.1, one connection per concurrent call.
+    Http1,
+    /// The TLS front end: HTTP/2 by ALPN, as with Google's front end, every
+    /// call a stream on one connection.
+    Http2,
+}
+
+/// RSS idle, with `n` calls held in flight, and with `n` actions queued
+/// behind one call (`None` when not asked).
+async fn memory(n: usize, protocol: Protocol, queued: bool) -> (u64, u64, Option<u64>) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let google = common::google(dir.path()).await;
     google
         .sandbox
         .deploy_function("revoke", FunctionImpl::Sample, &[SA]);
+    let tls = match protocol {
+        Protocol::Http1 => None,
+        Protocol::Http2 => Some(google.sandbox.functions_tls().await.unwrap()),
+    };
+    let bundle = dir.path().join("front-end-ca.pem");
+    let url = match &tls {
+        Some(tls) => {
+            std::fs::write(&bundle, &tls.ca_pem).unwrap();
+            tls.function_url("revoke")
+        }
+        None => google.sandbox.function_url("revoke"),
+    };
+    let env: Vec<(&str, &std::path::Path)> = match tls {
+        Some(_) => vec![("SSL_CERT_FILE", bundle.as_path())],
+        None => Vec::new(),
+    };
     // Every call hangs until the connector gives up (the integration's timeout).
     google.sandbox.set_faults(
         "revoke",
@@ -152,11 +179,12 @@ async fn memory(n: usize) -> (u64, u64, u64) {
         },
     );
     let rss = |in_flight: bool| {
-        let (google, dir) = (&google, dir.path());
+        let (google, dir, url, env) = (&google, dir.path(), url.as_str(), env.as_slice());
         async move {
             let cp = common::control_plane().await;
             let limit = if in_flight { n } else { 1 };
             let config = config(google, &cp.url(), dir)
+                .set("integrations.db.url", url)
                 .set("engine.max_concurrency", n.min(10_000) as i64)
                 .set("engine.per_integration_concurrency", limit as i64)
                 .set("engine.queue_capacity", (2 * n) as i64)
@@ -169,7 +197,7 @@ async fn memory(n: usize) -> (u64, u64, u64) {
                         .display()
                         .to_string(),
                 );
-            let daemon = Daemon::start(dir, config).await;
+            let daemon = Daemon::start_with_env(dir, config, env).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
             let idle = daemon.rss_kib();
             let prefix = if in_flight { "held" } else { "queued" };
@@ -202,7 +230,10 @@ async fn memory(n: usize) -> (u64, u64, u64) {
         }
     };
     let (idle, in_flight) = rss(true).await;
-    let (_, queued) = rss(false).await;
+    let queued = match queued {
+        true => Some(rss(false).await.1),
+        false => None,
+    };
     (idle, in_flight, queued)
 }
 
@@ -259,20 +290,26 @@ async fn main() {
 
     for n in [1_000usize, 10_000].into_iter().filter(|_| runs_part(3)) {
         let mut per_call = Vec::new();
+        let mut per_stream = Vec::new();
         let mut queued_mib = Vec::new();
         for run in 1..=runs {
-            let (idle, in_flight, queued) = memory(n).await;
+            let (idle, in_flight, queued) = memory(n, Protocol::Http1, true).await;
+            let queued = queued.expect("asked");
             let call = (in_flight.saturating_sub(idle)) as f64 / n as f64;
             let queue = (queued.saturating_sub(idle)) as f64 / 1024.0;
+            let (idle2, in_flight2, _) = memory(n, Protocol::Http2, false).await;
+            let stream = (in_flight2.saturating_sub(idle2)) as f64 / n as f64;
             println!(
-                "  run {run}  N = {n}: RSS idle {idle} KiB; {n} calls in flight {in_flight} KiB ({call:.1} KiB per call); {n} actions queued {queued} KiB ({queue:.1} MiB above idle)"
+                "  run {run}  N = {n}: RSS idle {idle} KiB; {n} calls in flight over HTTP/1.1 {in_flight} KiB ({call:.1} KiB per call), over HTTP/2 (TLS) {in_flight2} KiB, idle {idle2} KiB ({stream:.1} KiB per call); {n} actions queued {queued} KiB ({queue:.1} MiB above idle)"
             );
             per_call.push(call);
+            per_stream.push(stream);
             queued_mib.push(queue);
         }
         println!(
-            "N = {n}, median [min–max]: {} KiB per call in flight; {} MiB above idle with {n} queued",
+            "N = {n}, median [min–max]: per call in flight {} KiB over HTTP/1.1 (a connection each), {} KiB over HTTP/2 (streams on one TLS connection, as to Google's front end); {} MiB above idle with {n} queued",
             spread(&per_call, 1),
+            spread(&per_stream, 1),
             spread(&queued_mib, 1)
         );
     }

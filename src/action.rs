@@ -19,8 +19,9 @@ pub struct Action {
     pub id: String,
     pub integration: String,
     pub event_type: String,
+    /// Shared with the call made for it (never copied per call).
     #[serde(default)]
-    pub params: Map<String, Value>,
+    pub params: std::sync::Arc<Map<String, Value>>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
     pub not_after: Option<SystemTime>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
@@ -133,7 +134,7 @@ impl Action {
             id,
             integration,
             event_type,
-            params,
+            params: std::sync::Arc::new(params),
             not_after,
             created_at,
             traceparent,

@@ -60,6 +60,11 @@ impl Daemon {
     /// Writes `config` (plus an admin listener) to `dir` and starts the
     /// release binary on it; returns once `/readyz` answers 200.
     pub async fn start(dir: &Path, config: DaemonConfig) -> Daemon {
+        Self::start_with_env(dir, config, &[]).await
+    }
+
+    /// [`Daemon::start`] with extra environment variables (`SSL_CERT_FILE`).
+    pub async fn start_with_env(dir: &Path, config: DaemonConfig, env: &[(&str, &Path)]) -> Daemon {
         let admin = format!("127.0.0.1:{}", free_port());
         let path = dir.join("grantbridge.toml");
         config
@@ -73,6 +78,7 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(&path)
             .env("T", "t")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)

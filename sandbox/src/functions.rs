@@ -63,6 +63,8 @@ pub struct Faults {
 pub struct Invocation {
     pub function: String,
     pub method: String,
+    /// `HTTP/1.1` or `HTTP/2.0`, as the front end received the call.
+    pub http_version: String,
     /// The path below the function (`/` for the function itself), plus any query.
     pub path: String,
     pub idempotency_key: Option<String>,
@@ -325,28 +327,51 @@ fn header_string(
 
 /// The Cloud Functions front end (`REGION-PROJECT.cloudfunctions.net/NAME`):
 /// the first path segment names the function.
-async fn front_end(
-    AxState(state): AxState<Arc<State>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+async fn front_end(AxState(state): AxState<Arc<State>>, request: axum::extract::Request) -> Response {
+    serve_front_end(&state, "http", request).await
+}
+
+/// The same front end behind TLS (`Sandbox::functions_tls`), where HTTP/2
+/// is negotiated as Google's front end does.
+pub(crate) fn tls_router(state: Arc<State>) -> Router {
+    Router::new()
+        .fallback(
+            |AxState(state): AxState<Arc<State>>, request: axum::extract::Request| async move {
+                serve_front_end(&state, "https", request).await
+            },
+        )
+        .with_state(state)
+}
+
+/// A call at `scheme://HOST/NAME...`: the URL it came in on is the
+/// audience a 1st gen function expects (HTTP/2 names the host in
+/// `:authority`, HTTP/1.1 in `Host`).
+async fn serve_front_end(
+    state: &Arc<State>,
+    scheme: &str,
+    request: axum::extract::Request,
 ) -> Response {
-    let path = uri.path().to_owned();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
     let (name, rest) = split_function_path(&path);
-    let host =
-        header_string(&headers, header::HOST).unwrap_or_else(|| state.urls.functions.to_string());
-    let own_url = Some(format!("http://{host}/{name}"));
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| header_string(&parts.headers, header::HOST))
+        .unwrap_or_else(|| state.urls.functions.to_string());
+    let own_url = Some(format!("{scheme}://{host}/{name}"));
     let call = Call {
         name,
         path,
         rest,
         own_url,
-        method,
-        uri,
-        headers,
+        method: parts.method,
+        uri: parts.uri,
+        version: parts.version,
+        headers: parts.headers,
     };
-    serve_call(&state, call, body).await
+    serve_call(state, call, body).await
 }
 
 /// A 2nd gen function's Cloud Run service (`https://SERVICE-HASH.a.run.app`):
@@ -355,19 +380,18 @@ pub(crate) fn run_router(state: Arc<State>, name: String) -> Router {
     Router::new()
         .fallback(
             |AxState((state, name)): AxState<(Arc<State>, String)>,
-             method: Method,
-             uri: Uri,
-             headers: HeaderMap,
-             body: Body| async move {
-                let path = uri.path().to_owned();
+             request: axum::extract::Request| async move {
+                let (parts, body) = request.into_parts();
+                let path = parts.uri.path().to_owned();
                 let call = Call {
                     name,
                     rest: path.clone(),
                     path,
                     own_url: None,
-                    method,
-                    uri,
-                    headers,
+                    method: parts.method,
+                    uri: parts.uri,
+                    version: parts.version,
+                    headers: parts.headers,
                 };
                 serve_call(&state, call, body).await
             },
@@ -386,6 +410,7 @@ struct Call {
     own_url: Option<String>,
     method: Method,
     uri: Uri,
+    version: axum::http::Version,
     headers: HeaderMap,
 }
 
@@ -401,6 +426,7 @@ async fn serve_call(state: &Arc<State>, call: Call, body: Body) -> Response {
         own_url,
         method,
         uri,
+        version,
         headers,
     } = call;
     let found = {
@@ -443,6 +469,7 @@ async fn serve_call(state: &Arc<State>, call: Call, body: Body) -> Response {
     let mut invocation = Invocation {
         function: name.clone(),
         method: method.to_string(),
+        http_version: format!("{version:?}"),
         path: path_and_query.clone(),
         idempotency_key: header_string(&headers, "idempotency-key"),
         traceparent: header_string(&headers, "traceparent"),
@@ -865,6 +892,52 @@ mod tests {
         assert_eq!(call.body, grant());
         assert_eq!(call.status, 200);
         assert!(!call.duplicate);
+    }
+
+    /// Behind TLS the front end negotiates HTTP/2 (ALPN) with a client that
+    /// offers it, HTTP/1.1 with one that does not; the audience is the URL
+    /// called there.
+    #[tokio::test]
+    async fn the_tls_front_end_speaks_http2_and_http1_with_its_own_audience() {
+        let (sb, plain_url, plain_token) = setup().await;
+        let tls = sb.functions_tls().await.expect("TLS front end");
+        let url = tls.function_url(FN);
+        assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+        let ca = reqwest::Certificate::from_pem(tls.ca_pem.as_bytes()).expect("CA");
+        let token = sb.mint_id_token(SA, &url).expect("mint");
+        for (http1_only, version) in [(false, "HTTP/2.0"), (true, "HTTP/1.1")] {
+            let mut builder = reqwest::Client::builder()
+                .no_proxy()
+                .tls_certs_only([ca.clone()]);
+            if http1_only {
+                builder = builder.http1_only();
+            }
+            let client = builder.build().expect("client");
+            let resp = client
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&grant())
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), 200, "{version}");
+            assert_eq!(resp.version().to_owned(), if http1_only { reqwest::Version::HTTP_11 } else { reqwest::Version::HTTP_2 });
+            let calls = sb.invocations(FN);
+            let call = calls.last().expect("recorded");
+            assert_eq!(call.http_version, version);
+            assert_eq!(call.body, grant());
+            // The plain front end's URL is another audience.
+            let refused = client
+                .post(&url)
+                .bearer_auth(&plain_token)
+                .json(&grant())
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(refused.status(), 401, "{version}");
+        }
+        assert_eq!(invoke(&plain_url, Some(&plain_token), grant()).await.status(), 200);
+        assert_eq!(sb.invocations(FN).last().unwrap().http_version, "HTTP/1.1");
     }
 
     /// The 1st gen front end: no token is 403 (the Forbidden page), a token

@@ -34,6 +34,7 @@ mod oauth;
 pub mod protocol;
 pub mod pusher;
 mod standalone;
+mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -52,6 +53,7 @@ pub use control_plane::{CallCounts, ControlPlane, ControlPlaneOptions, Outage, R
 pub use functions::{Faults, FunctionImpl, Invocation};
 pub use functions_api::FunctionMeta;
 pub use keys::KeyError;
+pub use tls::TlsFrontEnd;
 pub use standalone::{
     STATE_FILE, Standalone, StandaloneArgs, StandaloneInfo, run_standalone, start_standalone,
 };
@@ -268,6 +270,19 @@ impl Sandbox {
     /// `http://127.0.0.1:P/NAME`.
     pub fn function_url(&self, name: &str) -> String {
         format!("http://{}/{name}", self.state.urls.functions)
+    }
+
+    /// Starts the Cloud Functions front end behind TLS, on a CA of its own,
+    /// negotiating HTTP/2 or HTTP/1.1 (ALPN) as Google's front end does. The
+    /// same functions answer there, and a 1st gen function's audience is its
+    /// URL there (`https://127.0.0.1:P/NAME`). It stops with the sandbox.
+    pub async fn functions_tls(&self) -> Result<tls::TlsFrontEnd, SandboxError> {
+        let (addr, ca_pem, _task) =
+            tls::serve(functions::tls_router(self.state.clone()), self.state.cancel.clone()).await?;
+        Ok(tls::TlsFrontEnd {
+            base_url: format!("https://{addr}"),
+            ca_pem,
+        })
     }
 
     /// Create a service account (idempotent: an existing one is returned as is).

@@ -77,7 +77,7 @@ pub(super) async fn invoke(
         trace_id: None,
         sampled: true,
         event_type,
-        params,
+        params: params.into(),
         idempotency_key: args
             .idempotency_key
             .unwrap_or_else(|| format!("cli-{}", hex::encode(rand::random::<[u8; 8]>()))),

@@ -28,7 +28,7 @@ use outcome::{Disposition, classify};
 #[derive(Debug, Clone)]
 pub struct Call {
     pub event_type: EventType,
-    pub params: Map<String, Value>,
+    pub params: std::sync::Arc<Map<String, Value>>,
     /// Sent as `Idempotency-Key`; the same on every retry.
     pub idempotency_key: String,
     /// Never start or retry after this instant.
@@ -316,7 +316,7 @@ impl Invoker {
             .http
             .post(integration.url.clone())
             .timeout(integration.timeout)
-            .bearer_auth(token.expose())
+            .header(http::header::AUTHORIZATION, token.authorization())
             .header(http::header::CONTENT_TYPE, "application/json")
             .header("Idempotency-Key", &call.idempotency_key)
             .header("traceparent", traceparent)

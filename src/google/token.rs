@@ -12,9 +12,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// A Google-signed OpenID Connect ID token.
+///
+/// Cheap to clone (every call takes one from the cache): the token and its
+/// `Authorization` header are shared, built once when it is minted.
 #[derive(Clone)]
 pub struct IdToken {
-    raw: SecretString,
+    raw: std::sync::Arc<SecretString>,
+    /// `Bearer RAW`, marked sensitive (never printed by `Debug`).
+    authorization: http::HeaderValue,
     pub expires_at: SystemTime,
     /// The `email` claim, when present (which account the token speaks for).
     pub email: Option<String>,
@@ -58,11 +63,22 @@ impl IdToken {
             .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
             .filter(|&e| e > 0 && e < 32_503_680_000) // before year 3000
             .ok_or_else(|| "JWT has no valid numeric `exp` claim".to_owned())?;
+        let mut authorization = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(
+            format!("Bearer {raw}"),
+        ))
+        .map_err(|_| "JWT holds characters a header cannot carry".to_owned())?;
+        authorization.set_sensitive(true);
         Ok(Self {
-            raw: SecretString::from(raw),
+            raw: std::sync::Arc::new(SecretString::from(raw)),
+            authorization,
             expires_at: UNIX_EPOCH + Duration::from_secs(exp as u64),
             email: claims.email,
         })
+    }
+
+    /// The `Authorization` header that presents it.
+    pub fn authorization(&self) -> http::HeaderValue {
+        self.authorization.clone()
     }
 
     pub fn expose(&self) -> &str {

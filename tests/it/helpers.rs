@@ -246,7 +246,8 @@ pub fn grant_call(key: &str) -> Call {
         })
         .as_object()
         .unwrap()
-        .clone(),
+        .clone()
+        .into(),
         idempotency_key: key.to_owned(),
         not_after: None,
     }

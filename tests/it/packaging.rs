@@ -347,6 +347,54 @@ async fn a_private_ca_is_named_in_the_error_and_trusted_through_ssl_cert_file() 
     assert!(text(&trusted).starts_with("HTTP 200"), "{}", text(&trusted));
 }
 
+/// Google's front end speaks HTTP/2 with a client that offers it over TLS:
+/// grantbridge does (ALPN), so that is how it calls functions in production.
+/// The sandbox's TLS front end shows the call arrive over HTTP/2, with the
+/// token minted for the URL called, the JSON body and the Idempotency-Key.
+#[tokio::test]
+async fn functions_behind_a_tls_front_end_are_called_over_http2() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    let tls = env.sandbox.functions_tls().await.unwrap();
+    let url = tls.function_url("grant-db");
+    let config = env.config(&[]).integration(
+        "orders-db",
+        grantbridge_sandbox::daemon_config::Integration::new(
+            "prod",
+            "sandbox-project",
+            "grant-db",
+            &url,
+        ),
+    );
+    let path = env.write_config(&config);
+    let bundle = env.dir.path().join("front-end-ca.pem");
+    std::fs::write(&bundle, &tls.ca_pem).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+        .args([
+            "--config",
+            path.to_str().unwrap(),
+            "invoke",
+            "orders-db",
+            "get-status",
+        ])
+        .env("HOME", env.dir.path())
+        .env("SSL_CERT_FILE", &bundle)
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .await
+        .unwrap();
+    assert!(text(&out).starts_with("HTTP 200"), "{}", text(&out));
+    let calls = env.sandbox.invocations("grant-db");
+    assert_eq!(calls.len(), 1);
+    let call = &calls[0];
+    assert_eq!(call.http_version, "HTTP/2.0");
+    assert_eq!(call.status, 200);
+    assert_eq!(call.caller_email.as_deref(), Some(crate::helpers::SA));
+    assert_eq!(call.content_type.as_deref(), Some("application/json"));
+    assert!(call.idempotency_key.is_some());
+    assert_eq!(call.body["event_type"], "get-status");
+}
+
 /// A load balancer's health check on the push port: unauthenticated, 200 while
 /// the instance takes pushes; everything else there still needs a signature.
 #[tokio::test]
