@@ -83,12 +83,44 @@ async fn start_once() -> (Duration, Duration) {
 struct Load {
     added: Vec<Duration>,
     wakeup: Vec<Duration>,
+    /// [`fsync_floor`], sorted.
+    fsync: Vec<Duration>,
+}
+
+/// This disk's `fdatasync` of a 4 KiB write, one every `interval` (the
+/// cadence of the offered load), in the journal's directory: the floor under
+/// an action's two durable commits, measured in the same run.
+fn fsync_floor(dir: &std::path::Path, interval: Duration, samples: usize) -> Vec<Duration> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.join("fsync-floor.bin"))
+        .unwrap();
+    file.write_all(&vec![0u8; 4096 * 256]).unwrap();
+    file.sync_all().unwrap();
+    let page = [7u8; 4096];
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples {
+        file.seek(SeekFrom::Start(((i % 256) * 4096) as u64))
+            .unwrap();
+        file.write_all(&page).unwrap();
+        let started = Instant::now();
+        file.sync_data().unwrap();
+        times.push(started.elapsed());
+        std::thread::sleep(interval);
+    }
+    times.sort();
+    times
 }
 
 /// `rate` actions per second for `seconds`, enqueued one at a time on a
-/// steady clock; every action's added latency and wake-up time.
+/// steady clock; every action's added latency and wake-up time, and the
+/// disk's fsync floor at that cadence.
 async fn offered_load(rate: u32, seconds: u64) -> Load {
-    let (_dir, google, cp, daemon) = setup().await;
+    let (dir, google, cp, daemon) = setup().await;
     let n = (rate as u64 * seconds) as usize;
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let mut enqueued = Vec::with_capacity(n);
@@ -109,6 +141,7 @@ async fn offered_load(rate: u32, seconds: u64) -> Load {
     let mut load = Load {
         added: Vec::with_capacity(n),
         wakeup: Vec::with_capacity(n),
+        fsync: Vec::new(),
     };
     for (i, at) in enqueued.iter().enumerate() {
         let id = format!("load-{i}");
@@ -123,6 +156,10 @@ async fn offered_load(rate: u32, seconds: u64) -> Load {
     }
     load.added.sort();
     load.wakeup.sort();
+    let path = dir.path().to_owned();
+    load.fsync = tokio::task::spawn_blocking(move || fsync_floor(&path, interval, 200))
+        .await
+        .unwrap();
     load
 }
 
@@ -266,17 +303,25 @@ async fn main() {
     for rate in [200u32, 2000].into_iter().filter(|_| runs_part(2)) {
         let mut added: Vec<[f64; 4]> = Vec::new();
         let mut wakeup: Vec<[f64; 4]> = Vec::new();
+        let mut floor: Vec<f64> = Vec::new();
         for run in 1..=runs {
             let load = offered_load(rate, seconds).await;
             let (a, w) = (percentiles(&load.added), percentiles(&load.wakeup));
+            let f = percentiles(&load.fsync);
             println!(
-                "  run {run}  {rate}/s for {seconds} s: added by grantbridge (lease → result accepted, minus the function) p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms; enqueue → function called p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms",
-                a[0], a[1], a[2], a[3], w[0], w[1], w[2], w[3]
+                "  run {run}  {rate}/s for {seconds} s: added by grantbridge (lease → result accepted, minus the function) p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms; enqueue → function called p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms; this disk's fdatasync at that cadence p50 {:.2} p99 {:.2} ms",
+                a[0], a[1], a[2], a[3], w[0], w[1], w[2], w[3], f[0], f[2]
             );
             added.push(a);
             wakeup.push(w);
+            floor.push(f[0]);
         }
         let col = |v: &[[f64; 4]], k: usize| v.iter().map(|x| x[k]).collect::<Vec<f64>>();
+        let above: Vec<f64> = col(&added, 0)
+            .iter()
+            .zip(&floor)
+            .map(|(a, f)| a - 2.0 * f)
+            .collect();
         println!(
             "{rate}/s, median [min–max] over {runs} run(s): added p50 {} ms, p90 {} ms, p99 {} ms, max {} ms; long-poll wake-up (enqueue → function called) p50 {} ms, p99 {} ms",
             spread(&col(&added, 0), 2),
@@ -285,6 +330,11 @@ async fn main() {
             spread(&col(&added, 3), 2),
             spread(&col(&wakeup, 0), 2),
             spread(&col(&wakeup, 2), 2)
+        );
+        println!(
+            "  the disk: fdatasync p50 {} ms at this cadence; an action waits for two durable commits (its record before the call, its result before the report), so p50 less two of them: {} ms",
+            spread(&floor, 2),
+            spread(&above, 2)
         );
     }
 

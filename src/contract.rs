@@ -410,7 +410,8 @@ mod tests {
             let custom = json!({"param1":"x","n":{"deep":[true]}});
             let mut merged = params.as_object().unwrap().clone();
             merged.insert("custom_parameters".into(), custom.clone());
-            let expected = serde_json::to_vec(&json!({"event_type":"grant-access","params":merged})).unwrap();
+            let expected =
+                serde_json::to_vec(&json!({"event_type":"grant-access","params":merged})).unwrap();
             let body = request_body(
                 EventType::GrantAccess,
                 params.as_object().unwrap(),

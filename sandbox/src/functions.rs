@@ -327,7 +327,10 @@ fn header_string(
 
 /// The Cloud Functions front end (`REGION-PROJECT.cloudfunctions.net/NAME`):
 /// the first path segment names the function.
-async fn front_end(AxState(state): AxState<Arc<State>>, request: axum::extract::Request) -> Response {
+async fn front_end(
+    AxState(state): AxState<Arc<State>>,
+    request: axum::extract::Request,
+) -> Response {
     serve_front_end(&state, "http", request).await
 }
 
@@ -921,7 +924,14 @@ mod tests {
                 .await
                 .expect("send");
             assert_eq!(resp.status(), 200, "{version}");
-            assert_eq!(resp.version().to_owned(), if http1_only { reqwest::Version::HTTP_11 } else { reqwest::Version::HTTP_2 });
+            assert_eq!(
+                resp.version().to_owned(),
+                if http1_only {
+                    reqwest::Version::HTTP_11
+                } else {
+                    reqwest::Version::HTTP_2
+                }
+            );
             let calls = sb.invocations(FN);
             let call = calls.last().expect("recorded");
             assert_eq!(call.http_version, version);
@@ -936,7 +946,12 @@ mod tests {
                 .expect("send");
             assert_eq!(refused.status(), 401, "{version}");
         }
-        assert_eq!(invoke(&plain_url, Some(&plain_token), grant()).await.status(), 200);
+        assert_eq!(
+            invoke(&plain_url, Some(&plain_token), grant())
+                .await
+                .status(),
+            200
+        );
         assert_eq!(sb.invocations(FN).last().unwrap().http_version, "HTTP/1.1");
     }
 

@@ -53,10 +53,10 @@ pub use control_plane::{CallCounts, ControlPlane, ControlPlaneOptions, Outage, R
 pub use functions::{Faults, FunctionImpl, Invocation};
 pub use functions_api::FunctionMeta;
 pub use keys::KeyError;
-pub use tls::TlsFrontEnd;
 pub use standalone::{
     STATE_FILE, Standalone, StandaloneArgs, StandaloneInfo, run_standalone, start_standalone,
 };
+pub use tls::TlsFrontEnd;
 
 use functions::Function;
 use keys::RsaKey;
@@ -277,8 +277,11 @@ impl Sandbox {
     /// same functions answer there, and a 1st gen function's audience is its
     /// URL there (`https://127.0.0.1:P/NAME`). It stops with the sandbox.
     pub async fn functions_tls(&self) -> Result<tls::TlsFrontEnd, SandboxError> {
-        let (addr, ca_pem, _task) =
-            tls::serve(functions::tls_router(self.state.clone()), self.state.cancel.clone()).await?;
+        let (addr, ca_pem, _task) = tls::serve(
+            functions::tls_router(self.state.clone()),
+            self.state.cancel.clone(),
+        )
+        .await?;
         Ok(tls::TlsFrontEnd {
             base_url: format!("https://{addr}"),
             ca_pem,

@@ -55,8 +55,8 @@ fn server_config() -> Result<(rustls::ServerConfig, String), SandboxError> {
         .signed_by(&leaf_key, &issuer)
         .map_err(tls_error)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der())
-        .map_err(tls_error)?;
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).map_err(tls_error)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(tls_error)?
@@ -80,12 +80,10 @@ pub(crate) async fn serve(
             service: "cloud functions (TLS)",
             source,
         })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| SandboxError::Bind {
-            service: "cloud functions (TLS)",
-            source,
-        })?;
+    let addr = listener.local_addr().map_err(|source| SandboxError::Bind {
+        service: "cloud functions (TLS)",
+        source,
+    })?;
     let task = tokio::spawn(async move {
         loop {
             let tcp = tokio::select! {
@@ -100,7 +98,8 @@ pub(crate) async fn serve(
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let mut builder =
+                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 // No stream limit of its own: Google documents none for its
                 // front end, and the function's concurrency limit is the one
                 // the sandbox enforces. (A real front end's limit would

@@ -409,7 +409,11 @@ fn too_deep(raw: &str) -> (Option<Leased>, Option<String>) {
         lease_token: token,
         expires_at,
     });
-    let id = shallow.id.as_ref().and_then(Value::as_str).map(str::to_owned);
+    let id = shallow
+        .id
+        .as_ref()
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     (leased, id)
 }
 

@@ -63,10 +63,9 @@ impl IdToken {
             .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
             .filter(|&e| e > 0 && e < 32_503_680_000) // before year 3000
             .ok_or_else(|| "JWT has no valid numeric `exp` claim".to_owned())?;
-        let mut authorization = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(
-            format!("Bearer {raw}"),
-        ))
-        .map_err(|_| "JWT holds characters a header cannot carry".to_owned())?;
+        let mut authorization =
+            http::HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("Bearer {raw}")))
+                .map_err(|_| "JWT holds characters a header cannot carry".to_owned())?;
         authorization.set_sensitive(true);
         Ok(Self {
             raw: std::sync::Arc::new(SecretString::from(raw)),

@@ -1092,10 +1092,7 @@ async fn the_outbox_in_memory_is_the_outbox_in_the_file_after_every_kind_of_writ
     // Back at its completion position: read from the file until reloaded.
     j.requeue_result("a-1").await.unwrap();
     assert!(!j.outbox_in_memory());
-    assert_eq!(
-        ids(&j.outbox(0).await.unwrap()),
-        ["a-1", "a-2", "bad-1"]
-    );
+    assert_eq!(ids(&j.outbox(0).await.unwrap()), ["a-1", "a-2", "bad-1"]);
     writer_caught_up(&j).await;
     assert!(j.outbox_in_memory());
     assert_eq!(outbox_as_in_the_file(&j).await, ["a-1", "a-2", "bad-1"]);

@@ -499,7 +499,16 @@ fn complete(
             let Some((source, lease_token)) = unrecorded else {
                 return Err(JournalError::NotRecorded { id: id.to_owned() });
             };
-            insert_unrecorded(conn, id, *source, lease_token.as_deref(), status, at, next, result_json)?;
+            insert_unrecorded(
+                conn,
+                id,
+                *source,
+                lease_token.as_deref(),
+                status,
+                at,
+                next,
+                result_json,
+            )?;
             (*source, lease_token.clone())
         }
     };

@@ -112,7 +112,11 @@ async fn list_resources_answers_come_back_intact() {
         trace_id: None,
         sampled: true,
         event_type: EventType::ListResources,
-        params: json!({"resource_type": "db"}).as_object().unwrap().clone().into(),
+        params: json!({"resource_type": "db"})
+            .as_object()
+            .unwrap()
+            .clone()
+            .into(),
         idempotency_key: "act-list".into(),
         not_after: None,
     };

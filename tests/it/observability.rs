@@ -47,8 +47,17 @@ async fn health_readiness_and_metrics() {
             .contains("ID token valid")
     );
 
-    let (status, metrics) = daemon.admin_get("/metrics").await;
-    assert_eq!(status, 200);
+    // The control plane has the results; the outbox drains once the
+    // connector has journaled that (its next commit).
+    let deadline = std::time::Instant::now() + WAIT;
+    let metrics = loop {
+        let (status, metrics) = daemon.admin_get("/metrics").await;
+        assert_eq!(status, 200);
+        if metrics.contains("grantbridge_outbox_depth 0") || std::time::Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     for line in [
         r#"grantbridge_actions_total{integration="orders-db",event_type="revoke-access",outcome="succeeded"} 1"#,
         r#"grantbridge_actions_total{integration="(unknown)",event_type="revoke-access",outcome="unknown_integration"} 1"#,
