@@ -154,8 +154,10 @@ struct Figures {
     peaks: Vec<usize>,
     /// Peak RSS (VmHWM) of the grantbridge process over the burst.
     connector_peak_kib: u64,
-    /// The Python peer on the same burst: actions/s and peak RSS.
-    peer: Option<(f64, u64)>,
+    /// Peak private memory (RssAnon) of the grantbridge process over the burst.
+    connector_anon_kib: u64,
+    /// The Python peer on the same burst: actions/s, peak RSS, peak RssAnon.
+    peer: Option<(f64, u64, u64)>,
 }
 
 impl Figures {
@@ -213,6 +215,7 @@ async fn measure(s: Scenario, n: usize) -> Figures {
         daemon.metric("grantbridge_journal_commits_total").await,
     );
     let (daemon_cpu0, bench_cpu0) = (daemon.cpu_time(), common::cpu_time(me));
+    let anon = common::AnonPeak::start(daemon.pid());
     let started = Instant::now();
     cp.enqueue_many((0..n).map(|i| json!({"id": format!("rev-{i}"), "integration": format!("db-{}", i % INTEGRATIONS), "event_type": "revoke-access", "params": revoke(i)})).collect());
     let results = cp.wait_for_results(n, Duration::from_secs(600)).await;
@@ -222,6 +225,7 @@ async fn measure(s: Scenario, n: usize) -> Figures {
         common::cpu_time(me) - bench_cpu0,
     );
     let connector_peak_kib = common::peak_rss_kib(daemon.pid());
+    let connector_anon_kib = anon.stop();
     let writes = daemon.metric("grantbridge_journal_writes_total").await - writes0;
     let commits = daemon.metric("grantbridge_journal_commits_total").await - commits0;
     daemon.stop().await;
@@ -233,7 +237,7 @@ async fn measure(s: Scenario, n: usize) -> Figures {
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let peer = peer(&google, &functions, n, concurrency)
         .await
-        .map(|(d, kib)| (rate(d), kib));
+        .map(|(d, kib, anon)| (rate(d), kib, anon));
     Figures {
         baseline: rate(base),
         connector: rate(through),
@@ -247,18 +251,19 @@ async fn measure(s: Scenario, n: usize) -> Figures {
             .map(|g| g.peak.load(Ordering::SeqCst))
             .collect(),
         connector_peak_kib,
+        connector_anon_kib,
         peer,
     }
 }
 
 /// The Python peer on the same burst against a fresh control plane: its
-/// time and peak RSS (KiB); `None` when Python lacks its libraries.
+/// time, peak RSS and peak RssAnon (KiB); `None` when Python lacks its libraries.
 async fn peer(
     google: &common::Google,
     functions: &[String],
     n: usize,
     workers: usize,
-) -> Option<(Duration, u64)> {
+) -> Option<(Duration, u64, u64)> {
     let ready = std::process::Command::new("python3")
         .args(["-c", "import google.oauth2.service_account, requests"])
         .status()
@@ -293,15 +298,17 @@ async fn peer(
         .spawn()
         .expect("python3 starts");
     let pid = child.id().expect("running");
+    let anon = common::AnonPeak::start(pid);
     let started = Instant::now();
     cp.enqueue_many((0..n).map(|i| json!({"id": format!("rev-{i}"), "integration": format!("db-{}", i % INTEGRATIONS), "event_type": "revoke-access", "params": revoke(i)})).collect());
     let results = cp.wait_for_results(n, Duration::from_secs(1200)).await;
     let elapsed = started.elapsed();
     let peak = common::peak_rss_kib(pid);
+    let anon = anon.stop();
     let _ = child.start_kill();
     let _ = child.wait().await;
     assert_eq!(results.len(), n, "the peer reported every action");
-    Some((elapsed, peak))
+    Some((elapsed, peak, anon))
 }
 
 #[tokio::main]
@@ -320,7 +327,7 @@ async fn main() {
             }
             let f = measure(*s, n).await;
             println!(
-                "  run {run}  {:<50} baseline {:>7.0} calls/s  grantbridge {:>7.0} actions/s  ratio {:.2}  CPU per action: grantbridge {:.0} µs, sandbox+control plane {:.0} µs (baseline {:.0} µs)  journal {:.2} writes, {:.3} fsyncs per action  peak calls per function {:?} (limit {})  peak RSS {} KiB  python peer {}",
+                "  run {run}  {:<50} baseline {:>7.0} calls/s  grantbridge {:>7.0} actions/s  ratio {:.2}  CPU per action: grantbridge {:.0} µs, sandbox+control plane {:.0} µs (baseline {:.0} µs)  journal {:.2} writes, {:.3} fsyncs per action  peak calls per function {:?} (limit {})  peak RSS {} KiB (private {} KiB)  python peer {}",
                 s.name,
                 f.baseline,
                 f.connector,
@@ -333,8 +340,9 @@ async fn main() {
                 f.peaks,
                 s.per_integration,
                 f.connector_peak_kib,
+                f.connector_anon_kib,
                 f.peer
-                    .map(|(r, kib)| format!("{r:.0} actions/s, peak RSS {kib} KiB"))
+                    .map(|(r, kib, anon)| format!("{r:.0} actions/s, peak RSS {kib} KiB (private {anon} KiB)"))
                     .unwrap_or_else(
                         || "not run (pip install -r benches/peer/requirements.txt)".into()
                     )
@@ -369,26 +377,32 @@ async fn main() {
             spread(&of(|f| f.writes_per_action), 2),
             spread(&of(|f| f.fsyncs_per_action), 3)
         );
-        let peers: Vec<(f64, u64)> = figures.iter().filter_map(|f| f.peer).collect();
+        let peers: Vec<(f64, u64, u64)> = figures.iter().filter_map(|f| f.peer).collect();
         if !peers.is_empty() {
             let gb_kib = of(|f| f.connector_peak_kib as f64);
+            let gb_anon = of(|f| f.connector_anon_kib as f64);
             let peer_rate: Vec<f64> = peers.iter().map(|p| p.0).collect();
             let peer_kib: Vec<f64> = peers.iter().map(|p| p.1 as f64).collect();
-            let times: Vec<f64> = figures
-                .iter()
-                .filter_map(|f| f.peer.map(|p| f.connector / p.0))
-                .collect();
-            let memory: Vec<f64> = figures
-                .iter()
-                .filter_map(|f| f.peer.map(|p| f.connector_peak_kib as f64 / p.1 as f64))
-                .collect();
+            let peer_anon: Vec<f64> = peers.iter().map(|p| p.2 as f64).collect();
+            let ratio = |pick: fn(&Figures, (f64, u64, u64)) -> f64| -> Vec<f64> {
+                figures
+                    .iter()
+                    .filter_map(|f| f.peer.map(|p| pick(f, p)))
+                    .collect()
+            };
+            let times = ratio(|f, p| f.connector / p.0);
+            let memory = ratio(|f, p| f.connector_peak_kib as f64 / p.1 as f64);
+            let private = ratio(|f, p| f.connector_anon_kib as f64 / p.2 as f64);
             println!(
-                "    python peer     {} actions/s, peak RSS {} KiB (grantbridge {} KiB): grantbridge does {}x its throughput at {} its memory",
+                "    python peer     {} actions/s, peak RSS {} KiB, private {} KiB (grantbridge {} KiB, private {} KiB): grantbridge does {}x its throughput at {} its peak RSS, {} its private memory",
                 spread(&peer_rate, 0),
                 spread(&peer_kib, 0),
+                spread(&peer_anon, 0),
                 spread(&gb_kib, 0),
+                spread(&gb_anon, 0),
                 spread(&times, 1),
-                spread(&memory, 2)
+                spread(&memory, 2),
+                spread(&private, 2)
             );
         }
         println!(

@@ -163,6 +163,46 @@ pub fn rss_kib(pid: u32) -> u64 {
     proc_status_kib(pid, "VmRSS:")
 }
 
+/// The peak of `RssAnon` (private memory: heap, stacks; not the pages of
+/// the executable and libraries, which are shared and reclaimable) of a
+/// process, sampled every 10 ms on a thread of its own until [`AnonPeak::stop`].
+pub struct AnonPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl AnonPeak {
+    pub fn start(pid: u32) -> AnonPeak {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                    Ok(status) => {
+                        let anon = status
+                            .lines()
+                            .find_map(|l| l.strip_prefix("RssAnon:"))
+                            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                            .unwrap_or(0);
+                        peak = peak.max(anon);
+                    }
+                    Err(_) => break,
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        });
+        AnonPeak { stop, thread }
+    }
+
+    /// The peak seen, in KiB.
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
+
 /// `VmHWM` (the peak RSS so far) of process `pid`, in KiB.
 pub fn peak_rss_kib(pid: u32) -> u64 {
     proc_status_kib(pid, "VmHWM:")
