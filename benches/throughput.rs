@@ -342,7 +342,9 @@ async fn main() {
                 f.connector_peak_kib,
                 f.connector_anon_kib,
                 f.peer
-                    .map(|(r, kib, anon)| format!("{r:.0} actions/s, peak RSS {kib} KiB (private {anon} KiB)"))
+                    .map(|(r, kib, anon)| format!(
+                        "{r:.0} actions/s, peak RSS {kib} KiB (private {anon} KiB)"
+                    ))
                     .unwrap_or_else(
                         || "not run (pip install -r benches/peer/requirements.txt)".into()
                     )

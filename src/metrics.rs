@@ -69,6 +69,7 @@ pub struct Metrics {
     journal_write_failures: Counter,
     journal_writes: Counter,
     journal_commits: Counter,
+    journal_commit_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -152,6 +153,12 @@ impl Metrics {
             "Journal transactions committed, each one fsync of the write-ahead log: writes per commit is the group-commit factor",
             journal_commits.clone(),
         );
+        let journal_commit_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "journal_commit_seconds",
+            "Time spent applying and committing journal transactions, fsync included: per commit, what a write waits for the disk",
+            journal_commit_seconds.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "build_info",
@@ -178,6 +185,7 @@ impl Metrics {
             journal_write_failures,
             journal_writes,
             journal_commits,
+            journal_commit_seconds,
         }
     }
 
@@ -263,8 +271,19 @@ impl Metrics {
     }
 
     /// The journal's state at scrape time: writable, and its running totals
-    /// of failed writes, committed writes and commits.
-    pub fn set_journal(&self, writable: bool, failed_writes: u64, writes: u64, commits: u64) {
+    /// of failed writes, committed writes, commits and time committing.
+    pub fn set_journal(
+        &self,
+        writable: bool,
+        failed_writes: u64,
+        stats: crate::journal::JournalStats,
+    ) {
+        let (writes, commits) = (stats.writes, stats.transactions);
+        let seconds = stats.commit_time.as_secs_f64();
+        let counted = self.journal_commit_seconds.get();
+        if seconds > counted {
+            self.journal_commit_seconds.inc_by(seconds - counted);
+        }
         self.journal_writable.set(i64::from(writable));
         for (counter, total) in [
             (&self.journal_write_failures, failed_writes),

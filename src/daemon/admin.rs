@@ -224,12 +224,10 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         s.engine.pending() as u64,
     );
     let journal = s.engine.journal();
-    let stats = journal.stats();
     services.metrics.set_journal(
         journal.writable().is_ok(),
         journal.failed_writes(),
-        stats.writes,
-        stats.transactions,
+        journal.stats(),
     );
     (
         [(

@@ -213,7 +213,7 @@ pub struct Unfinished {
 }
 
 /// Counters that show group commit at work: `writes / transactions` is the
-/// mean batch size.
+/// mean batch size, `commit_time / transactions` the mean commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JournalStats {
     /// Transactions committed (each one fsync of the WAL).
@@ -221,12 +221,16 @@ pub struct JournalStats {
     /// Write calls answered from committed transactions (a call refused on
     /// its own, such as completing an unrecorded id, counts too).
     pub writes: u64,
+    /// Time spent applying and committing those transactions (fsync
+    /// included): what writers waited for, once per batch.
+    pub commit_time: Duration,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     transactions: AtomicU64,
     writes: AtomicU64,
+    commit_nanos: AtomicU64,
 }
 
 /// The durable journal. Cheap to clone; every clone shares one writer thread
@@ -548,6 +552,9 @@ impl Journal {
         JournalStats {
             transactions: self.inner.counters.transactions.load(Ordering::Relaxed),
             writes: self.inner.counters.writes.load(Ordering::Relaxed),
+            commit_time: Duration::from_nanos(
+                self.inner.counters.commit_nanos.load(Ordering::Relaxed),
+            ),
         }
     }
 

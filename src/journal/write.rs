@@ -255,9 +255,15 @@ impl Writer {
     /// Applies `batch` in one transaction, commits, then answers everyone.
     fn commit_batch(&mut self, batch: &mut Vec<Request>) {
         let n = batch.len() as u64;
-        let answers = match apply_all(&mut self.conn, batch) {
+        let started = std::time::Instant::now();
+        let applied = apply_all(&mut self.conn, batch);
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let answers = match applied {
             Ok(mut answers) => {
                 self.update_mirror(batch.as_mut_slice(), &mut answers);
+                self.counters
+                    .commit_nanos
+                    .fetch_add(took, Ordering::Relaxed);
                 self.counters.transactions.fetch_add(1, Ordering::Relaxed);
                 self.counters.writes.fetch_add(n, Ordering::Relaxed);
                 // A statement can fail on the disk while the transaction commits.
