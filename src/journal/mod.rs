@@ -576,7 +576,9 @@ impl Journal {
             // The writer has replied and is returning: this join is short.
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
         }
-        // Nothing more is written through any clone: another process may take it.
+        // Nothing more is written through any clone: another process may take
+        // it, so the outbox is the file's again.
+        self.inner.mirror.forget();
         drop(
             self.inner
                 .lock
