@@ -341,10 +341,11 @@ pub(crate) fn read_lease_answer(bytes: &[u8], asked: usize) -> Result<Vec<Leased
         .take(asked)
         .filter_map(|raw| {
             let (leased, id) = match serde_json::from_str::<Value>(raw.get()) {
-                Ok(v) => {
-                    let id = v.get("id").and_then(Value::as_str).map(str::to_owned);
-                    (parse_leased(v), id)
-                }
+                Ok(v) => match parse_leased(v) {
+                    Ok(leased) => (Some(leased), None),
+                    // Only a skipped action's id is kept, for the log.
+                    Err(v) => (None, v.get("id").and_then(Value::as_str).map(str::to_owned)),
+                },
                 Err(_) => too_deep(raw.get()),
             };
             if leased.is_none() {
@@ -431,9 +432,12 @@ fn lease_of(v: &Value) -> Option<(String, SystemTime)> {
     Some((token?.to_owned(), expires?))
 }
 
-fn parse_leased(v: Value) -> Option<Leased> {
-    let (lease_token, expires_at) = lease_of(&v)?;
-    Some(Leased {
+/// A leased action, or the value back when it has no valid lease.
+fn parse_leased(v: Value) -> Result<Leased, Value> {
+    let Some((lease_token, expires_at)) = lease_of(&v) else {
+        return Err(v);
+    };
+    Ok(Leased {
         action: Action::from_json(v),
         lease_token,
         expires_at,
@@ -483,6 +487,6 @@ mod tests {
                 .as_deref(),
             Some("a2")
         );
-        assert!(parse_leased(serde_json::json!({"id":"a3"})).is_none());
+        assert!(parse_leased(serde_json::json!({"id":"a3"})).is_err());
     }
 }

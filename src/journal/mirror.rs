@@ -20,7 +20,7 @@ pub(crate) const MAX_ITEMS: usize = 4096;
 /// Most bytes of results (as stored) kept in memory.
 pub(crate) const MAX_BYTES: usize = 8 * 1024 * 1024;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Mirror {
     state: Mutex<State>,
     /// Limits (the constants, smaller in tests).
