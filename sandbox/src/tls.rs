@@ -89,7 +89,11 @@ pub(crate) async fn serve(
             let tcp = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, _)) => tcp,
-                    Err(_) => continue,
+                    // Out of file descriptors, say: wait rather than spin (as axum::serve does).
+                    Err(_) => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
                 },
                 () = cancel.cancelled() => return,
             };
