@@ -377,9 +377,8 @@ impl Engine {
         let engine = self.clone();
         self.tracker.spawn(
             async move {
-                let id = action.id.clone();
                 tokio::select! {
-                    done = engine.run(action) => {
+                    done = engine.run(&action) => {
                         if let Err(e) = done {
                             // The result could not be stored: leave it unfinished so it resumes.
                             tracing::error!(error = %e, "could not record the result; the action will be resumed");
@@ -389,8 +388,8 @@ impl Engine {
                         tracing::warn!("shutdown grace period over; left unfinished for the next start to resume");
                     }
                 }
-                engine.running.lock().expect("running lock").remove(&id);
-                engine.leases.lock().expect("leases lock").remove(&id);
+                engine.running.lock().expect("running lock").remove(&action.id);
+                engine.leases.lock().expect("leases lock").remove(&action.id);
                 engine.pending.fetch_sub(1, Ordering::SeqCst);
             }
             .instrument(span),
@@ -399,10 +398,13 @@ impl Engine {
 
     /// Admission (small, while queued), then the step and the journal (in a
     /// box of their own): the result and its audit entries become durable.
-    async fn run(&self, action: Action) -> Result<(), JournalError> {
-        let admitted = self.admit(&action).await;
+    ///
+    /// It borrows `action` (which the task owns): an async fn keeps its
+    /// by-value arguments twice, and every queued action would hold both.
+    async fn run(&self, action: &Action) -> Result<(), JournalError> {
+        let admitted = self.admit(action).await;
         Box::pin(async {
-            let (result, audit) = self.process_admitted(&action, admitted).await;
+            let (result, audit) = self.process_admitted(action, admitted).await;
             self.store(&result, audit).await?;
             self.announce_finished();
             Ok(())

@@ -324,7 +324,9 @@ impl Invoker {
             .send()
             .await;
         let verdict = match sent {
-            Ok(resp) => self.read_answer(integration, resp, last).await,
+            // Boxed: reading the answer needs more state than waiting for it,
+            // and every call in flight would otherwise hold room for it.
+            Ok(resp) => Box::pin(self.read_answer(integration, resp, last)).await,
             Err(e) => no_answer(integration, &e),
         };
         last.latency = started.elapsed();

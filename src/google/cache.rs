@@ -60,7 +60,8 @@ struct SlotState {
 
 pub struct TokenCache {
     sources: BTreeMap<String, Arc<dyn IdTokenSource>>,
-    slots: Mutex<HashMap<(String, String), Arc<Slot>>>,
+    /// Connection → audience → slot (nested, so finding one allocates nothing).
+    slots: Mutex<HashMap<String, HashMap<String, Arc<Slot>>>>,
     refresh_ahead: Duration,
     clock: Clock,
     metrics: Arc<Metrics>,
@@ -89,14 +90,47 @@ impl TokenCache {
 
     fn slot(&self, connection: &str, audience: &str) -> Arc<Slot> {
         let mut slots = self.slots.lock().expect("token cache lock");
+        if let Some(slot) = slots.get(connection).and_then(|m| m.get(audience)) {
+            return slot.clone();
+        }
         slots
-            .entry((connection.to_owned(), audience.to_owned()))
+            .entry(connection.to_owned())
+            .or_default()
+            .entry(audience.to_owned())
             .or_default()
             .clone()
     }
 
     /// A valid ID token for `audience` as `connection`, minting when needed.
+    ///
+    /// A cached token not yet due for refresh is the answer of nearly every
+    /// call, so that is found without awaiting; the rest (a refresh, a mint,
+    /// waiting for another caller's) runs in a box of its own. The future
+    /// every function call holds while it waits for its answer stays small.
     pub async fn get(&self, connection: &str, audience: &str) -> Result<IdToken, TokenError> {
+        if let Some(token) = self.fresh(connection, audience) {
+            return Ok(token);
+        }
+        Box::pin(self.get_or_mint(connection, audience)).await
+    }
+
+    /// The cached token for `audience` as `connection` if it is not yet due
+    /// for refresh.
+    fn fresh(&self, connection: &str, audience: &str) -> Option<IdToken> {
+        let slot = {
+            let slots = self.slots.lock().expect("token cache lock");
+            slots.get(connection)?.get(audience)?.clone()
+        };
+        let state = slot.state.lock().expect("slot lock");
+        state
+            .token
+            .as_ref()
+            .filter(|t| t.remaining(self.clock.now()) > self.refresh_ahead)
+            .cloned()
+    }
+
+    /// [`Self::get`] past its fast path: the slot's state decides.
+    async fn get_or_mint(&self, connection: &str, audience: &str) -> Result<IdToken, TokenError> {
         let source = self
             .sources
             .get(connection)
