@@ -138,8 +138,11 @@ pub fn request_body(
             custom_parameters,
         },
     };
+    // Exactly its length: the body is kept for the whole call (a retry
+    // resends it), and a grown buffer's spare half would be kept with it.
     serde_json::to_vec(&body)
         .expect("JSON values always serialize")
+        .into_boxed_slice()
         .into()
 }
 
