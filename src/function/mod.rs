@@ -24,6 +24,12 @@ use crate::metrics::Metrics;
 use crate::retry::{Backoff, parse_retry_after};
 use outcome::{Disposition, classify};
 
+// Static names and values: a name or value parsed per call would be
+// allocated, and allocated again in each copy reqwest keeps of the headers.
+const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const JSON: http::HeaderValue = http::HeaderValue::from_static("application/json");
+
 /// One call to make.
 #[derive(Debug, Clone)]
 pub struct Call {
@@ -254,12 +260,16 @@ impl Invoker {
             http.response.status_code = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        let (span_id, sampled) = crate::telemetry::traces::exported_ids(&span)
-            .unwrap_or_else(|| (hex::encode(rand::random::<[u8; 8]>()), call.sampled));
-        span.record("span_id", span_id.as_str());
-        let traceparent = format!("00-{trace_id}-{span_id}-{:02x}", u8::from(sampled));
+        let traceparent = {
+            let (span_id, sampled) = crate::telemetry::traces::exported_ids(&span)
+                .unwrap_or_else(|| (hex::encode(rand::random::<[u8; 8]>()), call.sampled));
+            span.record("span_id", span_id.as_str());
+            let value = format!("00-{trace_id}-{span_id}-{:02x}", u8::from(sampled));
+            // Hex digits and dashes (the trace id is checked hex): always a valid value.
+            http::HeaderValue::try_from(value).expect("a traceparent is a valid header value")
+        };
         let verdict = self
-            .attempt_in_span(integration, call, body, &traceparent, last)
+            .attempt_in_span(integration, call, body, traceparent, last)
             .instrument(span.clone())
             .await;
         if let Some(status) = last.status {
@@ -289,7 +299,7 @@ impl Invoker {
         integration: &Integration,
         call: &Call,
         body: &bytes::Bytes,
-        traceparent: &str,
+        traceparent: http::HeaderValue,
         last: &mut Attempt,
     ) -> Disposition {
         let token = match self
@@ -317,9 +327,9 @@ impl Invoker {
             .post(integration.url.clone())
             .timeout(integration.timeout)
             .header(http::header::AUTHORIZATION, token.authorization())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header("Idempotency-Key", &call.idempotency_key)
-            .header("traceparent", traceparent)
+            .header(http::header::CONTENT_TYPE, JSON)
+            .header(IDEMPOTENCY_KEY, &call.idempotency_key)
+            .header(TRACEPARENT, traceparent)
             .body(body.clone())
             .send()
             .await;
