@@ -57,6 +57,16 @@ pub enum Submitted {
 
 /// An action past validation and waiting: its configuration, and either
 /// its event type and permits (integration, global) or why it is refused.
+/// An action accepted here and not finished.
+#[derive(Debug)]
+struct InFlight {
+    /// Calling its function (running), or waiting for a permit (queued).
+    calling: bool,
+    /// Its lease, in poll mode: kept with it, so a lease is never kept for
+    /// an action that has finished.
+    lease: Option<Lease>,
+}
+
 struct Admitted {
     services: Arc<Services>,
     permitted: Result<(EventType, [OwnedSemaphorePermit; 2]), (ErrorCode, String)>,
@@ -89,12 +99,12 @@ pub struct Engine {
     per_integration: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Accepted and not finished (queued or running) in this process.
     pending: AtomicUsize,
-    /// Accepted and not finished in this process, and whether it is
-    /// calling its function (running) or waiting for a permit (queued). Kept
-    /// here, not journaled: it is for status answers, and an fsync per
-    /// action would buy nothing (any unfinished action may have been called).
-    running: Mutex<HashMap<String, bool>>,
-    leases: Mutex<HashMap<String, Lease>>,
+    /// Accepted and not finished in this process: whether it is calling
+    /// its function (running) or waiting for a permit (queued), and its
+    /// lease. Whether it is calling is kept here, not journaled: it is for
+    /// status answers, and an fsync per action would buy nothing (any
+    /// unfinished action may have been called).
+    running: Mutex<HashMap<String, InFlight>>,
     /// Each integration's health: the engine records calls, the online checks verdicts.
     health: Arc<HealthBoard>,
     /// Counts of actions started and finished by this engine, for waiters.
@@ -127,7 +137,6 @@ impl Engine {
             per_integration: Mutex::default(),
             pending: AtomicUsize::new(0),
             running: Mutex::default(),
-            leases: Mutex::default(),
             health: Arc::default(),
             accepted: watch::channel(0).0,
             finished: watch::channel(0).0,
@@ -247,21 +256,26 @@ impl Engine {
                     }
                     return Ok(Submitted::Done(Box::new(result)));
                 }
-                if let Some(lease) = lease {
-                    self.leases
-                        .lock()
-                        .expect("leases lock")
-                        .insert(action.id.clone(), lease);
-                }
-                let here = self
+                let mut lease = lease;
+                let here = match self
                     .running
                     .lock()
                     .expect("running lock")
-                    .contains_key(&action.id);
+                    .get_mut(&action.id)
+                {
+                    Some(running) => {
+                        // Redelivered while running here: the new lease is the one to keep.
+                        if let Some(lease) = lease.take() {
+                            running.lease = Some(lease);
+                        }
+                        true
+                    }
+                    None => false,
+                };
                 let status = self.progress(&action.id, state.status);
                 if !here {
                     // Recorded by an earlier run of this process that did not finish it.
-                    self.start(action, None, slot, span);
+                    self.start(action, lease, slot, span);
                 }
                 Ok(Submitted::InProgress(status))
             }
@@ -325,8 +339,7 @@ impl Engine {
             .lock()
             .expect("running lock")
             .get(id)
-            .copied()
-            .unwrap_or(false);
+            .is_some_and(|running| running.calling);
         if calling && journaled == Progress::Queued {
             Progress::Running
         } else {
@@ -360,17 +373,14 @@ impl Engine {
             match running.entry(action.id.clone()) {
                 // Already running here; the slot goes back.
                 std::collections::hash_map::Entry::Occupied(_) => return,
-                std::collections::hash_map::Entry::Vacant(v) => v.insert(false),
+                std::collections::hash_map::Entry::Vacant(v) => v.insert(InFlight {
+                    calling: false,
+                    lease,
+                }),
             };
         }
         std::mem::forget(slot); // the task below gives the place back
         self.accepted.send_modify(|n| *n += 1);
-        if let Some(lease) = lease {
-            self.leases
-                .lock()
-                .expect("leases lock")
-                .insert(action.id.clone(), lease);
-        }
         if let Some(cx) = crate::telemetry::traces::exported_context(&span) {
             self.traces.remember(&action.id, cx);
         }
@@ -389,7 +399,6 @@ impl Engine {
                     }
                 }
                 engine.running.lock().expect("running lock").remove(&action.id);
-                engine.leases.lock().expect("leases lock").remove(&action.id);
                 engine.pending.fetch_sub(1, Ordering::SeqCst);
             }
             .instrument(span),
@@ -562,13 +571,13 @@ impl Engine {
                 )
             }
             Ok((event, _permits)) => {
-                if let Some(calling) = self
+                if let Some(running) = self
                     .running
                     .lock()
                     .expect("running lock")
                     .get_mut(&action.id)
                 {
-                    *calling = true;
+                    running.calling = true;
                 }
                 self.invoke(&services, action, event).await
             }
@@ -696,17 +705,23 @@ impl Engine {
 
     /// Poll-mode leases of actions running here: (id, lease).
     pub fn leases(&self) -> Vec<(String, Lease)> {
-        self.leases
+        self.running
             .lock()
-            .expect("leases lock")
+            .expect("running lock")
             .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .filter_map(|(id, running)| Some((id.clone(), running.lease.clone()?)))
             .collect()
     }
 
     pub fn update_lease(&self, id: &str, expires_at: SystemTime) {
-        if let Some(l) = self.leases.lock().expect("leases lock").get_mut(id) {
-            l.expires_at = expires_at;
+        if let Some(lease) = self
+            .running
+            .lock()
+            .expect("running lock")
+            .get_mut(id)
+            .and_then(|running| running.lease.as_mut())
+        {
+            lease.expires_at = expires_at;
         }
     }
 

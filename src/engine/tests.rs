@@ -208,6 +208,60 @@ async fn concurrent_submissions_never_overshoot_the_queue() {
     assert_eq!(f.engine.pending(), 5);
 }
 
+/// A lease redelivered while its action runs here replaces the one held
+/// (extensions and the report use the newest token), and no lease is kept
+/// once the action has finished.
+#[tokio::test]
+async fn a_lease_is_kept_with_its_running_action_and_goes_with_it() {
+    let f = Fixture::start(&[("db", "held", &[SA])], |c| c).await;
+    f.google.set_faults(
+        "held",
+        grantbridge_sandbox::Faults {
+            latency: Duration::from_millis(500),
+            ..Default::default()
+        },
+    );
+    let lease = |token: &str| super::Lease {
+        token: token.to_owned(),
+        expires_at: std::time::SystemTime::now() + Duration::from_secs(60),
+    };
+    let submit = |token: &'static str| {
+        let engine = f.engine.clone();
+        async move {
+            engine
+                .submit(
+                    grant("l-1", "db"),
+                    crate::journal::Source::Poll,
+                    Some(lease(token)),
+                )
+                .await
+                .expect("submitted")
+        }
+    };
+    assert!(matches!(submit("first").await, super::Submitted::Accepted));
+    let tokens = || {
+        f.engine
+            .leases()
+            .into_iter()
+            .map(|(id, l)| (id, l.token))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tokens(), [("l-1".to_owned(), "first".to_owned())]);
+    assert!(matches!(
+        submit("second").await,
+        super::Submitted::InProgress(_)
+    ));
+    assert_eq!(tokens(), [("l-1".to_owned(), "second".to_owned())]);
+    f.engine.wait_finished(1).await;
+    // The task lets go of the action (and its place in the queue) just after.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while f.engine.pending() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(f.engine.pending(), 0);
+    assert!(f.engine.leases().is_empty(), "{:?}", f.engine.leases());
+}
+
 /// What every queued action and every call in flight holds is the size of
 /// these futures (allocated once per action): the rare paths (a token
 /// mint, reading an answer) are boxed so they take no room in them. Bounds
