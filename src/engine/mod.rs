@@ -55,8 +55,6 @@ pub enum Submitted {
     Done(Box<ActionResult>),
 }
 
-/// An action past validation and waiting: its configuration, and either
-/// its event type and permits (integration, global) or why it is refused.
 /// An action accepted here and not finished.
 #[derive(Debug)]
 struct InFlight {
@@ -67,6 +65,8 @@ struct InFlight {
     lease: Option<Lease>,
 }
 
+/// An action past validation and waiting: its configuration, and either
+/// its event type and permits (integration, global) or why it is refused.
 struct Admitted {
     services: Arc<Services>,
     permitted: Result<(EventType, [OwnedSemaphorePermit; 2]), (ErrorCode, String)>,
