@@ -485,3 +485,18 @@ async fn the_audit_trail_is_exported_as_json_lines_on_stdout() {
     .unwrap();
     assert_eq!(journal, entry);
 }
+
+/// The binary is built as `.cargo/config.toml` says: aws-lc without its
+/// CPU-jitter entropy collector, whose initialisation cost every start 30 to
+/// 60 ms of CPU before the first token could be signed (docs/security.md,
+/// "Randomness"). aws-lc's random number generator itself is linked.
+#[test]
+fn the_binary_is_built_without_aws_lc_cpu_jitter_entropy() {
+    let binary = std::fs::read(env!("CARGO_BIN_EXE_grantbridge")).unwrap();
+    let has = |name: &str| memchr::memmem::find(&binary, name.as_bytes()).is_some();
+    assert!(has("RAND_bytes"), "aws-lc's RAND_bytes is in the binary");
+    assert!(
+        !has("jent_entropy_collector_alloc"),
+        "aws-lc's jitter entropy is linked: is AWS_LC_SYS_NO_JITTER_ENTROPY set in .cargo/config.toml?"
+    );
+}
