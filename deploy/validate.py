@@ -920,6 +920,8 @@ def dockerfile() -> None:
     needed = {"src", "Cargo.toml", "Cargo.lock"} | {Path(b.get("path", f"benches/{b['name']}.rs")).parts[0]
                                                      for b in cargo.get("bench", [])}
     needed.add("tests")
+    # Build settings (aws-lc without its CPU-jitter entropy: docs/security.md).
+    needed.add(".cargo")
     # Workspace members: cargo reads every member's manifest to resolve the workspace.
     needed |= {m for m in cargo.get("workspace", {}).get("members", []) if m != "."}
     excluded = [n for n in needed if any(p.rstrip("/") in (n, n + "/") for p in ignore)]
