@@ -12,7 +12,9 @@
 //!    while the connector waits in a long poll, to its function being called.
 //! 3. **Memory**: RSS (`/proc/PID/status`) idle, with N calls in flight (the
 //!    function holds every call) and with N actions queued (one call at a
-//!    time allowed), for N = 1,000 and 10,000, and what that makes per action.
+//!    time allowed), for N = 1,000 and 10,000, and what that makes per action;
+//!    and the slope between the two sizes (what one more call costs, without
+//!    what does not grow with N).
 //!
 //! `--runs N` repeats each part and prints median, min and max; `--part 1|2|3`
 //! runs one part. Run: `cargo bench --bench latency -- [--runs N] [--seconds S] [--part K]`.
@@ -317,10 +319,13 @@ async fn main() {
         );
     }
 
+    // KiB above idle with N calls in flight, per run: [HTTP/1.1, HTTP/2].
+    let mut above_idle: Vec<(usize, Vec<[f64; 2]>)> = Vec::new();
     for n in [1_000usize, 10_000].into_iter().filter(|_| runs_part(3)) {
         let mut per_call = Vec::new();
         let mut per_stream = Vec::new();
         let mut queued_mib = Vec::new();
+        let mut above = Vec::new();
         for run in 1..=runs {
             let (idle, in_flight, queued) = memory(n, Protocol::Http1, true).await;
             let queued = queued.expect("asked");
@@ -334,12 +339,30 @@ async fn main() {
             per_call.push(call);
             per_stream.push(stream);
             queued_mib.push(queue);
+            above.push([call * n as f64, stream * n as f64]);
         }
+        above_idle.push((n, above));
         println!(
             "N = {n}, median [min–max]: per call in flight {} KiB over HTTP/1.1 (a connection each), {} KiB over HTTP/2 (streams on one TLS connection, as to Google's front end); {} MiB above idle with {n} queued",
             spread(&per_call, 1),
             spread(&per_stream, 1),
             spread(&queued_mib, 1)
+        );
+    }
+    // What one more call costs, without what does not grow with N (the
+    // journal's page cache filling, connection tables, allocator arenas):
+    // the slope between the two sizes, run by run.
+    if let [(small, a), (large, b)] = above_idle.as_slice() {
+        let slope = |k: usize| -> Vec<f64> {
+            a.iter()
+                .zip(b)
+                .map(|(a, b)| (b[k] - a[k]) / (large - small) as f64)
+                .collect()
+        };
+        println!(
+            "per call in flight from N = {small} to {large} (the slope; what does not grow with N left out): {} KiB over HTTP/1.1, {} KiB over HTTP/2",
+            spread(&slope(0), 1),
+            spread(&slope(1), 1)
         );
     }
 }
