@@ -28,10 +28,10 @@ pub fn client() -> Result<reqwest::Client, reqwest::Error> {
 }
 
 /// The client for the metadata server: never through a proxy (it is link-local
-/// and a proxy would be a credential leak), short timeouts. It only ever
-/// speaks plain http (the metadata server's, and AWS's for workload identity
-/// federation), so it trusts no certificate at all: loading the platform's
-/// roots a second time took a fifth of every start.
+/// and a proxy would be a credential leak), short timeouts. The metadata
+/// server speaks only plain http, so this client trusts no certificate at
+/// all: loading the platform's roots a second time took a fifth of every
+/// start.
 pub fn metadata_client() -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
         .user_agent(USER_AGENT)

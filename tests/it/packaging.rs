@@ -487,8 +487,8 @@ async fn the_audit_trail_is_exported_as_json_lines_on_stdout() {
 }
 
 /// The binary is built as `.cargo/config.toml` says: aws-lc without its
-/// CPU-jitter entropy collector, whose initialisation cost every start 30 to
-/// 60 ms of CPU before the first token could be signed (docs/security.md,
+/// CPU-jitter entropy collector, whose initialisation cost every start 40 to
+/// 70 ms of CPU before the first token could be signed (docs/security.md,
 /// "Randomness"). aws-lc's random number generator itself is linked.
 #[test]
 fn the_binary_is_built_without_aws_lc_cpu_jitter_entropy() {
