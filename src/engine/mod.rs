@@ -196,15 +196,20 @@ impl Engine {
     }
 
     /// How many actions to lease now: enough to keep every slot busy with one
-    /// batch in reserve, no more. Leasing what cannot start soon would hide it
-    /// from the other instances sharing the connector id.
+    /// batch in reserve, no more (at most twice the concurrency held). Leasing
+    /// what cannot start soon would hide it from the other instances sharing
+    /// the connector id.
     ///
-    /// Zero until the reserve is down to one concurrency's worth, so leases come
-    /// in large batches (one round trip, one group commit) rather than one by one.
+    /// Zero while more than one and a half concurrencies' worth are held, so
+    /// leases come in batches of at least half a concurrency's worth (one round
+    /// trip, one group commit) rather than one by one, and the next batch is
+    /// asked for while half a concurrency's worth still waits: when it was
+    /// asked for only once every slot's action was already taken, slots sat
+    /// idle for the lease's round trip and its journal commit.
     pub fn lease_room(&self) -> usize {
         let max = self.settings.max_concurrency;
         let pending = self.pending();
-        if pending > max {
+        if 2 * pending > 3 * max {
             return 0;
         }
         self.free_capacity().min(2 * max - pending)

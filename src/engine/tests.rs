@@ -280,3 +280,41 @@ async fn queued_actions_and_calls_in_flight_hold_small_futures() {
     assert!(queued <= 384, "a queued action's future: {queued} bytes");
     assert!(calling <= 1_536, "a call's future: {calling} bytes");
 }
+
+/// Leasing keeps the slots fed: the next batch is asked for while half a
+/// concurrency's worth still waits (not only once every held action has
+/// taken a slot), in batches of at least half a concurrency, and never more
+/// than twice the concurrency is held.
+#[tokio::test]
+async fn the_next_lease_is_asked_for_before_the_slots_run_dry() {
+    let f = Fixture::start(&[("db", "fn", &[SA])], |c| {
+        c.set("engine.max_concurrency", 32)
+            .set("engine.queue_capacity", 1000)
+    })
+    .await;
+    let room = |held: usize| {
+        f.engine.pending.store(held, Ordering::SeqCst);
+        f.engine.lease_room()
+    };
+    assert_eq!(room(0), 64, "idle: twice the concurrency");
+    assert_eq!(room(32), 32, "every slot busy, none waiting");
+    assert_eq!(room(40), 24, "eight waiting: ask before they are taken");
+    assert_eq!(
+        room(48),
+        16,
+        "half a concurrency waiting: the smallest batch"
+    );
+    assert_eq!(room(49), 0, "more waiting: no lease yet");
+    assert_eq!(room(64), 0);
+    assert_eq!(room(80), 0, "never more than twice the concurrency");
+    f.engine.pending.store(0, Ordering::SeqCst);
+    // The queue's capacity still bounds it.
+    let small = Fixture::start(&[("db", "fn", &[SA])], |c| {
+        c.set("engine.max_concurrency", 32)
+            .set("engine.queue_capacity", 40)
+    })
+    .await;
+    small.engine.pending.store(30, Ordering::SeqCst);
+    assert_eq!(small.engine.lease_room(), 10);
+    small.engine.pending.store(0, Ordering::SeqCst);
+}
