@@ -87,6 +87,8 @@ struct Load {
     wakeup: Vec<Duration>,
     /// The daemon's mean journal commit (apply and fsync) over the load, ms.
     commit_ms: f64,
+    /// The daemon's fsync'd journal commits over the load, per action.
+    fsyncs_per_action: f64,
 }
 
 /// The daemon's time spent committing its journal, and its commits, so far.
@@ -127,6 +129,7 @@ async fn offered_load(rate: u32, seconds: u64) -> Load {
         added: Vec::with_capacity(n),
         wakeup: Vec::with_capacity(n),
         commit_ms: 0.0,
+        fsyncs_per_action: (commits1 - commits0) / n as f64,
     };
     for (i, at) in enqueued.iter().enumerate() {
         let id = format!("load-{i}");
@@ -290,8 +293,17 @@ async fn main() {
             let load = offered_load(rate, seconds).await;
             let (a, w) = (percentiles(&load.added), percentiles(&load.wakeup));
             println!(
-                "  run {run}  {rate}/s for {seconds} s: added by grantbridge (lease → result accepted, minus the function) p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms; enqueue → function called p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms; journal commit (apply + fsync) mean {:.2} ms",
-                a[0], a[1], a[2], a[3], w[0], w[1], w[2], w[3], load.commit_ms
+                "  run {run}  {rate}/s for {seconds} s: added by grantbridge (lease → result accepted, minus the function) p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms; enqueue → function called p50 {:.2} p90 {:.2} p99 {:.2} max {:.2} ms; journal commit (apply + fsync) mean {:.2} ms, {:.2} fsyncs per action",
+                a[0],
+                a[1],
+                a[2],
+                a[3],
+                w[0],
+                w[1],
+                w[2],
+                w[3],
+                load.commit_ms,
+                load.fsyncs_per_action
             );
             added.push(a);
             wakeup.push(w);

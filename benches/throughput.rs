@@ -13,8 +13,9 @@
 //!   function's concurrency is the bottleneck, as with real functions).
 //!
 //! Each prints the baseline, the connector, their ratio, the CPU each side
-//! spent per action, journal writes and fsyncs (committed transactions) per
-//! action, and the peak concurrency each function saw. Then the Python peer
+//! spent per action, journal writes and fsyncs (commits that waited for the
+//! disk; a batch of report marks alone commits without) per action, and the
+//! peak concurrency each function saw. Then the Python peer
 //! (benches/peer/peer.py: google-auth + requests, the same concurrency) does
 //! the same burst on the same sandbox: its throughput and peak RSS beside
 //! grantbridge's (`pip install -r benches/peer/requirements.txt`; skipped,

@@ -69,6 +69,7 @@ pub struct Metrics {
     journal_write_failures: Counter,
     journal_writes: Counter,
     journal_commits: Counter,
+    journal_unsynced_commits: Counter,
     journal_commit_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
 }
 
@@ -153,10 +154,16 @@ impl Metrics {
             "Journal transactions committed, each one fsync of the write-ahead log: writes per commit is the group-commit factor",
             journal_commits.clone(),
         );
+        let journal_unsynced_commits = Counter::default();
+        registry.register(
+            "journal_unsynced_commits",
+            "Journal transactions committed without an fsync: those that only mark results reported or prune (the next fsync covers them)",
+            journal_unsynced_commits.clone(),
+        );
         let journal_commit_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "journal_commit_seconds",
-            "Time spent applying and committing journal transactions, fsync included: per commit, what a write waits for the disk",
+            "Time spent applying and committing the fsync'd journal transactions, fsync included: per commit, what a write waits for the disk",
             journal_commit_seconds.clone(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
@@ -185,6 +192,7 @@ impl Metrics {
             journal_write_failures,
             journal_writes,
             journal_commits,
+            journal_unsynced_commits,
             journal_commit_seconds,
         }
     }
@@ -289,6 +297,7 @@ impl Metrics {
             (&self.journal_write_failures, failed_writes),
             (&self.journal_writes, writes),
             (&self.journal_commits, commits),
+            (&self.journal_unsynced_commits, stats.unsynced_transactions),
         ] {
             let counted = counter.get();
             if total > counted {

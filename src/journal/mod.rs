@@ -6,7 +6,10 @@
 //!
 //! Writes go through one writer thread that commits everything queued in one
 //! transaction (group commit: one fsync for many writes); a caller's future
-//! resolves only once its write is durable. An action costs two writes: its
+//! resolves only once its write is durable. (Marks of results reported, and
+//! prunes, commit without an fsync of their own: a power cut may lose them,
+//! never a crash of the process, and the next fsync covers them; a lost mark
+//! means a second report, which the control plane accepts.) An action costs two writes: its
 //! record (before it is acknowledged or invoked) and its result with the
 //! audit entries of its attempts (before the result is reported). Reads use a separate read-only
 //! connection on the blocking pool. Dropping a call's future after it was
@@ -212,16 +215,23 @@ pub struct Unfinished {
     pub was_running: bool,
 }
 
-/// Counters that show group commit at work: `writes / transactions` is the
-/// mean batch size, `commit_time / transactions` the mean commit.
+/// Counters that show group commit at work: `writes / (transactions +
+/// unsynced_transactions)` is the mean batch size, `commit_time /
+/// transactions` the mean durable commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct JournalStats {
-    /// Transactions committed (each one fsync of the WAL).
+    /// Durable transactions committed: each one fsync of the WAL.
     pub transactions: u64,
+    /// Transactions committed without an fsync: those that only marked
+    /// results reported or pruned old rows. The next durable commit's fsync
+    /// makes them durable too; a power cut before it loses at most the
+    /// marks (the results are reported again, which the control plane
+    /// accepts) and the pruning (done again at the next round).
+    pub unsynced_transactions: u64,
     /// Write calls answered from committed transactions (a call refused on
     /// its own, such as completing an unrecorded id, counts too).
     pub writes: u64,
-    /// Time spent applying and committing those transactions (fsync
+    /// Time spent applying and committing the durable transactions (fsync
     /// included): what writers waited for, once per batch.
     pub commit_time: Duration,
 }
@@ -229,6 +239,7 @@ pub struct JournalStats {
 #[derive(Debug, Default)]
 struct Counters {
     transactions: AtomicU64,
+    unsynced_transactions: AtomicU64,
     writes: AtomicU64,
     commit_nanos: AtomicU64,
 }
@@ -468,7 +479,11 @@ impl Journal {
     }
 
     /// Takes accepted results out of the outbox. Unknown ids, ids without a
-    /// result and ids already reported are ignored.
+    /// result and ids already reported are ignored. Committed without an
+    /// fsync of its own when nothing else in its batch needs one: a power
+    /// cut before the next durable commit can put the results back in the
+    /// outbox, to be reported a second time (which the control plane
+    /// accepts); a crash of the process cannot.
     pub async fn mark_reported(&self, ids: &[String]) -> Result<(), JournalError> {
         if ids.is_empty() {
             return Ok(());
@@ -551,6 +566,11 @@ impl Journal {
     pub fn stats(&self) -> JournalStats {
         JournalStats {
             transactions: self.inner.counters.transactions.load(Ordering::Relaxed),
+            unsynced_transactions: self
+                .inner
+                .counters
+                .unsynced_transactions
+                .load(Ordering::Relaxed),
             writes: self.inner.counters.writes.load(Ordering::Relaxed),
             commit_time: Duration::from_nanos(
                 self.inner.counters.commit_nanos.load(Ordering::Relaxed),

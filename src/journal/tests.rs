@@ -548,6 +548,77 @@ async fn batches_never_exceed_max_batch() {
     assert!(stats.commit_time > Duration::ZERO);
 }
 
+/// The writer's connection, run batch by batch: each batch commits with the
+/// `synchronous` its writes need, read back from SQLite after the commit.
+#[test]
+fn only_batches_of_report_marks_and_prunes_commit_without_an_fsync() {
+    use tokio::sync::{mpsc, oneshot};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let conn = schema::open_writer(&path, BUSY_TIMEOUT).unwrap();
+    let (_sender, receiver) = mpsc::channel(1);
+    let counters = std::sync::Arc::new(Counters::default());
+    let mut writer = write::Writer::new(
+        conn,
+        receiver,
+        8,
+        counters.clone(),
+        Default::default(),
+        path.clone(),
+        std::sync::Arc::new(mirror::Mirror::new(mirror::MAX_ITEMS, mirror::MAX_BYTES)),
+    );
+    let record = |id: &str| write::Op::Record {
+        id: id.into(),
+        action_json: serde_json::to_string(&action(id)).unwrap(),
+        source: Source::Push,
+        lease_token: None,
+    };
+    let complete = |id: &str| write::Op::complete(&result(id, true), None, Vec::new()).unwrap();
+    let marks = |ids: &[&str]| write::Op::MarkReported(ids.iter().map(|i| i.to_string()).collect());
+    // (the batch, `PRAGMA synchronous` it committed with: 2 FULL, 1 NORMAL)
+    let batches: Vec<(Vec<write::Op>, i64)> = vec![
+        (vec![record("a"), record("b")], 2),
+        (vec![complete("a")], 2),
+        (vec![marks(&["a"])], 1),
+        (vec![write::Op::Prune { cutoff: 0 }, marks(&["a"])], 1),
+        // A mark with a write that needs the fsync: all of it gets one.
+        (vec![complete("b"), marks(&["b"])], 2),
+        (vec![marks(&["b"])], 1),
+        (vec![write::Op::Probe], 2),
+        (vec![record("c")], 2),
+    ];
+    for (i, (ops, expected)) in batches.into_iter().enumerate() {
+        let mut answers = Vec::new();
+        let mut batch: Vec<write::Request> = ops
+            .into_iter()
+            .map(|op| {
+                let (reply, answer) = oneshot::channel();
+                answers.push(answer);
+                write::Request { op, at: 1, reply }
+            })
+            .collect();
+        writer.commit_batch(&mut batch);
+        for mut answer in answers {
+            assert!(answer.try_recv().unwrap().is_ok(), "batch {i}");
+        }
+        assert_eq!(writer.synchronous_now(), expected, "batch {i}");
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(counters.transactions.load(Relaxed), 5, "fsync'd commits");
+    assert_eq!(counters.unsynced_transactions.load(Relaxed), 3);
+    // The marks are in the file: both results left the outbox.
+    drop(writer);
+    let other = rusqlite::Connection::open(&path).unwrap();
+    let reported: Vec<String> = other
+        .prepare("SELECT id FROM actions WHERE reported_at IS NOT NULL ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(reported, ["a", "b"]);
+}
+
 #[tokio::test]
 async fn a_write_blocked_by_another_process_fails_retryably_and_the_journal_recovers() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,9 @@
 //! The writer thread: owns the only write connection, takes every queued
 //! write (up to the batch maximum), applies them inside ONE transaction,
 //! commits (one fsync for the lot), and only then answers each caller. This
-//! is group commit: durability costs one fsync per batch, not per write.
+//! is group commit: durability costs one fsync per batch, not per write. A
+//! batch of writes that need no fsync (results marked reported, a prune:
+//! [`Op::must_sync`]) commits without one.
 //!
 //! A batch is applied optimistically, without savepoints. If any write in it
 //! fails, the transaction is rolled back and the batch applied again with
@@ -88,6 +90,23 @@ impl Op {
         }
     }
 
+    /// Whether the write must be on disk before its caller is answered.
+    /// Two need not:
+    /// - a mark of results reported: lost to a power cut (never to a crash
+    ///   of the process, which leaves the WAL with the OS), the results are
+    ///   reported again at the next start, and the control plane accepts a
+    ///   second report of an action and keeps the first result
+    ///   (docs/protocol.md);
+    /// - a prune: lost, the rows go at the next round.
+    ///
+    /// Every other write is what something is promised on (an action
+    /// acknowledged or invoked, a result reported, an audit entry). The WAL
+    /// is one file written in order, so the next durable commit's fsync also
+    /// makes the writes before it durable.
+    pub(crate) fn must_sync(&self) -> bool {
+        !matches!(self, Op::MarkReported(_) | Op::Prune { .. })
+    }
+
     /// Serializes on the caller's thread so the writer only writes.
     pub(crate) fn complete(
         result: &ActionResult,
@@ -133,6 +152,10 @@ pub(crate) struct Writer {
     health: Arc<WriteHealth>,
     path: std::path::PathBuf,
     mirror: Arc<Mirror>,
+    /// The connection's `synchronous` now: FULL (each commit fsyncs the
+    /// WAL), as [`super::schema::open_writer`] leaves it, or NORMAL (no
+    /// fsync at commit) for a batch of writes that need none.
+    full_sync: bool,
 }
 
 impl Writer {
@@ -153,7 +176,20 @@ impl Writer {
             health,
             path,
             mirror,
+            full_sync: true,
         }
+    }
+
+    /// Sets the connection's `synchronous` to FULL (`true`) or NORMAL, when
+    /// it is not already. SQLite allows it between transactions; in WAL mode
+    /// NORMAL still fsyncs the WAL before each checkpoint.
+    fn synchronous(&mut self, full: bool) -> rusqlite::Result<()> {
+        if self.full_sync != full {
+            let mode = if full { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", mode)?;
+            self.full_sync = full;
+        }
+        Ok(())
     }
 
     /// Runs until [`Msg::Close`] or until every sender is gone (then what
@@ -191,6 +227,14 @@ impl Writer {
                 return;
             }
         }
+    }
+
+    /// `PRAGMA synchronous` of the connection now (2 FULL, 1 NORMAL).
+    #[cfg(test)]
+    pub(crate) fn synchronous_now(&self) -> i64 {
+        self.conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .expect("PRAGMA synchronous")
     }
 
     fn checkpoint(&self) {
@@ -253,18 +297,34 @@ impl Writer {
     }
 
     /// Applies `batch` in one transaction, commits, then answers everyone.
-    fn commit_batch(&mut self, batch: &mut Vec<Request>) {
+    /// The batch is committed with an fsync unless no write in it needs one
+    /// ([`Op::must_sync`]).
+    pub(crate) fn commit_batch(&mut self, batch: &mut Vec<Request>) {
         let n = batch.len() as u64;
         let started = std::time::Instant::now();
-        let applied = apply_all(&mut self.conn, batch);
+        let must_sync = batch.iter().any(|r| r.op.must_sync());
+        let applied = match self.synchronous(must_sync) {
+            Ok(()) => apply_all(&mut self.conn, batch),
+            // Still FULL: the batch commits with an fsync it did not need.
+            Err(_) if !must_sync => apply_all(&mut self.conn, batch),
+            // Not FULL again: nothing that needs an fsync commits without one.
+            Err(e) => Err(e),
+        };
+        let synced = self.full_sync;
         let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let answers = match applied {
             Ok(mut answers) => {
                 self.update_mirror(batch.as_mut_slice(), &mut answers);
-                self.counters
-                    .commit_nanos
-                    .fetch_add(took, Ordering::Relaxed);
-                self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+                if synced {
+                    self.counters
+                        .commit_nanos
+                        .fetch_add(took, Ordering::Relaxed);
+                    self.counters.transactions.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.counters
+                        .unsynced_transactions
+                        .fetch_add(1, Ordering::Relaxed);
+                }
                 self.counters.writes.fetch_add(n, Ordering::Relaxed);
                 // A statement can fail on the disk while the transaction commits.
                 let mut disk_failures = answers.iter().filter_map(|a| match a {
