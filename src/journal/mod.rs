@@ -9,11 +9,11 @@
 //! resolves only once its write is durable. (Marks of results reported, and
 //! prunes, commit without an fsync of their own: a power cut may lose them,
 //! never a crash of the process, and the next fsync covers them; a lost mark
-//! means a second report, which the control plane accepts.) An action costs two writes: its
-//! record (before it is acknowledged or invoked) and its result with the
-//! audit entries of its attempts (before the result is reported). Reads use a separate read-only
-//! connection on the blocking pool. Dropping a call's future after it was
-//! sent does not cancel the write.
+//! means a second report, which the control plane accepts.) An action costs
+//! two writes: its record (before it is acknowledged or invoked) and its
+//! result with the audit entries of its attempts (before the result is
+//! reported). Reads use a separate read-only connection on the blocking pool.
+//! Dropping a call's future after it was sent does not cancel the write.
 //!
 //! ```no_run
 //! # use grantbridge::action::{Action, ActionResult};
