@@ -103,12 +103,14 @@ fn revoke(i: usize) -> serde_json::Value {
 }
 
 /// Direct calls: one pre-minted token, `concurrency` at a time, no journal.
+/// Returns how long they took and the sum of the calls' own durations (from
+/// sending to the answer read).
 async fn baseline(
     sandbox: &Sandbox,
     functions: &[String],
     n: usize,
     concurrency: usize,
-) -> Duration {
+) -> (Duration, Duration) {
     let http = reqwest::Client::new();
     let tokens: Vec<String> = functions
         .iter()
@@ -125,11 +127,13 @@ async fn baseline(
                 tokens[w % functions.len()].clone(),
             );
             tokio::spawn(async move {
+                let mut busy = Duration::ZERO;
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     if i >= n {
-                        break;
+                        break busy;
                     }
+                    let sent = Instant::now();
                     let r = http
                         .post(&f)
                         .bearer_auth(&t)
@@ -139,20 +143,26 @@ async fn baseline(
                         .unwrap();
                     assert!(r.status().is_success());
                     r.bytes().await.unwrap();
+                    busy += sent.elapsed();
                 }
             })
         })
         .collect();
+    let mut busy = Duration::ZERO;
     for w in workers {
-        w.await.unwrap();
+        busy += w.await.unwrap();
     }
-    started.elapsed()
+    (started.elapsed(), busy)
 }
 
 /// What one scenario measured.
 struct Figures {
     baseline: f64,
     connector: f64,
+    /// Calls in flight on average (the calls' summed durations over the
+    /// phase's): direct calls, and grantbridge's (its attempt latencies).
+    baseline_in_flight: f64,
+    connector_in_flight: f64,
     writes_per_action: f64,
     /// CPU time per action: the grantbridge process; the bench process
     /// (sandbox, simulated control plane, upstream) during the same phase.
@@ -192,7 +202,7 @@ async fn measure(s: Scenario, n: usize) -> Figures {
     let concurrency = s.per_integration * functions.len();
     let me = std::process::id();
     let cpu0 = common::cpu_time(me);
-    let base = baseline(sandbox, &functions, n, concurrency).await;
+    let (base, base_busy) = baseline(sandbox, &functions, n, concurrency).await;
     let baseline_cpu = common::cpu_time(me) - cpu0;
     for g in &gauges {
         g.peak.store(0, Ordering::SeqCst);
@@ -224,6 +234,8 @@ async fn measure(s: Scenario, n: usize) -> Figures {
         daemon.metric("grantbridge_journal_writes_total").await,
         daemon.metric("grantbridge_journal_commits_total").await,
     );
+    const CALL_SECONDS: &str = "grantbridge_function_latency_seconds_sum";
+    let calls0 = daemon.metric_sum(CALL_SECONDS).await;
     let (daemon_cpu0, bench_cpu0) = (daemon.cpu_time(), common::cpu_time(me));
     let anon = common::AnonPeak::start(daemon.pid());
     let started = Instant::now();
@@ -238,6 +250,7 @@ async fn measure(s: Scenario, n: usize) -> Figures {
     let connector_anon_kib = anon.stop();
     let writes = daemon.metric("grantbridge_journal_writes_total").await - writes0;
     let commits = daemon.metric("grantbridge_journal_commits_total").await - commits0;
+    let calls_busy = daemon.metric_sum(CALL_SECONDS).await - calls0;
     daemon.stop().await;
     assert_eq!(results.len(), n, "every action has a result");
     let failed = results.values().filter(|r| !r.parsed.succeeded()).count();
@@ -251,6 +264,8 @@ async fn measure(s: Scenario, n: usize) -> Figures {
     Figures {
         baseline: rate(base),
         connector: rate(through),
+        baseline_in_flight: base_busy.as_secs_f64() / base.as_secs_f64(),
+        connector_in_flight: calls_busy / through.as_secs_f64(),
         writes_per_action: writes / n as f64,
         connector_cpu_us: daemon_cpu.as_secs_f64() * 1e6 / n as f64,
         bench_cpu_us: bench_cpu.as_secs_f64() * 1e6 / n as f64,
@@ -337,7 +352,7 @@ async fn main() {
             }
             let f = measure(*s, n).await;
             println!(
-                "  run {run}  {:<50} baseline {:>7.0} calls/s  grantbridge {:>7.0} actions/s  ratio {:.2}  CPU per action: grantbridge {:.0} µs, sandbox+control plane {:.0} µs (baseline {:.0} µs)  journal {:.2} writes, {:.3} fsyncs per action  peak calls per function {:?} (limit {})  peak RSS {} KiB (private {} KiB)  python peer {}",
+                "  run {run}  {:<50} baseline {:>7.0} calls/s  grantbridge {:>7.0} actions/s  ratio {:.2}  CPU per action: grantbridge {:.0} µs, sandbox+control plane {:.0} µs (baseline {:.0} µs)  journal {:.2} writes, {:.3} fsyncs per action  calls in flight on average: direct {:.1}, grantbridge {:.1}  peak calls per function {:?} (limit {})  peak RSS {} KiB (private {} KiB)  python peer {}",
                 s.name,
                 f.baseline,
                 f.connector,
@@ -347,6 +362,8 @@ async fn main() {
                 f.baseline_cpu_us,
                 f.writes_per_action,
                 f.fsyncs_per_action,
+                f.baseline_in_flight,
+                f.connector_in_flight,
                 f.peaks,
                 s.per_integration,
                 f.connector_peak_kib,
@@ -388,6 +405,12 @@ async fn main() {
             "    journal         {} writes per action, {} fsyncs per action",
             spread(&of(|f| f.writes_per_action), 2),
             spread(&of(|f| f.fsyncs_per_action), 3)
+        );
+        println!(
+            "    calls in flight on average (the calls' durations summed over the burst's): direct {}, grantbridge {} (of {})",
+            spread(&of(|f| f.baseline_in_flight), 1),
+            spread(&of(|f| f.connector_in_flight), 1),
+            s.per_integration * INTEGRATIONS
         );
         // The CPU the target ratio allows every process on this machine per
         // action, what the others spent of it, and how busy the cores were.

@@ -136,6 +136,30 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no metric {name}"))
     }
 
+    /// The sum of every series of a metric, labelled or not
+    /// (`grantbridge_function_latency_seconds_sum`); 0 when there is none.
+    pub async fn metric_sum(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let value = match rest.strip_prefix('{') {
+                    Some(labelled) => labelled.split_once("} ")?.1,
+                    None => rest.strip_prefix(' ')?,
+                };
+                value.parse::<f64>().ok()
+            })
+            .sum()
+    }
+
     /// SIGTERM, then wait for the exit.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
