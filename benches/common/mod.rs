@@ -120,18 +120,23 @@ impl Daemon {
         rss_kib(self.pid())
     }
 
-    /// The value of an unlabelled metric (`grantbridge_journal_writes_total`).
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
+    /// The daemon's `/metrics` page.
+    async fn metrics_text(&self) -> String {
+        self.http
             .get(format!("http://{}/metrics", self.admin))
             .send()
             .await
             .unwrap()
             .text()
             .await
-            .unwrap();
-        text.lines()
+            .unwrap()
+    }
+
+    /// The value of an unlabelled metric (`grantbridge_journal_writes_total`).
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
             .unwrap_or_else(|| panic!("no metric {name}"))
     }
@@ -139,16 +144,9 @@ impl Daemon {
     /// The sum of every series of a metric, labelled or not
     /// (`grantbridge_function_latency_seconds_sum`); 0 when there is none.
     pub async fn metric_sum(&self, name: &str) -> f64 {
-        let text = self
-            .http
-            .get(format!("http://{}/metrics", self.admin))
-            .send()
+        self.metrics_text()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
+            .lines()
             .filter_map(|l| {
                 let rest = l.strip_prefix(name)?;
                 let value = match rest.strip_prefix('{') {
