@@ -372,7 +372,12 @@ pub(super) async fn report(
                     // The control plane is not at fault: say nothing about it.
                     FlushError::Journal(_) => backoff.delay(failures, None),
                 };
-                tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "could not report results; they stay in the outbox");
+                if matches!(e, FlushError::Journal(_)) && engine.journal().writable().is_err() {
+                    // The journal has said why (once, then every 30 s).
+                    tracing::debug!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "could not mark results reported: the journal cannot write; they stay in the outbox");
+                } else {
+                    tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "could not report results; they stay in the outbox");
+                }
                 if !pause(delay, &stop).await {
                     break;
                 }

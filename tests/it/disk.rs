@@ -210,13 +210,23 @@ async fn a_full_journal_disk_pauses_intake_says_so_once_and_loses_nothing() {
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
-    let loud = lines
+    let loud: Vec<&Value> = lines
         .iter()
         .filter(|l| l["level"] == "ERROR" || l["level"] == "WARN")
-        .count();
+        .collect();
     // Before: 12,380 error lines in 20 s. Now: one when it starts, at most one
-    // per 30 s while it lasts, one (info) when it ends.
-    assert!(loud <= 10, "{loud} warning/error lines:\n{log}");
+    // per 30 s while it lasts, one (info) when it ends; the other loops that
+    // meet the full disk (leasing, reporting, pushes) leave it to that one.
+    // (The two others are the test's own key and secret files, mode 644.)
+    assert!(
+        loud.len() <= 4,
+        "{} warning/error lines:\n{}",
+        loud.len(),
+        loud.iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         lines.iter().any(|l| l["message"]
             .as_str()
