@@ -85,6 +85,12 @@ async fn start_once() -> (Duration, Duration) {
 struct Load {
     added: Vec<Duration>,
     wakeup: Vec<Duration>,
+    /// Where `added` went, action by action (each sorted on its own):
+    /// lease → the call at the front end; the front end's token check; the
+    /// function's answer → the result accepted.
+    before: Vec<Duration>,
+    front_end: Vec<Duration>,
+    after: Vec<Duration>,
     /// The daemon's mean journal commit (apply and fsync) over the load, ms.
     commit_ms: f64,
     /// The daemon's fsync'd journal commits over the load, per action.
@@ -128,6 +134,9 @@ async fn offered_load(rate: u32, seconds: u64) -> Load {
     let mut load = Load {
         added: Vec::with_capacity(n),
         wakeup: Vec::with_capacity(n),
+        before: Vec::with_capacity(n),
+        front_end: Vec::with_capacity(n),
+        after: Vec::with_capacity(n),
         commit_ms: 0.0,
         fsyncs_per_action: (commits1 - commits0) / n as f64,
     };
@@ -141,9 +150,24 @@ async fn offered_load(rate: u32, seconds: u64) -> Load {
         load.added.push(total.saturating_sub(call.duration));
         load.wakeup
             .push(call.received_at.duration_since(*at).unwrap_or_default());
+        let since = |later: SystemTime, earlier: SystemTime| {
+            later.duration_since(earlier).unwrap_or_default()
+        };
+        load.before.push(since(call.arrived_at, leased));
+        load.front_end
+            .push(since(call.received_at, call.arrived_at));
+        load.after
+            .push(since(r.accepted_at, call.received_at + call.duration));
     }
-    load.added.sort();
-    load.wakeup.sort();
+    for v in [
+        &mut load.added,
+        &mut load.wakeup,
+        &mut load.before,
+        &mut load.front_end,
+        &mut load.after,
+    ] {
+        v.sort();
+    }
     load.commit_ms = (seconds1 - seconds0) * 1e3 / (commits1 - commits0).max(1.0);
     load
 }
@@ -289,6 +313,8 @@ async fn main() {
         let mut added: Vec<[f64; 4]> = Vec::new();
         let mut wakeup: Vec<[f64; 4]> = Vec::new();
         let mut floor: Vec<f64> = Vec::new();
+        // p50s of the parts, per run: [before the call, front end, after].
+        let mut parts: Vec<[f64; 3]> = Vec::new();
         for run in 1..=runs {
             let load = offered_load(rate, seconds).await;
             let (a, w) = (percentiles(&load.added), percentiles(&load.wakeup));
@@ -305,6 +331,8 @@ async fn main() {
                 load.commit_ms,
                 load.fsyncs_per_action
             );
+            let p50 = |v: &[Duration]| quantile(v, 0.5).as_secs_f64() * 1e3;
+            parts.push([p50(&load.before), p50(&load.front_end), p50(&load.after)]);
             added.push(a);
             wakeup.push(w);
             floor.push(load.commit_ms);
@@ -328,6 +356,13 @@ async fn main() {
             "  the disk: a journal commit took {} ms (mean, fsync included); an action waits for two (its record before the call, its result before the report): p50 less two commits {} ms",
             spread(&floor, 2),
             spread(&above, 2)
+        );
+        let part = |k: usize| parts.iter().map(|p| p[k]).collect::<Vec<f64>>();
+        println!(
+            "  where it went (p50 of each part, so they need not add up): lease → the call at the front end {} ms (one commit in it); the front end checking the ID token {} ms (the sandbox's, as Google's front end's, not grantbridge's); the function's answer → the result accepted {} ms (one commit in it)",
+            spread(&part(0), 2),
+            spread(&part(1), 2),
+            spread(&part(2), 2)
         );
     }
 

@@ -81,6 +81,9 @@ pub struct Invocation {
     pub fault: Option<String>,
     /// A sample function answered from its `Idempotency-Key` memory.
     pub duplicate: bool,
+    /// When the front end had the call's headers, before it checked the
+    /// caller's token.
+    pub arrived_at: std::time::SystemTime,
     /// When the front end let the call through (after auth).
     pub received_at: std::time::SystemTime,
     /// From then until the answer was ready: what the function (and the
@@ -422,6 +425,7 @@ struct Call {
 /// URL, its Cloud Run service URL), record the invocation, then answer with
 /// a fault, the sample function or the proxied upstream.
 async fn serve_call(state: &Arc<State>, call: Call, body: Body) -> Response {
+    let arrived_at = std::time::SystemTime::now();
     let Call {
         name,
         path,
@@ -484,6 +488,7 @@ async fn serve_call(state: &Arc<State>, call: Call, body: Body) -> Response {
         status: 0,
         fault: None,
         duplicate: false,
+        arrived_at,
         received_at: std::time::SystemTime::now(),
         duration: Duration::ZERO,
     };
