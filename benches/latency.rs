@@ -8,7 +8,9 @@
 //!    enqueued at a steady rate on the simulated control plane, each measured
 //!    from its lease to its result being accepted, minus the function's own
 //!    time (from the front end letting the call through to its answer): p50,
-//!    p90, p99 and max. And **long-poll wake-up**: from enqueuing an action,
+//!    p90, p99 and max, and the p50 of its parts (lease → the call at the
+//!    front end; the front end's token check; the answer → the result
+//!    accepted). And **long-poll wake-up**: from enqueuing an action,
 //!    while the connector waits in a long poll, to its function being called.
 //! 3. **Memory**: RSS (`/proc/PID/status`) idle, with N calls in flight (the
 //!    function holds every call) and with N actions queued (one call at a
