@@ -9,8 +9,8 @@
 //!    from its lease to its result being accepted, minus the function's own
 //!    time (from the front end letting the call through to its answer): p50,
 //!    p90, p99 and max, and the p50 of its parts (lease → the call at the
-//!    front end; the front end's token check; the answer → the result
-//!    accepted). And **long-poll wake-up**: from enqueuing an action,
+//!    front end; the front end's token check and body read; the answer → the
+//!    result accepted). And **long-poll wake-up**: from enqueuing an action,
 //!    while the connector waits in a long poll, to its function being called.
 //! 3. **Memory**: RSS (`/proc/PID/status`) idle, with N calls in flight (the
 //!    function holds every call) and with N actions queued (one call at a
@@ -88,8 +88,8 @@ struct Load {
     added: Vec<Duration>,
     wakeup: Vec<Duration>,
     /// Where `added` went, action by action (each sorted on its own):
-    /// lease → the call at the front end; the front end's token check; the
-    /// function's answer → the result accepted.
+    /// lease → the call at the front end; the front end's token check and
+    /// body read; the function's answer → the result accepted.
     before: Vec<Duration>,
     front_end: Vec<Duration>,
     after: Vec<Duration>,
@@ -172,6 +172,11 @@ async fn offered_load(rate: u32, seconds: u64) -> Load {
     }
     load.commit_ms = (seconds1 - seconds0) * 1e3 / (commits1 - commits0).max(1.0);
     load
+}
+
+/// Column `k` of per-run rows.
+fn col<const N: usize>(rows: &[[f64; N]], k: usize) -> Vec<f64> {
+    rows.iter().map(|r| r[k]).collect()
 }
 
 fn percentiles(sorted: &[Duration]) -> [f64; 4] {
@@ -339,7 +344,6 @@ async fn main() {
             wakeup.push(w);
             floor.push(load.commit_ms);
         }
-        let col = |v: &[[f64; 4]], k: usize| v.iter().map(|x| x[k]).collect::<Vec<f64>>();
         let above: Vec<f64> = col(&added, 0)
             .iter()
             .zip(&floor)
@@ -359,12 +363,11 @@ async fn main() {
             spread(&floor, 2),
             spread(&above, 2)
         );
-        let part = |k: usize| parts.iter().map(|p| p[k]).collect::<Vec<f64>>();
         println!(
-            "  where it went (p50 of each part, so they need not add up): lease → the call at the front end {} ms (one commit in it); the front end checking the ID token {} ms (the sandbox's, as Google's front end's, not grantbridge's); the function's answer → the result accepted {} ms (one commit in it)",
-            spread(&part(0), 2),
-            spread(&part(1), 2),
-            spread(&part(2), 2)
+            "  where it went (p50 of each part, so they need not add up): lease → the call at the front end {} ms (one commit in it); the front end checking the ID token and reading the body {} ms (the sandbox's, as Google's front end's, not grantbridge's); the function's answer → the result accepted {} ms (one commit in it)",
+            spread(&col(&parts, 0), 2),
+            spread(&col(&parts, 1), 2),
+            spread(&col(&parts, 2), 2)
         );
     }
 

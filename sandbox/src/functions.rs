@@ -84,7 +84,8 @@ pub struct Invocation {
     /// When the front end had the call's headers, before it checked the
     /// caller's token.
     pub arrived_at: std::time::SystemTime,
-    /// When the front end let the call through (after auth).
+    /// When the front end let the call through (after auth) and had read
+    /// its body.
     pub received_at: std::time::SystemTime,
     /// From then until the answer was ready: what the function (and the
     /// front end's hop to it) took.
