@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
 use super::ControlPlaneState;
@@ -56,7 +58,16 @@ fn failure_delay(
     }
 }
 
+/// A leased batch being recorded: each action's submission (or its
+/// rejection as invalid).
+type Recording = futures_util::future::BoxFuture<'static, Vec<Result<(), EngineError>>>;
+
 /// Leases actions while there is room, and hands them to the engine.
+///
+/// The next long poll is asked for as soon as a batch has arrived, while the
+/// batch is still being recorded: an action enqueued meanwhile is answered
+/// at once instead of waiting for the journal's commit and a new request.
+/// Room is counted after the batch has reserved its places in the queue.
 pub(super) async fn poll(
     engine: Arc<Engine>,
     cp: ControlPlaneClient,
@@ -74,48 +85,82 @@ pub(super) async fn poll(
         max: Duration::from_secs(60),
     };
     let mut journal_failures = 0;
+    let mut recording: FuturesUnordered<Recording> = FuturesUnordered::new();
+    let mut asking = None;
     loop {
         if stop.is_cancelled() {
             break;
         }
-        if engine.journal().writable().is_err() {
-            // No new work while nothing can be recorded: a leased action would
-            // only be refused, or run with nowhere to keep its result.
-            // `watch_journal` probes; once a write commits this waits a
-            // hold-off that doubles each time the journal fails again soon
-            // (a nearly full disk takes a small write, then fails the batch).
-            journal_failures += 1;
-            while engine.journal().writable().is_err() {
-                if !pause(Duration::from_millis(500), &stop).await {
+        if asking.is_none() {
+            if journal_failures > 0 {
+                // Since the journal failed, one batch at a time until a whole
+                // batch records: a nearly full disk refuses one batch, not two.
+                settle(&mut recording, &engine, &mut journal_failures).await;
+            }
+            if engine.journal().writable().is_err() {
+                // No new work while nothing can be recorded: a leased action would
+                // only be refused, or run with nowhere to keep its result.
+                // `watch_journal` probes; once a write commits this waits a
+                // hold-off that doubles each time the journal fails again soon
+                // (a nearly full disk takes a small write, then fails the batch).
+                settle(&mut recording, &engine, &mut journal_failures).await;
+                journal_failures += 1;
+                while engine.journal().writable().is_err() {
+                    if !pause(Duration::from_millis(500), &stop).await {
+                        break;
+                    }
+                }
+                if !pause(journal_backoff.ceiling(journal_failures), &stop).await {
                     break;
                 }
+                continue;
             }
-            if !pause(journal_backoff.ceiling(journal_failures), &stop).await {
-                break;
+            // Subscribed before looking, so a finish in between is not missed.
+            let mut finished = engine.finished_changes();
+            let room = engine.lease_room().min(settings.max_actions as usize);
+            if room == 0 {
+                // Enough leased: wait until actions finish before leasing more.
+                tokio::select! {
+                    _ = finished.changed() => {}
+                    Some(outcomes) = recording.next(), if !recording.is_empty() => {
+                        recorded(outcomes, &engine, &mut journal_failures);
+                    }
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = stop.cancelled() => break,
+                }
+                continue;
             }
-            continue;
-        }
-        // Subscribed before looking, so a finish in between is not missed.
-        let mut finished = engine.finished_changes();
-        let room = engine.lease_room().min(settings.max_actions as usize);
-        if room == 0 {
-            // Enough leased: wait until actions finish before leasing more.
-            tokio::select! {
-                _ = finished.changed() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                () = stop.cancelled() => break,
-            }
-            continue;
+            asking = Some(Box::pin(cp.lease(
+                engine.instance_id(),
+                room as u32,
+                settings.wait,
+                settings.lease,
+            )));
         }
         let leased = tokio::select! {
-            r = cp.lease(engine.instance_id(), room as u32, settings.wait, settings.lease) => r,
+            r = asking.as_mut().expect("asked above") => {
+                asking = None;
+                r
+            }
+            Some(outcomes) = recording.next(), if !recording.is_empty() => {
+                recorded(outcomes, &engine, &mut journal_failures);
+                continue;
+            }
             () = stop.cancelled() => break,
         };
         note(&state, &leased.as_ref().map(|_| ()));
-        let leased = match leased {
-            Ok(l) => {
+        match leased {
+            Ok(leased) => {
                 failures = 0;
-                l
+                let mut batch = record(&engine, leased);
+                // Polled once here, so its actions hold their places in the
+                // queue before the room for the next lease is counted.
+                match futures_util::poll!(batch.as_mut()) {
+                    std::task::Poll::Ready(outcomes) => {
+                        recorded(outcomes, &engine, &mut journal_failures);
+                    }
+                    std::task::Poll::Pending => recording.push(batch),
+                }
             }
             Err(e) => {
                 engine
@@ -132,22 +177,31 @@ pub(super) async fn poll(
                         tracing::warn!(error = %e, failures, retry_in_ms = delay.as_millis() as u64, "cannot lease actions; backing off")
                     }
                 }
+                settle(&mut recording, &engine, &mut journal_failures).await;
                 if !pause(delay, &stop).await {
                     break;
                 }
-                continue;
             }
-        };
-        // Submitted together, so their journal records share group commits
-        // (one fsync for the batch instead of one per action).
-        let mut invalid = 0usize;
-        let mut first_invalid = None;
-        let submissions = leased.into_iter().map(|l| {
+        }
+    }
+    // What was leased is recorded (and started) before the loop ends.
+    drop(asking);
+    settle(&mut recording, &engine, &mut journal_failures).await;
+    tracing::debug!("poll loop stopped");
+}
+
+/// Submits a leased batch together, so its journal records share group
+/// commits (one fsync for the batch instead of one per action).
+fn record(engine: &Arc<Engine>, leased: Vec<crate::control_plane::Leased>) -> Recording {
+    let mut invalid = leased.iter().filter_map(|l| l.action.as_ref().err());
+    if let Some(first) = invalid.next() {
+        let first = first.to_string();
+        tracing::warn!(invalid = 1 + invalid.count(), first = %crate::telemetry::Escaped(&first), "invalid action(s) from the control plane; reporting them failed");
+    }
+    let submissions: Vec<_> = leased
+        .into_iter()
+        .map(|l| {
             let engine = engine.clone();
-            if let Err(e) = &l.action {
-                invalid += 1;
-                first_invalid.get_or_insert_with(|| e.to_string());
-            }
             async move {
                 match l.action {
                     Ok(action) => {
@@ -167,36 +221,47 @@ pub(super) async fn poll(
                     }
                 }
             }
-        });
-        let outcomes = futures_util::future::join_all(submissions).await;
-        if let Some(first) = first_invalid {
-            tracing::warn!(invalid, first = %crate::telemetry::Escaped(&first), "invalid action(s) from the control plane; reporting them failed");
-        }
-        let mut refused = 0usize;
-        let mut first_refusal = None;
-        for submitted in outcomes {
-            match submitted {
-                Ok(()) | Err(EngineError::Draining) => {}
-                // Not recorded: the lease expires and the control plane hands it out again.
-                Err(e) => {
-                    refused += 1;
-                    first_refusal.get_or_insert(e);
-                }
-            }
-        }
-        if refused == 0 && engine.journal().writable().is_ok() {
-            journal_failures = 0; // a whole batch recorded: the disk is back
-        }
-        if let Some(e) = first_refusal {
-            if engine.journal().writable().is_err() {
-                // The journal has said why (and the loop pauses above).
-                tracing::debug!(refused, error = %e, "could not accept leased action(s): the journal cannot write; they will be redelivered");
-            } else {
-                tracing::error!(refused, error = %e, "could not accept leased action(s); they will be redelivered");
+        })
+        .collect();
+    Box::pin(futures_util::future::join_all(submissions))
+}
+
+/// Waits for every batch still being recorded.
+async fn settle(
+    recording: &mut FuturesUnordered<Recording>,
+    engine: &Engine,
+    journal_failures: &mut u32,
+) {
+    while let Some(outcomes) = recording.next().await {
+        recorded(outcomes, engine, journal_failures);
+    }
+}
+
+/// Says what a recorded batch refused (the journal could not take it).
+fn recorded(outcomes: Vec<Result<(), EngineError>>, engine: &Engine, journal_failures: &mut u32) {
+    let mut refused = 0usize;
+    let mut first_refusal = None;
+    for submitted in outcomes {
+        match submitted {
+            Ok(()) | Err(EngineError::Draining) => {}
+            // Not recorded: the lease expires and the control plane hands it out again.
+            Err(e) => {
+                refused += 1;
+                first_refusal.get_or_insert(e);
             }
         }
     }
-    tracing::debug!("poll loop stopped");
+    if refused == 0 && engine.journal().writable().is_ok() {
+        *journal_failures = 0; // a whole batch recorded: the disk is back
+    }
+    if let Some(e) = first_refusal {
+        if engine.journal().writable().is_err() {
+            // The journal has said why (and the loop pauses above).
+            tracing::debug!(refused, error = %e, "could not accept leased action(s): the journal cannot write; they will be redelivered");
+        } else {
+            tracing::error!(refused, error = %e, "could not accept leased action(s); they will be redelivered");
+        }
+    }
 }
 
 /// While the journal cannot write, probes it every `every` with a small
@@ -470,9 +535,96 @@ mod tests {
 
     use grantbridge_sandbox::{ControlPlane, ControlPlaneOptions};
     use secrecy::SecretString;
+    use serde_json::json;
 
     use super::*;
     use crate::testing::{Fixture, SA, grant};
+
+    /// Waits up to 3 s for `done`.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while !done() {
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// The next long poll is under way while a leased batch is recorded: an
+    /// action enqueued while the journal's commit of the one before is held
+    /// (another connection holds the file's write lock) is leased at once,
+    /// and neither is invoked before its record commits.
+    #[tokio::test]
+    async fn the_next_lease_is_asked_for_while_a_batch_is_recorded() {
+        let f = Fixture::start(&[("db", "grant-db", &[SA])], |c| c).await;
+        let server = ControlPlane::start(ControlPlaneOptions {
+            connector_id: "unit".into(),
+            tokens: vec!["t".into()],
+            clock: grantbridge_sandbox::Clock::system(),
+        })
+        .await
+        .unwrap();
+        let url = url::Url::parse(&server.url()).unwrap();
+        let cp = ControlPlaneClient::new(
+            f.engine.services().http.clone(),
+            url.clone(),
+            "unit".into(),
+            SecretString::from("t"),
+        );
+        let settings = ControlPlaneSettings {
+            url,
+            token: SecretString::from("t"),
+            poll: true,
+            max_actions: 10,
+            wait: Duration::from_secs(1),
+            lease: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(60),
+            report_batch: 10,
+            unauthorized_retry: Duration::from_secs(1),
+        };
+        // Held well within the journal's 5 s busy timeout.
+        let lock = rusqlite::Connection::open(&f.engine.services().config.journal.path).unwrap();
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        server.enqueue(
+            json!({"id": "p-1", "integration": "db", "event_type": "grant-access",
+            "params": {"grant_id": "g-1", "username": "alice@example.com", "resource_type": "db",
+                "resources": ["orders"], "permission": "read"}}),
+        );
+        let stop = CancellationToken::new();
+        let looping = tokio::spawn(poll(
+            f.engine.clone(),
+            cp,
+            settings,
+            Arc::new(ControlPlaneState::default()),
+            stop.clone(),
+        ));
+        until("p-1 leased", || server.leased() == 1).await;
+        server.enqueue(
+            json!({"id": "p-2", "integration": "db", "event_type": "grant-access",
+            "params": {"grant_id": "g-2", "username": "bob@example.com", "resource_type": "db",
+                "resources": ["orders"], "permission": "read"}}),
+        );
+        until("p-2 leased while p-1's record waits", || {
+            server.leased() == 2
+        })
+        .await;
+        assert!(
+            f.google.invocations("grant-db").is_empty(),
+            "invoked before its record committed"
+        );
+        lock.execute_batch("ROLLBACK").unwrap();
+        until("both invoked once recorded", || {
+            f.google.invocations("grant-db").len() == 2
+        })
+        .await;
+        stop.cancel();
+        looping.await.unwrap();
+        for id in ["p-1", "p-2"] {
+            assert!(
+                f.engine.journal().state(id).await.unwrap().is_some(),
+                "{id} recorded"
+            );
+        }
+    }
 
     /// A journal that cannot write, behind a control plane that works: the
     /// failure is the journal's, and the control plane is not blamed for it
