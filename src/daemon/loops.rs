@@ -331,11 +331,6 @@ pub(super) enum FlushError {
 
 /// Sends the outbox in completion order until it is empty. Returns how many
 /// results left the outbox.
-///
-/// Once the control plane has taken a batch, the next batch is sent while the
-/// journal records the first as reported: those results are left out of what
-/// is sent meanwhile, and the mark is awaited before the outbox is called
-/// empty (and before any return), so a failed mark still fails the flush.
 pub(super) async fn flush_outbox(
     engine: &Engine,
     cp: Option<&ControlPlaneClient>,
@@ -343,26 +338,9 @@ pub(super) async fn flush_outbox(
 ) -> Result<usize, FlushError> {
     let _one_at_a_time = engine.delivering().await;
     let mut sent = 0;
-    let mut marking: Option<Marking> = None;
     loop {
-        let skip = marking.as_ref().map_or(0, |m| m.ids.len());
-        let mut items = match engine.journal().outbox(batch as usize + skip).await {
-            Ok(items) => items,
-            Err(e) => {
-                settle_mark(engine, &mut marking, &mut sent).await?;
-                return Err(e.into());
-            }
-        };
-        if let Some(m) = &marking {
-            items.retain(|i| !m.ids.contains(&i.result.action_id));
-        }
-        items.truncate(batch as usize);
+        let items = engine.journal().outbox(batch as usize).await?;
         if items.is_empty() {
-            if marking.is_some() {
-                // Once marked, look again: more may have completed meanwhile.
-                settle_mark(engine, &mut marking, &mut sent).await?;
-                continue;
-            }
             return Ok(sent);
         }
         let Some(cp) = cp else {
@@ -394,8 +372,6 @@ pub(super) async fn flush_outbox(
             }
         }
         drop(spans);
-        // The mark before this report has had the report's round trip to commit.
-        settle_mark(engine, &mut marking, &mut sent).await?;
         let answer = answer?;
         let mut done: Vec<String> = answer.accepted.clone();
         for r in &answer.rejected {
@@ -411,49 +387,10 @@ pub(super) async fn flush_outbox(
             )
             .into());
         }
-        marking = Some(Marking::start(engine, done));
+        engine.journal().mark_reported(&done).await?;
+        engine.action_spans().forget(&done);
+        sent += done.len();
     }
-}
-
-/// Results the control plane took, being marked reported in the journal.
-struct Marking {
-    ids: std::collections::HashSet<String>,
-    /// The same ids, in the order sent (for the spans).
-    order: Vec<String>,
-    write: tokio::task::JoinHandle<Result<(), JournalError>>,
-}
-
-impl Marking {
-    /// Starts the mark at once (a task of its own: the journal takes it while
-    /// the next batch is reported).
-    fn start(engine: &Engine, ids: Vec<String>) -> Self {
-        let journal = engine.journal().clone();
-        let marked = ids.clone();
-        Self {
-            ids: ids.iter().cloned().collect(),
-            order: ids,
-            write: tokio::spawn(async move { journal.mark_reported(&marked).await }),
-        }
-    }
-}
-
-/// Waits for the mark under way, if any, and counts its results as sent.
-async fn settle_mark(
-    engine: &Engine,
-    marking: &mut Option<Marking>,
-    sent: &mut usize,
-) -> Result<(), JournalError> {
-    let Some(m) = marking.take() else {
-        return Ok(());
-    };
-    match m.write.await {
-        Ok(marked) => marked?,
-        // The task ended without answering (the runtime is shutting down).
-        Err(_) => return Err(JournalError::Closed),
-    }
-    engine.action_spans().forget(&m.order);
-    *sent += m.order.len();
-    Ok(())
 }
 
 /// Reports results as they complete, batching what accumulated meanwhile.
@@ -687,49 +624,6 @@ mod tests {
                 "{id} recorded"
             );
         }
-    }
-
-    /// The next report is sent while the journal marks the one before it
-    /// reported (another connection holds the file's write lock): each result
-    /// is sent once, and the flush ends only once both marks committed.
-    #[tokio::test]
-    async fn the_next_report_is_sent_while_the_one_before_is_marked() {
-        let f = Fixture::start(&[("db", "grant-db", &[SA])], |c| c).await;
-        for id in ["r-1", "r-2"] {
-            let (result, _) = f.engine.process(&grant(id, "db")).await;
-            f.engine
-                .journal()
-                .complete_unrecorded(&result, Source::Push, None)
-                .await
-                .unwrap();
-        }
-        let server = ControlPlane::start(ControlPlaneOptions {
-            connector_id: "unit".into(),
-            tokens: vec!["t".into()],
-            clock: grantbridge_sandbox::Clock::system(),
-        })
-        .await
-        .unwrap();
-        let cp = ControlPlaneClient::new(
-            f.engine.services().http.clone(),
-            url::Url::parse(&server.url()).unwrap(),
-            "unit".into(),
-            SecretString::from("t"),
-        );
-        // Held well within the journal's 5 s busy timeout.
-        let lock = rusqlite::Connection::open(&f.engine.services().config.journal.path).unwrap();
-        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let engine = f.engine.clone();
-        let flushing = tokio::spawn(async move { flush_outbox(&engine, Some(&cp), 1).await });
-        until("r-2 reported while r-1's mark waits", || {
-            server.results().len() == 2
-        })
-        .await;
-        assert!(!flushing.is_finished(), "ended before the marks committed");
-        lock.execute_batch("ROLLBACK").unwrap();
-        assert_eq!(flushing.await.unwrap().unwrap(), 2);
-        assert!(f.engine.journal().outbox(10).await.unwrap().is_empty());
-        assert_eq!(server.calls().results, 2, "each result sent once");
     }
 
     /// A journal that cannot write, behind a control plane that works: the
