@@ -549,13 +549,18 @@ mod tests {
         }
     }
 
-    /// The next long poll is under way while a leased batch is recorded: an
-    /// action enqueued while the journal's commit of the one before is held
-    /// (another connection holds the file's write lock) is leased at once,
-    /// and neither is invoked before its record commits.
-    #[tokio::test]
-    async fn the_next_lease_is_asked_for_while_a_batch_is_recorded() {
-        let f = Fixture::start(&[("db", "grant-db", &[SA])], |c| c).await;
+    /// A grant-access action for integration `db`, as the control plane holds it.
+    fn action(id: &str) -> serde_json::Value {
+        json!({"id": id, "integration": "db", "event_type": "grant-access",
+            "params": {"grant_id": "g-1", "username": "alice@example.com", "resource_type": "db",
+                "resources": ["orders"], "permission": "read"}})
+    }
+
+    /// A simulated control plane, a client of it on the engine's HTTP client,
+    /// and poll settings with a 1 s long poll.
+    async fn control_plane(
+        f: &Fixture,
+    ) -> (ControlPlane, ControlPlaneClient, ControlPlaneSettings) {
         let server = ControlPlane::start(ControlPlaneOptions {
             connector_id: "unit".into(),
             tokens: vec!["t".into()],
@@ -581,14 +586,21 @@ mod tests {
             report_batch: 10,
             unauthorized_retry: Duration::from_secs(1),
         };
+        (server, cp, settings)
+    }
+
+    /// The next long poll is under way while a leased batch is recorded: an
+    /// action enqueued while the journal's commit of the one before is held
+    /// (another connection holds the file's write lock) is leased at once,
+    /// and neither is invoked before its record commits.
+    #[tokio::test]
+    async fn the_next_lease_is_asked_for_while_a_batch_is_recorded() {
+        let f = Fixture::start(&[("db", "grant-db", &[SA])], |c| c).await;
+        let (server, cp, settings) = control_plane(&f).await;
         // Held well within the journal's 5 s busy timeout.
         let lock = rusqlite::Connection::open(&f.engine.services().config.journal.path).unwrap();
         lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-        server.enqueue(
-            json!({"id": "p-1", "integration": "db", "event_type": "grant-access",
-            "params": {"grant_id": "g-1", "username": "alice@example.com", "resource_type": "db",
-                "resources": ["orders"], "permission": "read"}}),
-        );
+        server.enqueue(action("p-1"));
         let stop = CancellationToken::new();
         let looping = tokio::spawn(poll(
             f.engine.clone(),
@@ -598,11 +610,7 @@ mod tests {
             stop.clone(),
         ));
         until("p-1 leased", || server.leased() == 1).await;
-        server.enqueue(
-            json!({"id": "p-2", "integration": "db", "event_type": "grant-access",
-            "params": {"grant_id": "g-2", "username": "bob@example.com", "resource_type": "db",
-                "resources": ["orders"], "permission": "read"}}),
-        );
+        server.enqueue(action("p-2"));
         until("p-2 leased while p-1's record waits", || {
             server.leased() == 2
         })
@@ -624,6 +632,40 @@ mod tests {
                 "{id} recorded"
             );
         }
+    }
+
+    /// The room for the next lease counts the batch still being recorded: with
+    /// the journal's commit held, no more than twice the concurrency is leased.
+    #[tokio::test]
+    async fn the_next_lease_counts_the_batch_being_recorded() {
+        let f = Fixture::start(&[("db", "grant-db", &[SA])], |c| {
+            c.set("engine.max_concurrency", 2)
+        })
+        .await;
+        let (server, cp, settings) = control_plane(&f).await;
+        // Held well within the journal's 5 s busy timeout.
+        let lock = rusqlite::Connection::open(&f.engine.services().config.journal.path).unwrap();
+        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        server.enqueue_many((0..20).map(|i| action(&format!("q-{i}"))).collect());
+        let stop = CancellationToken::new();
+        let looping = tokio::spawn(poll(
+            f.engine.clone(),
+            cp,
+            settings,
+            Arc::new(ControlPlaneState::default()),
+            stop.clone(),
+        ));
+        until("a first batch leased", || server.leased() >= 4).await;
+        // Long enough for a wrongly counted second lease to come back.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(server.leased(), 4, "leased past twice the concurrency");
+        lock.execute_batch("ROLLBACK").unwrap();
+        until("all twenty invoked", || {
+            f.google.invocations("grant-db").len() == 20
+        })
+        .await;
+        stop.cancel();
+        looping.await.unwrap();
     }
 
     /// A journal that cannot write, behind a control plane that works: the

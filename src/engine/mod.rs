@@ -226,6 +226,9 @@ impl Engine {
 
     /// Records an action and starts it, or answers from the journal when the id
     /// is already known (redelivered leases, retried pushes).
+    ///
+    /// It takes its place in the queue before its first await: the poll loop
+    /// polls a leased batch once, then counts the room for the next lease.
     pub async fn submit(
         self: &Arc<Self>,
         action: Action,
