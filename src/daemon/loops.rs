@@ -589,18 +589,20 @@ mod tests {
         (server, cp, settings)
     }
 
-    /// The next long poll is under way while a leased batch is recorded: an
-    /// action enqueued while the journal's commit of the one before is held
-    /// (another connection holds the file's write lock) is leased at once,
-    /// and neither is invoked before its record commits.
-    #[tokio::test]
-    async fn the_next_lease_is_asked_for_while_a_batch_is_recorded() {
-        let f = Fixture::start(&[("db", "grant-db", &[SA])], |c| c).await;
-        let (server, cp, settings) = control_plane(&f).await;
-        // Held well within the journal's 5 s busy timeout.
+    /// Another connection holding the journal file's write lock (until its
+    /// `ROLLBACK`): the journal's commits wait, well within its 5 s busy timeout.
+    fn hold_writes(f: &Fixture) -> rusqlite::Connection {
         let lock = rusqlite::Connection::open(&f.engine.services().config.journal.path).unwrap();
         lock.execute_batch("BEGIN IMMEDIATE").unwrap();
-        server.enqueue(action("p-1"));
+        lock
+    }
+
+    /// The poll loop on the fixture's engine, and what stops it.
+    fn start_polling(
+        f: &Fixture,
+        cp: ControlPlaneClient,
+        settings: ControlPlaneSettings,
+    ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         let stop = CancellationToken::new();
         let looping = tokio::spawn(poll(
             f.engine.clone(),
@@ -609,6 +611,20 @@ mod tests {
             Arc::new(ControlPlaneState::default()),
             stop.clone(),
         ));
+        (stop, looping)
+    }
+
+    /// The next long poll is under way while a leased batch is recorded: an
+    /// action enqueued while the journal's commit of the one before is held
+    /// (another connection holds the file's write lock) is leased at once,
+    /// and neither is invoked before its record commits.
+    #[tokio::test]
+    async fn the_next_lease_is_asked_for_while_a_batch_is_recorded() {
+        let f = Fixture::start(&[("db", "grant-db", &[SA])], |c| c).await;
+        let (server, cp, settings) = control_plane(&f).await;
+        let lock = hold_writes(&f);
+        server.enqueue(action("p-1"));
+        let (stop, looping) = start_polling(&f, cp, settings);
         until("p-1 leased", || server.leased() == 1).await;
         server.enqueue(action("p-2"));
         until("p-2 leased while p-1's record waits", || {
@@ -643,18 +659,9 @@ mod tests {
         })
         .await;
         let (server, cp, settings) = control_plane(&f).await;
-        // Held well within the journal's 5 s busy timeout.
-        let lock = rusqlite::Connection::open(&f.engine.services().config.journal.path).unwrap();
-        lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let lock = hold_writes(&f);
         server.enqueue_many((0..20).map(|i| action(&format!("q-{i}"))).collect());
-        let stop = CancellationToken::new();
-        let looping = tokio::spawn(poll(
-            f.engine.clone(),
-            cp,
-            settings,
-            Arc::new(ControlPlaneState::default()),
-            stop.clone(),
-        ));
+        let (stop, looping) = start_polling(&f, cp, settings);
         until("a first batch leased", || server.leased() >= 4).await;
         // Long enough for a wrongly counted second lease to come back.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -680,19 +687,7 @@ mod tests {
             .complete_unrecorded(&result, Source::Push, None)
             .await
             .unwrap();
-        let server = ControlPlane::start(ControlPlaneOptions {
-            connector_id: "unit".into(),
-            tokens: vec!["t".into()],
-            clock: grantbridge_sandbox::Clock::system(),
-        })
-        .await
-        .unwrap();
-        let cp = ControlPlaneClient::new(
-            f.engine.services().http.clone(),
-            url::Url::parse(&server.url()).unwrap(),
-            "unit".into(),
-            SecretString::from("t"),
-        );
+        let (server, cp, _) = control_plane(&f).await;
         f.engine.journal().clone().close().await;
 
         let err = flush_outbox(&f.engine, Some(&cp), 10).await.unwrap_err();
