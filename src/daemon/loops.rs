@@ -627,6 +627,24 @@ mod tests {
         lock
     }
 
+    /// Lets the journal's commits through (ends [`hold_writes`]), waits until
+    /// `calls` calls reached the function, and stops the poll loop.
+    async fn release_and_stop(
+        f: &Fixture,
+        lock: rusqlite::Connection,
+        calls: usize,
+        stop: CancellationToken,
+        looping: tokio::task::JoinHandle<()>,
+    ) {
+        lock.execute_batch("ROLLBACK").unwrap();
+        until(&format!("all {calls} invoked once recorded"), || {
+            f.google.invocations("grant-db").len() == calls
+        })
+        .await;
+        stop.cancel();
+        looping.await.unwrap();
+    }
+
     /// The poll loop on the fixture's engine, and what stops it.
     fn start_polling(
         f: &Fixture,
@@ -665,13 +683,7 @@ mod tests {
             f.google.invocations("grant-db").is_empty(),
             "invoked before its record committed"
         );
-        lock.execute_batch("ROLLBACK").unwrap();
-        until("both invoked once recorded", || {
-            f.google.invocations("grant-db").len() == 2
-        })
-        .await;
-        stop.cancel();
-        looping.await.unwrap();
+        release_and_stop(&f, lock, 2, stop, looping).await;
         for id in ["p-1", "p-2"] {
             assert!(
                 f.engine.journal().state(id).await.unwrap().is_some(),
@@ -696,13 +708,7 @@ mod tests {
         // Long enough for a wrongly counted second lease to come back.
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(server.leased(), 4, "leased past twice the concurrency");
-        lock.execute_batch("ROLLBACK").unwrap();
-        until("all twenty invoked", || {
-            f.google.invocations("grant-db").len() == 20
-        })
-        .await;
-        stop.cancel();
-        looping.await.unwrap();
+        release_and_stop(&f, lock, 20, stop, looping).await;
     }
 
     /// The batches being recorded hold no more than one lease's worth of
@@ -727,13 +733,7 @@ mod tests {
             3,
             "leased past one lease's worth while recording"
         );
-        lock.execute_batch("ROLLBACK").unwrap();
-        until("all twelve invoked", || {
-            f.google.invocations("grant-db").len() == 12
-        })
-        .await;
-        stop.cancel();
-        looping.await.unwrap();
+        release_and_stop(&f, lock, 12, stop, looping).await;
     }
 
     /// A journal that cannot write, behind a control plane that works: the
