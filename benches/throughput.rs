@@ -6,9 +6,16 @@
 //! bench process to the same functions at the same concurrency with a
 //! pre-minted token and no journal.
 //!
-//! Two scenarios per run:
+//! Three scenarios per run:
 //! - the ceiling: a function that answers at once (0 ms) with 32 concurrent
-//!   calls per integration, so the connector's own cost is what shows;
+//!   calls per integration, so the connector's own cost is what shows, through
+//!   the sandbox's plain front end (HTTP/1.1: a connection per concurrent call);
+//! - the same ceiling through the sandbox's TLS front end, which negotiates
+//!   HTTP/2 by ALPN as Google's front end does, so every call is a stream on
+//!   one connection: what a deployment does (plain http is for loopback
+//!   development only). Each client speaks what it would to Google: the
+//!   baseline and grantbridge HTTP/2 (reqwest), the Python peer HTTP/1.1 over
+//!   TLS (requests);
 //! - a 5 ms function with 16 concurrent calls per integration (the
 //!   function's concurrency is the bottleneck, as with real functions).
 //!
@@ -25,8 +32,8 @@
 //! and said so, when Python lacks them). `--runs N` repeats everything and prints the median, min and
 //! max of each figure: these machines are shared and noisy.
 //!
-//! Run: `cargo bench --bench throughput -- [--runs N] [--actions N] [--scenario 1|2]`
-//! (`--scenario` runs one of the two, e.g. to profile it).
+//! Run: `cargo bench --bench throughput -- [--runs N] [--actions N] [--scenario 1|2|3]`
+//! (`--scenario` runs one of the three, e.g. to profile it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -51,21 +58,33 @@ struct Scenario {
     name: &'static str,
     service_time: Duration,
     per_integration: usize,
+    /// Through the sandbox's TLS front end (HTTP/2 by ALPN, as Google's
+    /// front end), not the plain one (HTTP/1.1, a connection per call).
+    tls: bool,
     /// The ratio issue 10 asks of the connector here.
     target: f64,
 }
 
-const SCENARIOS: [Scenario; 2] = [
+const SCENARIOS: [Scenario; 3] = [
     Scenario {
         name: "ceiling: 0 ms function, 32 calls per integration",
         service_time: Duration::ZERO,
         per_integration: 32,
+        tls: false,
+        target: 0.7,
+    },
+    Scenario {
+        name: "ceiling over TLS (HTTP/2): 0 ms, 32 per integration",
+        service_time: Duration::ZERO,
+        per_integration: 32,
+        tls: true,
         target: 0.7,
     },
     Scenario {
         name: "5 ms function, 16 calls per integration",
         service_time: Duration::from_millis(5),
         per_integration: 16,
+        tls: false,
         target: 0.95,
     },
 ];
@@ -110,8 +129,13 @@ async fn baseline(
     functions: &[String],
     n: usize,
     concurrency: usize,
+    ca_pem: Option<&str>,
 ) -> (Duration, Duration) {
-    let http = reqwest::Client::new();
+    let mut http = reqwest::Client::builder();
+    if let Some(pem) = ca_pem {
+        http = http.add_root_certificate(reqwest::Certificate::from_pem(pem.as_bytes()).unwrap());
+    }
+    let http = http.build().unwrap();
     let tokens: Vec<String> = functions
         .iter()
         .map(|f| sandbox.mint_id_token(SA, f).unwrap())
@@ -191,18 +215,34 @@ async fn measure(s: Scenario, n: usize) -> Figures {
     let google = common::google(dir.path()).await;
     let sandbox = &google.sandbox;
     let gauges: Vec<Arc<Gauge>> = (0..INTEGRATIONS).map(|_| Arc::default()).collect();
-    let mut functions = Vec::new();
-    for (i, g) in gauges.iter().enumerate() {
-        functions.push(sandbox.deploy_function(
-            &format!("revoke-{i}"),
-            FunctionImpl::Proxy(upstream(g.clone(), s.service_time).await),
-            &[SA],
-        ));
+    let names: Vec<String> = (0..INTEGRATIONS).map(|i| format!("revoke-{i}")).collect();
+    for (name, g) in names.iter().zip(&gauges) {
+        let upstream = upstream(g.clone(), s.service_time).await;
+        sandbox.deploy_function(name, FunctionImpl::Proxy(upstream), &[SA]);
     }
+    // The front end every client calls, and the CA a client must trust for
+    // the TLS one (written out for grantbridge and the peer).
+    let tls = if s.tls {
+        Some(sandbox.functions_tls().await.unwrap())
+    } else {
+        None
+    };
+    let bundle = dir.path().join("front-end-ca.pem");
+    if let Some(tls) = &tls {
+        std::fs::write(&bundle, &tls.ca_pem).unwrap();
+    }
+    let functions: Vec<String> = names
+        .iter()
+        .map(|name| match &tls {
+            Some(tls) => tls.function_url(name),
+            None => sandbox.function_url(name),
+        })
+        .collect();
+    let ca_pem = tls.as_ref().map(|t| t.ca_pem.as_str());
     let concurrency = s.per_integration * functions.len();
     let me = std::process::id();
     let cpu0 = common::cpu_time(me);
-    let (base, base_busy) = baseline(sandbox, &functions, n, concurrency).await;
+    let (base, base_busy) = baseline(sandbox, &functions, n, concurrency, ca_pem).await;
     let baseline_cpu = common::cpu_time(me) - cpu0;
     for g in &gauges {
         g.peak.store(0, Ordering::SeqCst);
@@ -229,7 +269,11 @@ async fn measure(s: Scenario, n: usize) -> Figures {
             )
         },
     );
-    let daemon = Daemon::start(dir.path(), config).await;
+    let env: Vec<(&str, &std::path::Path)> = match tls {
+        Some(_) => vec![("SSL_CERT_FILE", bundle.as_path())],
+        None => Vec::new(),
+    };
+    let daemon = Daemon::start_with_env(dir.path(), config, &env).await;
     let (writes0, commits0) = (
         daemon.metric("grantbridge_journal_writes_total").await,
         daemon.metric("grantbridge_journal_commits_total").await,
@@ -258,9 +302,15 @@ async fn measure(s: Scenario, n: usize) -> Figures {
     assert_eq!(failed, 0, "no failed results");
     assert_eq!(duplicates, 0, "no duplicate reports");
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    let peer = peer(&google, &functions, n, concurrency)
-        .await
-        .map(|(d, kib, anon)| (rate(d), kib, anon));
+    let peer = peer(
+        &google,
+        &functions,
+        n,
+        concurrency,
+        tls.is_some().then_some(bundle.as_path()),
+    )
+    .await
+    .map(|(d, kib, anon)| (rate(d), kib, anon));
     Figures {
         baseline: rate(base),
         connector: rate(through),
@@ -288,6 +338,7 @@ async fn peer(
     functions: &[String],
     n: usize,
     workers: usize,
+    ca_bundle: Option<&std::path::Path>,
 ) -> Option<(Duration, u64, u64)> {
     let ready = std::process::Command::new("python3")
         .args(["-c", "import google.oauth2.service_account, requests"])
@@ -319,6 +370,7 @@ async fn peer(
             &serde_json::Value::Object(integrations).to_string(),
         ])
         .args(["--workers", &workers.to_string()])
+        .envs(ca_bundle.map(|b| ("REQUESTS_CA_BUNDLE", b)))
         .kill_on_drop(true)
         .spawn()
         .expect("python3 starts");
