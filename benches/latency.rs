@@ -207,22 +207,10 @@ async fn memory(n: usize, protocol: Protocol, queued: bool) -> (u64, u64, Option
     google
         .sandbox
         .deploy_function("revoke", FunctionImpl::Sample, &[SA]);
-    let tls = match protocol {
-        Protocol::Http1 => None,
-        Protocol::Http2 => Some(google.sandbox.functions_tls().await.unwrap()),
-    };
-    let bundle = dir.path().join("front-end-ca.pem");
-    let url = match &tls {
-        Some(tls) => {
-            std::fs::write(&bundle, &tls.ca_pem).unwrap();
-            tls.function_url("revoke")
-        }
-        None => google.sandbox.function_url("revoke"),
-    };
-    let env: Vec<(&str, &std::path::Path)> = match tls {
-        Some(_) => vec![("SSL_CERT_FILE", bundle.as_path())],
-        None => Vec::new(),
-    };
+    let front_end =
+        common::FrontEnd::start(&google.sandbox, dir.path(), protocol == Protocol::Http2).await;
+    let url = front_end.url(&google.sandbox, "revoke");
+    let env = front_end.daemon_env();
     // Every call hangs until the connector gives up (the integration's timeout).
     google.sandbox.set_faults(
         "revoke",

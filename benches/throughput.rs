@@ -220,29 +220,15 @@ async fn measure(s: Scenario, n: usize) -> Figures {
         let upstream = upstream(g.clone(), s.service_time).await;
         sandbox.deploy_function(name, FunctionImpl::Proxy(upstream), &[SA]);
     }
-    // The front end every client calls, and the CA a client must trust for
-    // the TLS one (written out for grantbridge and the peer).
-    let tls = if s.tls {
-        Some(sandbox.functions_tls().await.unwrap())
-    } else {
-        None
-    };
-    let bundle = dir.path().join("front-end-ca.pem");
-    if let Some(tls) = &tls {
-        std::fs::write(&bundle, &tls.ca_pem).unwrap();
-    }
+    let front_end = common::FrontEnd::start(sandbox, dir.path(), s.tls).await;
     let functions: Vec<String> = names
         .iter()
-        .map(|name| match &tls {
-            Some(tls) => tls.function_url(name),
-            None => sandbox.function_url(name),
-        })
+        .map(|name| front_end.url(sandbox, name))
         .collect();
-    let ca_pem = tls.as_ref().map(|t| t.ca_pem.as_str());
     let concurrency = s.per_integration * functions.len();
     let me = std::process::id();
     let cpu0 = common::cpu_time(me);
-    let (base, base_busy) = baseline(sandbox, &functions, n, concurrency, ca_pem).await;
+    let (base, base_busy) = baseline(sandbox, &functions, n, concurrency, front_end.ca_pem()).await;
     let baseline_cpu = common::cpu_time(me) - cpu0;
     for g in &gauges {
         g.peak.store(0, Ordering::SeqCst);
@@ -269,11 +255,7 @@ async fn measure(s: Scenario, n: usize) -> Figures {
             )
         },
     );
-    let env: Vec<(&str, &std::path::Path)> = match tls {
-        Some(_) => vec![("SSL_CERT_FILE", bundle.as_path())],
-        None => Vec::new(),
-    };
-    let daemon = Daemon::start_with_env(dir.path(), config, &env).await;
+    let daemon = Daemon::start_with_env(dir.path(), config, &front_end.daemon_env()).await;
     let (writes0, commits0) = (
         daemon.metric("grantbridge_journal_writes_total").await,
         daemon.metric("grantbridge_journal_commits_total").await,
@@ -302,15 +284,9 @@ async fn measure(s: Scenario, n: usize) -> Figures {
     assert_eq!(failed, 0, "no failed results");
     assert_eq!(duplicates, 0, "no duplicate reports");
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    let peer = peer(
-        &google,
-        &functions,
-        n,
-        concurrency,
-        tls.is_some().then_some(bundle.as_path()),
-    )
-    .await
-    .map(|(d, kib, anon)| (rate(d), kib, anon));
+    let peer = peer(&google, &functions, n, concurrency, front_end.ca_file())
+        .await
+        .map(|(d, kib, anon)| (rate(d), kib, anon));
     Figures {
         baseline: rate(base),
         connector: rate(through),

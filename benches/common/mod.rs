@@ -28,6 +28,54 @@ pub async fn google(dir: &Path) -> Google {
     Google { sandbox, key_file }
 }
 
+/// The front end a bench calls the functions through: the sandbox's plain
+/// one (HTTP/1.1, a connection per concurrent call), or its TLS one (HTTP/2 by
+/// ALPN, as Google's), whose CA is written to a file for clients that trust a
+/// bundle by path (`SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`).
+pub struct FrontEnd {
+    tls: Option<(grantbridge_sandbox::TlsFrontEnd, PathBuf)>,
+}
+
+impl FrontEnd {
+    pub async fn start(sandbox: &Sandbox, dir: &Path, tls: bool) -> FrontEnd {
+        if !tls {
+            return FrontEnd { tls: None };
+        }
+        let front_end = sandbox.functions_tls().await.unwrap();
+        let bundle = dir.join("front-end-ca.pem");
+        std::fs::write(&bundle, &front_end.ca_pem).unwrap();
+        FrontEnd {
+            tls: Some((front_end, bundle)),
+        }
+    }
+
+    /// The URL of function `name` at this front end.
+    pub fn url(&self, sandbox: &Sandbox, name: &str) -> String {
+        match &self.tls {
+            Some((tls, _)) => tls.function_url(name),
+            None => sandbox.function_url(name),
+        }
+    }
+
+    /// The CA to trust, for the TLS front end.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|(tls, _)| tls.ca_pem.as_str())
+    }
+
+    /// The file holding that CA, for the TLS front end.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|(_, bundle)| bundle.as_path())
+    }
+
+    /// What grantbridge's environment needs to trust the front end.
+    pub fn daemon_env(&self) -> Vec<(&'static str, &Path)> {
+        self.ca_file()
+            .map(|bundle| ("SSL_CERT_FILE", bundle))
+            .into_iter()
+            .collect()
+    }
+}
+
 pub async fn control_plane() -> ControlPlane {
     ControlPlane::start(ControlPlaneOptions {
         connector_id: "bench".into(),
