@@ -193,7 +193,7 @@ pub enum Recorded {
 }
 
 /// A result waiting to be reported to the control plane.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutboxItem {
     pub result: ActionResult,
     pub lease_token: Option<String>,

@@ -13,15 +13,106 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use super::JournalError;
 
 /// `PRAGMA application_id`: marks the file as a grantbridge journal ("gbj1").
-const APPLICATION_ID: i32 = 0x6762_6a31;
+pub(super) const APPLICATION_ID: i32 = 0x6762_6a31;
 
 /// The schema this code writes; `PRAGMA user_version` holds the file's.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
-/// Version 1. Times are Unix milliseconds (UTC). `actions.seq` orders
-/// recording and `completed_seq` orders completion; both only grow
-/// (AUTOINCREMENT and the `counters` row survive pruning).
-const SCHEMA_V1: &str = "
+/// The tables of version 2. Times are Unix milliseconds (UTC).
+///
+/// `actions.seq` orders recording. It is a plain rowid (the largest plus
+/// one), not AUTOINCREMENT: that would write `sqlite_sequence` in every
+/// commit that inserts a row, a page more per commit, and order needs no
+/// more. Only reported rows are pruned, so a new row always comes after
+/// every unfinished one. `completed_seq` orders completion and only grows:
+/// the `counters` row survives pruning. It is unique because only the writer
+/// hands it out, from that row; version 1's unique index on it (which also
+/// indexed every NULL) cost another page per commit. `audit.seq` only
+/// breaks ties between entries of the same millisecond.
+const TABLES: &str = "
+CREATE TABLE actions (
+    seq           INTEGER PRIMARY KEY,
+    id            TEXT    NOT NULL UNIQUE,
+    action        TEXT,     -- Action JSON; NULL for a result whose action could not be parsed
+    source        TEXT    NOT NULL CHECK (source IN ('poll', 'push')),
+    lease_token   TEXT,
+    status        TEXT    NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
+    recorded_at   INTEGER NOT NULL,
+    running_at    INTEGER,
+    completed_at  INTEGER,
+    completed_seq INTEGER,
+    result        TEXT,     -- ActionResult JSON
+    reported_at   INTEGER,
+    CHECK ((result IS NULL) = (completed_seq IS NULL)),
+    CHECK (reported_at IS NULL OR result IS NOT NULL)
+);
+CREATE TABLE audit (
+    seq          INTEGER PRIMARY KEY,
+    at           INTEGER NOT NULL,
+    action_id    TEXT    NOT NULL,
+    integration  TEXT    NOT NULL,
+    event_type   TEXT    NOT NULL,
+    username     TEXT,
+    function_url TEXT,
+    http_status  INTEGER,
+    latency_ms   INTEGER NOT NULL,
+    outcome      TEXT    NOT NULL,
+    attempt      INTEGER NOT NULL,
+    instance_id  TEXT    NOT NULL
+);
+";
+
+/// The indexes of both versions.
+const INDEXES: &str = "
+CREATE INDEX actions_outbox ON actions (completed_seq)
+    WHERE completed_seq IS NOT NULL AND reported_at IS NULL;
+CREATE INDEX actions_unfinished ON actions (seq) WHERE status IN ('queued', 'running');
+CREATE INDEX actions_reported ON actions (completed_at) WHERE reported_at IS NOT NULL;
+CREATE INDEX audit_at ON audit (at);
+CREATE INDEX audit_integration_at ON audit (integration, at);
+";
+
+const COUNTERS: &str = "
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO counters (name, value) VALUES ('completed_seq', 0);
+";
+
+/// Version 1 to 2: the same columns and rows, in tables without
+/// AUTOINCREMENT and without the unique index on `completed_seq`. SQLite
+/// cannot drop either from a table, so both tables are copied: the old ones
+/// are renamed, the new ones created and filled, the old ones dropped (their
+/// `sqlite_sequence` rows go with them). `seq` values are copied, so the
+/// order of recording and of the audit trail is kept.
+const V1_TO_V2: &str = "
+DROP INDEX actions_outbox;
+DROP INDEX actions_unfinished;
+DROP INDEX actions_reported;
+DROP INDEX audit_at;
+DROP INDEX audit_integration_at;
+ALTER TABLE actions RENAME TO actions_v1;
+ALTER TABLE audit RENAME TO audit_v1;
+";
+
+const V1_TO_V2_COPY: &str = "
+INSERT INTO actions (seq, id, action, source, lease_token, status, recorded_at, running_at,
+                     completed_at, completed_seq, result, reported_at)
+    SELECT seq, id, action, source, lease_token, status, recorded_at, running_at,
+           completed_at, completed_seq, result, reported_at FROM actions_v1;
+INSERT INTO audit (seq, at, action_id, integration, event_type, username, function_url,
+                   http_status, latency_ms, outcome, attempt, instance_id)
+    SELECT seq, at, action_id, integration, event_type, username, function_url,
+           http_status, latency_ms, outcome, attempt, instance_id FROM audit_v1;
+DROP TABLE actions_v1;
+DROP TABLE audit_v1;
+";
+
+/// What version 1 created, for the upgrade tests: a journal it wrote is
+/// built from this.
+#[cfg(test)]
+pub(super) const SCHEMA_V1: &str = "
 CREATE TABLE actions (
     seq           INTEGER PRIMARY KEY AUTOINCREMENT,
     id            TEXT    NOT NULL UNIQUE,
@@ -264,14 +355,33 @@ fn migrate(path: &Path, conn: &mut Connection) -> Result<(), JournalError> {
             ),
         ));
     }
-    if version < 1 {
-        tx.execute_batch(SCHEMA_V1).map_err(fail)?;
-        tx.pragma_update(None, "application_id", APPLICATION_ID)
-            .map_err(fail)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(fail)?;
+    match version {
+        ..=0 => {
+            for part in [TABLES, INDEXES, COUNTERS] {
+                tx.execute_batch(part).map_err(fail)?;
+            }
+            tx.pragma_update(None, "application_id", APPLICATION_ID)
+                .map_err(fail)?;
+        }
+        1 => {
+            for part in [V1_TO_V2, TABLES, V1_TO_V2_COPY, INDEXES] {
+                tx.execute_batch(part).map_err(fail)?;
+            }
+        }
+        _ => return tx.commit().map_err(fail),
     }
-    tx.commit().map_err(fail)
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(fail)?;
+    tx.commit().map_err(fail)?;
+    if version == 1 {
+        tracing::info!(
+            journal = %path.display(),
+            from = version,
+            to = SCHEMA_VERSION,
+            "journal schema upgraded"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -187,6 +187,122 @@ async fn completion_numbers_keep_growing_across_reopen_and_prune() {
     assert!(j.outbox(1).await.unwrap()[0].completed_seq > first);
 }
 
+/// Every row of a table, in rowid order, as SQLite stores it.
+fn rows(conn: &rusqlite::Connection, table: &str) -> Vec<Vec<rusqlite::types::Value>> {
+    let mut stmt = conn
+        .prepare(&format!("SELECT * FROM {table} ORDER BY seq"))
+        .unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The tables and indexes a journal's schema holds, by name, with their SQL.
+fn schema_of(path: &Path) -> Vec<(String, Option<String>)> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%' ORDER BY name")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_version_1_journal_is_upgraded_in_place_with_every_row_and_order_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::tokio();
+    // Today's journal, with actions in every state and an audit trail...
+    let today = dir.path().join("today.db");
+    let j = Journal::open(JournalOptions::new(&today), clock.clone()).unwrap();
+    for id in ["q1", "b", "a", "reported", "q2"] {
+        j.record(&action(id), Source::Poll, Some(&format!("lease-{id}")))
+            .await
+            .unwrap();
+    }
+    for id in ["reported", "b", "a"] {
+        j.complete_with_attempts(
+            &result(id, id != "b"),
+            vec![attempt(&clock, id, "orders-db", 2)],
+        )
+        .await
+        .unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    j.complete_unrecorded(&result("bad-1", false), Source::Push, None)
+        .await
+        .unwrap();
+    j.mark_reported(&["reported".into()]).await.unwrap();
+    for id in ["x", "y"] {
+        j.record_attempt(attempt(&clock, id, "wiki", 1))
+            .await
+            .unwrap();
+    }
+    let outbox = j.outbox(10).await.unwrap();
+    let audit = j.audit(AuditQuery::default()).await.unwrap();
+    j.close().await;
+
+    // ...copied row for row into the tables version 1 created.
+    let v1 = dir.path().join("v1.db");
+    let conn = rusqlite::Connection::open(&v1).unwrap();
+    conn.execute_batch(schema::SCHEMA_V1).unwrap();
+    conn.execute("ATTACH ?1 AS today", [today.to_str().unwrap()])
+        .unwrap();
+    conn.execute_batch(
+        "INSERT INTO actions SELECT * FROM today.actions;
+         INSERT INTO audit SELECT * FROM today.audit;
+         UPDATE counters SET value = (SELECT value FROM today.counters WHERE name = 'completed_seq');
+         DETACH today;",
+    )
+    .unwrap();
+    conn.pragma_update(None, "application_id", schema::APPLICATION_ID)
+        .unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    let (actions_before, audit_before) = (rows(&conn, "actions"), rows(&conn, "audit"));
+    assert_eq!(actions_before.len(), 6);
+    drop(conn);
+
+    let j = Journal::open(JournalOptions::new(&v1), clock.clone()).unwrap();
+    assert_eq!(j.outbox(10).await.unwrap(), outbox);
+    assert_eq!(ids(&outbox), ["b", "a", "bad-1"]);
+    assert_eq!(j.audit(AuditQuery::default()).await.unwrap(), audit);
+    let unfinished: Vec<_> = j.unfinished().await.unwrap();
+    let unfinished: Vec<&str> = unfinished.iter().map(|u| u.action.id.as_str()).collect();
+    assert_eq!(unfinished, ["q1", "q2"]);
+    assert!(j.state("reported").await.unwrap().is_some());
+    // New rows come after the old ones, and completion numbers keep growing.
+    j.record(&action("c"), Source::Poll, None).await.unwrap();
+    j.complete(&result("c", true)).await.unwrap();
+    let after = j.outbox(10).await.unwrap();
+    assert_eq!(ids(&after), ["b", "a", "bad-1", "c"]);
+    assert!(after[3].completed_seq > outbox[2].completed_seq);
+    j.close().await;
+
+    let conn = rusqlite::Connection::open(&v1).unwrap();
+    let mut actions_after = rows(&conn, "actions");
+    assert_eq!(actions_after.pop().unwrap()[1], "c".to_owned().into());
+    assert_eq!(actions_after, actions_before);
+    assert_eq!(rows(&conn, "audit"), audit_before);
+    let version: i32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let sequences: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_sequence", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(sequences, 0, "no AUTOINCREMENT left");
+    drop(conn);
+    // The same schema, index for index, as a journal created today.
+    assert_eq!(schema_of(&v1), schema_of(&today));
+}
+
 #[tokio::test]
 async fn unknown_ids_are_refused_and_unparsed_actions_still_reach_the_outbox() {
     let (_dir, j) = temp_journal();
