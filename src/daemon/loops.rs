@@ -711,44 +711,6 @@ mod tests {
         release_and_stop(&f, lock, 20, stop, looping).await;
     }
 
-    /// Actions whose function has answered and whose result waits for the
-    /// journal need no slot, so they do not count against the next lease:
-    /// with concurrency 2, two results held at the journal still leave room
-    /// for twice the concurrency (4 more), and no more than that.
-    #[tokio::test]
-    async fn results_being_stored_leave_room_for_the_next_lease() {
-        let f = Fixture::start(&[("db", "grant-db", &[SA])], |c| {
-            c.set("engine.max_concurrency", 2)
-        })
-        .await;
-        let (server, cp, settings) = control_plane(&f).await;
-        let slow = |ms| grantbridge_sandbox::Faults {
-            latency: Duration::from_millis(ms),
-            ..Default::default()
-        };
-        f.google.set_faults("grant-db", slow(300));
-        server.enqueue_many((0..2).map(|i| action(&format!("s-{i}"))).collect());
-        let (stop, looping) = start_polling(&f, cp, settings);
-        until("both called", || {
-            f.google.invocations("grant-db").len() == 2
-        })
-        .await;
-        // Their results cannot commit from now on; the next calls answer at once.
-        let lock = hold_writes(&f);
-        f.google.set_faults("grant-db", slow(0));
-        until("both answered, their results waiting", || {
-            f.engine.storing() == 2
-        })
-        .await;
-        server.enqueue_many((2..22).map(|i| action(&format!("s-{i}"))).collect());
-        until("4 more leased", || server.leased() >= 6).await;
-        // Long enough for a lease past the bound to come back.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(server.leased(), 6, "leased past twice the concurrency");
-        assert_eq!(f.engine.pending(), 6);
-        release_and_stop(&f, lock, 22, stop, looping).await;
-    }
-
     /// The batches being recorded hold no more than one lease's worth of
     /// actions together: with the journal's commit held and `max_actions` 3,
     /// a batch of 2 being recorded leaves room for 1 more, and then none,

@@ -99,9 +99,6 @@ pub struct Engine {
     per_integration: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Accepted and not finished (queued or running) in this process.
     pending: AtomicUsize,
-    /// Of those, the ones whose function has answered and whose result is
-    /// being stored: they need no slot any more.
-    storing: AtomicUsize,
     /// Accepted and not finished in this process: whether it is calling
     /// its function (running) or waiting for a permit (queued), and its
     /// lease. Whether it is calling is kept here, not journaled: it is for
@@ -139,7 +136,6 @@ impl Engine {
             clock,
             per_integration: Mutex::default(),
             pending: AtomicUsize::new(0),
-            storing: AtomicUsize::new(0),
             running: Mutex::default(),
             health: Arc::default(),
             accepted: watch::channel(0).0,
@@ -194,11 +190,6 @@ impl Engine {
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::SeqCst)
     }
-    /// Of [`Engine::pending`], the actions whose function has answered and
-    /// whose result is being stored.
-    pub fn storing(&self) -> usize {
-        self.storing.load(Ordering::SeqCst)
-    }
     /// Room left before intake must pause.
     pub fn free_capacity(&self) -> usize {
         self.settings.queue_capacity.saturating_sub(self.pending())
@@ -215,19 +206,13 @@ impl Engine {
     /// asked for while half a concurrency's worth still waits: when it was
     /// asked for only once every slot's action was already taken, slots sat
     /// idle for the lease's round trip and its journal commit.
-    ///
-    /// Actions whose function has answered and whose result is being stored
-    /// are not counted: they need no slot, and at full speed, with journal
-    /// commits of a millisecond and calls of a fraction of one, they were a
-    /// third of what was held, so the slots ran dry while they waited for
-    /// the disk.
     pub fn lease_room(&self) -> usize {
         let max = self.settings.max_concurrency;
-        let held = self.pending().saturating_sub(self.storing());
-        if 2 * held > 3 * max {
+        let pending = self.pending();
+        if 2 * pending > 3 * max {
             return 0;
         }
-        self.free_capacity().min(2 * max - held)
+        self.free_capacity().min(2 * max - pending)
     }
 
     /// A receiver that changes whenever an action finishes (for intake loops
@@ -437,8 +422,6 @@ impl Engine {
         let admitted = self.admit(action).await;
         Box::pin(async {
             let (result, audit) = self.process_admitted(action, admitted).await;
-            self.storing.fetch_add(1, Ordering::SeqCst);
-            let _stored = Slot(&self.storing);
             self.store(&result, audit).await?;
             self.announce_finished();
             Ok(())
