@@ -9,7 +9,14 @@ use grantbridge::cli::{Cli, run};
 fn main() -> ExitCode {
     let cli = Cli::parse();
 
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = if cli.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(cli.worker_threads.into());
+        builder
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");

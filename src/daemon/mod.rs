@@ -127,7 +127,8 @@ impl Daemon {
         let config = self.engine.config().clone();
         let resumed = self.engine.resume_unfinished().await?;
         let outbox = self.engine.journal().outbox_depth().await?;
-        tracing::info!(instance_id = %self.engine.instance_id(), resumed, outbox,
+        let worker_threads = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(instance_id = %self.engine.instance_id(), resumed, outbox, worker_threads,
             poll = config.control_plane.as_ref().is_some_and(|c| c.poll), push = listeners.push.is_some(), "grantbridge started");
 
         let stops = Stops {

@@ -8,7 +8,9 @@ use std::time::Duration;
 use grantbridge_sandbox::{Faults, Outage};
 use serde_json::json;
 
-use crate::helpers::{PUSH_SECRET, RunningDaemon, action, spawn_control_plane, spawn_env};
+use crate::helpers::{
+    PUSH_SECRET, RunningDaemon, action, spawn_control_plane, spawn_env, wait_for_log,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -883,4 +885,86 @@ async fn audit(
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The threads of a running process, by name.
+fn thread_names(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| {
+            let comm = t.unwrap().path().join("comm");
+            std::fs::read_to_string(comm).unwrap().trim().to_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn worker_threads_decides_how_many_threads_run_the_tasks() {
+    let env = spawn_env().await;
+    env.deploy("grant-db");
+    // The default, then four from the environment.
+    for (name, vars, workers) in [
+        ("one-thread", &[][..], 1),
+        (
+            "four-threads",
+            &[("GRANTBRIDGE_WORKER_THREADS", "4")][..],
+            4,
+        ),
+    ] {
+        let cp = spawn_control_plane().await;
+        let config = env.daemon_config(&cp, &[("orders-db", "grant-db")]);
+        let (mut child, log) = env.spawn_run_with(&config, name, &[], vars);
+        for i in 0..20 {
+            cp.enqueue(action(&format!("{name}-{i}"), "orders-db"));
+        }
+        let results = cp.wait_for_results(20, WAIT).await;
+        assert_eq!(
+            results.len(),
+            20,
+            "{name}: every action has a result; log:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        assert!(
+            results
+                .values()
+                .all(|r| r.parsed.outcome
+                    == grantbridge_sandbox::protocol::ReportedOutcome::Succeeded),
+            "{name}: {results:?}"
+        );
+        // The runtime says how many threads run its tasks.
+        let started = wait_for_log(&log, "grantbridge started", 1).await;
+        assert!(
+            started.contains(&format!("worker_threads={workers}")),
+            "{name}: {started}"
+        );
+        // Tokio names its workers and its blocking pool's threads alike: four
+        // workers are at least four; one runtime thread is the main thread.
+        let threads = thread_names(child.id().unwrap());
+        let named = threads.iter().filter(|t| *t == "tokio-rt-worker").count();
+        assert!(named >= workers, "{name}: {threads:?}");
+        assert!(threads.iter().any(|t| t == "journal-writer"), "{threads:?}");
+        child.kill().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn worker_threads_out_of_range_is_refused_before_anything_starts() {
+    for value in ["0", "1025", "many"] {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_grantbridge"))
+            .args([
+                "--worker-threads",
+                value,
+                "--config",
+                "/nonexistent.toml",
+                "run",
+            ])
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value}: {stderr}");
+        assert!(stderr.contains("--worker-threads"), "{value}: {stderr}");
+    }
 }
